@@ -1,0 +1,245 @@
+"""Neutral JobSpec -> ModelArts v2 training-job create body, and back."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from adapters.translation import (
+    ReportBuilder,
+    Translation,
+    deep_merge,
+    mounts,
+    parse_memory_gi,
+    shell_join,
+    vendor_name,
+)
+from gateway.config import BackendConfig
+from gateway.errors import ValidationError
+from gateway.models import JobSpec, JobStatus, Phase
+from mappings import Flavor, canonical_gpu_type, flavors, phase_table, priorities, rewrite_uri
+
+log = structlog.get_logger(__name__)
+
+RETRY_ANNOTATION = "fault-tolerance/job-retry-num"
+FRAMEWORK_NOTE = ("ModelArts starts node_count replicas of the same command and sets MA_NUM_HOSTS, "
+                  "VC_WORKER_HOSTS and friends; the launcher in the image must read them")
+
+
+def _err(loc: list[str], msg: str) -> ValidationError:
+    return ValidationError(f"{'.'.join(loc)}: {msg}", errors=[{"loc": loc, "msg": msg}])
+
+
+def choose_flavor(gpus: float | None, gpu_type: str | None, cpu: float | None,
+                  memory: str | None) -> Flavor:
+    """Smallest flavor with the GPUs asked for and at least the CPU and memory; 422 when none."""
+    want = math.ceil(gpus) if gpus else 0
+    canon = None
+    if gpu_type:
+        canon = canonical_gpu_type(gpu_type)
+        if canon is None:
+            raise _err(["resources", "gpu_type"], f"unknown GPU type {gpu_type!r}; extend mappings/gpus.yaml")
+    mem = parse_memory_gi(memory) if memory else 0.0
+    for f in flavors():
+        if f.gpus != want:
+            continue
+        if want and canon and f.gpu_type != canon:
+            continue
+        if want == 0 and (f.gpu_type is not None or canon is not None):
+            continue
+        if f.cpu >= (cpu or 0) and f.memory_gi >= mem:
+            return f
+    desc = f"{want} x {canon or 'any GPU'}" if want else ("0 GPUs" if not canon else f"0 x {canon}")
+    raise _err(["resources"], f"no ModelArts flavor in mappings/flavors.yaml offers {desc} with at least "
+               f"{cpu or 0} cores and {memory or '0'} memory; set resources.flavor or extend the table")
+
+
+def obs_url(uri: str) -> str:
+    """obs://bucket/prefix -> /bucket/prefix/ as ModelArts writes OBS paths."""
+    p = urlsplit(uri)
+    path = p.path.strip("/")
+    return f"/{p.netloc}/{path}/" if path else f"/{p.netloc}/"
+
+
+def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+    """Build the ModelArts create-training-job request for `spec` on `backend`."""
+    rep = ReportBuilder(spec)
+    name = vendor_name(spec.name, job_id)
+    rep.add("name", "exact", f"metadata.name {name} (spec name + short job id, so a retry can find it)")
+    rep.add("backend", "exact", f"ModelArts backend {backend.name}")
+    workspace = spec.project or backend.default_project or "0"
+    if spec.project:
+        rep.add("project", "exact", "metadata.workspace_id")
+    else:
+        rep.add("project", "defaulted", f"metadata.workspace_id {workspace}")
+    if not backend.project_id:
+        raise ValidationError(f"backend {backend.name} has no project_id configured",
+                              errors=[{"loc": ["config", "backends", backend.name, "project_id"],
+                                       "msg": "required for ModelArts"}])
+
+    metadata: dict[str, Any] = {"name": name, "workspace_id": workspace,
+                                "description": f"trainjob-gateway job {job_id}"}
+    algorithm: dict[str, Any] = {"engine": {"image_url": spec.image}}
+    rep.add("image", "exact", "algorithm.engine.image_url")
+    argv = (spec.command or []) + (spec.args or [])
+    if argv:
+        algorithm["command"] = shell_join(argv)
+    if spec.command:
+        rep.add("command", "exact", "algorithm.command (shell-quoted)")
+        if spec.args:
+            rep.add("args", "approximated", "appended to algorithm.command: ModelArts has one command string")
+    elif spec.args:
+        rep.add("args", "approximated", "used as algorithm.command: ModelArts has no separate argv")
+    if spec.working_dir:
+        algorithm["working_dir"] = spec.working_dir
+        rep.add("working_dir", "exact", "algorithm.working_dir")
+    if spec.env is not None:
+        algorithm["environments"] = dict(spec.env)
+        rep.add("env", "exact", "algorithm.environments")
+
+    r = spec.resources
+    resource: dict[str, Any] = {"node_count": r.nodes}
+    rep.add("resources.nodes", "exact", f"spec.resource.node_count {r.nodes}")
+    if r.flavor:
+        resource["flavor_id"] = r.flavor
+        rep.add("resources.flavor", "exact", "spec.resource.flavor_id")
+        for f in ("gpus", "gpu_type", "cpu", "memory"):
+            rep.add(f"resources.{f}", "approximated", f"decided by resources.flavor={r.flavor}")
+    else:
+        fl = choose_flavor(r.gpus, r.gpu_type, r.cpu, r.memory)
+        resource["flavor_id"] = fl.id
+        if r.gpus is not None:
+            if r.gpus == fl.gpus:
+                rep.add("resources.gpus", "exact", f"flavor {fl.id}: {fl.gpus} GPUs")
+            else:
+                rep.add("resources.gpus", "approximated",
+                        f"flavor {fl.id}: a whole GPU; ModelArts has no GPU portions")
+        if r.gpu_type:
+            rep.add("resources.gpu_type", "exact", f"flavor {fl.id}: {fl.gpu_type}")
+        if r.cpu is not None:
+            rep.add("resources.cpu", "exact" if fl.cpu == r.cpu else "approximated",
+                    f"flavor {fl.id}: {fl.cpu:g} cores")
+        if r.memory is not None:
+            same = abs(fl.memory_gi - parse_memory_gi(r.memory)) < 1e-9
+            rep.add("resources.memory", "exact" if same else "approximated",
+                    f"flavor {fl.id}: {fl.memory_gi:g}Gi")
+        if not (r.gpus or r.gpu_type or r.cpu or r.memory):
+            rep.add("resources", "defaulted", f"flavor {fl.id}")
+    if backend.pool_id:
+        resource["pool_id"] = backend.pool_id
+
+    if spec.distributed:
+        if r.nodes > 1:
+            rep.add("distributed.framework", "approximated", FRAMEWORK_NOTE)
+        else:
+            rep.add("distributed.framework", "dropped", "ignored for a single-node job (nodes = 1)")
+
+    job_spec: dict[str, Any] = {"resource": resource}
+    inputs: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    for m in mounts(spec):
+        field = f"{m.kind}[{m.index}]"
+        uri, note = m.uri, ""
+        rewritten = rewrite_uri(uri, "modelarts")
+        if rewritten:
+            uri = rewritten[0]
+            note = f"; rewritten {m.uri} -> {uri} by mappings/storage.yaml"
+        parts = urlsplit(uri)
+        extra = ("; " + ", ".join(m.defaults)) if m.defaults else ""
+        if parts.scheme == "obs":
+            channel = {"name": m.name, "local_dir": m.path, "remote": {"obs": {"obs_url": obs_url(uri)}}}
+            (inputs if m.kind == "inputs" else outputs).append(channel)
+            rep.add(field, "approximated" if note else "exact",
+                    f"algorithm.{m.kind} OBS {obs_url(uri)}{note}{extra}")
+        elif parts.scheme == "nfs":
+            volumes.append({"nfs": {"nfs_server_path": f"{parts.netloc}:{parts.path}", "local_path": m.path,
+                                    "read_only": m.read_only}})
+            rep.add(field, "approximated" if note else "exact", f"spec.volumes nfs{note}{extra}")
+        else:
+            rep.add(field, "dropped",
+                    f"ModelArts mounts OBS and NFS only; no rule in mappings/storage.yaml maps {m.uri}")
+    if inputs:
+        algorithm["inputs"] = inputs
+    if outputs:
+        algorithm["outputs"] = outputs
+    if volumes:
+        job_spec["volumes"] = volumes
+
+    if spec.labels is not None:
+        rep.add("labels", "dropped", "ModelArts training jobs have no labels; the gateway still filters on them")
+    policy: dict[str, Any] = {}
+    if spec.priority:
+        policy["priority"] = priorities()["modelarts"][spec.priority]
+        rep.add("priority", "exact", f"spec.schedule_policy.priority {policy['priority']}")
+    if spec.preemptible is not None:
+        policy["preemptible"] = spec.preemptible
+        rep.add("preemptible", "exact", "spec.schedule_policy.preemptible")
+    if policy:
+        job_spec["schedule_policy"] = policy
+    if spec.max_retries is not None:
+        metadata["annotations"] = {RETRY_ANNOTATION: str(spec.max_retries)}
+        rep.add("max_retries", "exact", f"metadata.annotations[{RETRY_ANNOTATION}]")
+    if spec.max_runtime_seconds is not None:
+        hours = math.ceil(spec.max_runtime_seconds / 3600)
+        job_spec["auto_stop"] = {"time_unit": "HOURS", "duration": hours}
+        exact = spec.max_runtime_seconds == hours * 3600
+        rep.add("max_runtime_seconds", "exact" if exact else "approximated",
+                f"spec.auto_stop {hours} h" + ("" if exact else " (ModelArts counts whole hours, rounded up)"))
+
+    body: dict[str, Any] = {"kind": "job", "metadata": metadata, "algorithm": algorithm, "spec": job_spec}
+    ext = spec.extensions
+    if ext and ext.modelarts is not None:
+        body = deep_merge(body, ext.modelarts)
+        rep.add("extensions.modelarts", "passthrough", "deep-merged into the create body")
+    if ext and ext.runai is not None:
+        rep.add("extensions.runai", "dropped", "applies to Run:ai backends only")
+    path = f"/v2/{backend.project_id}/training-jobs"
+    return Translation("POST", path, body, rep.finish(), name)
+
+
+def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None) -> JobStatus:
+    """ModelArts status -> neutral; the primary phase decides, the secondary only when it is unknown."""
+    table = phase_table("modelarts")
+    rule = table.phases.get(phase or "")
+    if rule is None:
+        rule = table.secondary.get(secondary or "")
+        log.warning("unknown_vendor_phase", vendor="modelarts", vendor_phase=phase, secondary=secondary)
+    now = datetime.now(UTC)
+    if rule is None:
+        return JobStatus(phase=Phase.UNKNOWN, vendor_phase=phase, vendor_secondary_phase=secondary,
+                         message=message, observed_at=now)
+    return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=phase,
+                     vendor_secondary_phase=secondary, message=message, observed_at=now)
+
+
+def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:
+    """Best-effort neutral spec from a ModelArts job record (for external jobs)."""
+    import shlex
+
+    meta = record.get("metadata") or {}
+    algo = record.get("algorithm") or {}
+    res = ((record.get("spec") or {}).get("resource") or {})
+    out: dict[str, Any] = {"name": str(meta.get("name") or "external"), "backend": backend,
+                           "image": ((algo.get("engine") or {}).get("image_url")) or "unknown"}
+    if meta.get("workspace_id"):
+        out["project"] = str(meta["workspace_id"])
+    if algo.get("command"):
+        try:
+            out["command"] = shlex.split(algo["command"])
+        except ValueError:
+            out["command"] = [algo["command"]]
+    if algo.get("environments"):
+        out["env"] = {str(k): str(v) for k, v in algo["environments"].items()}
+    resources: dict[str, Any] = {}
+    if res.get("flavor_id"):
+        resources["flavor"] = res["flavor_id"]
+    if res.get("node_count"):
+        resources["nodes"] = int(res["node_count"])
+    if resources:
+        out["resources"] = resources
+    return out

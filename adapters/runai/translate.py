@@ -1,0 +1,246 @@
+"""Neutral JobSpec -> Run:ai TrainingCreationRequest / DistributedCreationRequest, and back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from adapters.translation import (
+    ReportBuilder,
+    Translation,
+    deep_merge,
+    mounts,
+    shell_join,
+    vendor_name,
+)
+from gateway.config import BackendConfig
+from gateway.errors import ValidationError
+from gateway.models import JobSpec, JobStatus, Phase
+from mappings import canonical_gpu_type, gpu_types, phase_table, priorities, rewrite_uri
+
+log = structlog.get_logger(__name__)
+
+TRAININGS = "/api/v1/workloads/trainings"
+DISTRIBUTED = "/api/v1/workloads/distributed"
+FRAMEWORKS = {"pytorch": "PyTorch", "tf": "TF", "mpi": "MPI", "xgboost": "XGBoost", "jax": "JAX"}
+JOB_ID_ANNOTATION = "trainjob-gateway/job-id"
+
+
+def _err(loc: list[str], msg: str) -> ValidationError:
+    return ValidationError(f"{'.'.join(loc)}: {msg}", errors=[{"loc": loc, "msg": msg}])
+
+
+def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+    """Build the Run:ai create request for `spec` on `backend`."""
+    rep = ReportBuilder(spec)
+    name = vendor_name(spec.name, job_id)
+    rep.add("name", "exact", f"workload name {name} (spec name + short job id, so a retry can find it)")
+    rep.add("backend", "exact", f"Run:ai backend {backend.name}")
+
+    project = spec.project or backend.default_project
+    if not project:
+        raise _err(["project"], f"required: backend {backend.name} has no default_project")
+    if spec.project:
+        rep.add("project", "exact", "projectId")
+    else:
+        rep.add("project", "defaulted", f"projectId {project} from backend default_project")
+    if not backend.cluster_id:
+        raise ValidationError(f"backend {backend.name} has no cluster_id configured",
+                              errors=[{"loc": ["config", "backends", backend.name, "cluster_id"],
+                                       "msg": "required for Run:ai"}])
+
+    s: dict[str, Any] = {"image": spec.image}
+    rep.add("image", "exact", "spec.image")
+    if spec.command:
+        s["command"] = shell_join(spec.command)
+        rep.add("command", "exact", "spec.command (shell-quoted)")
+    if spec.args:
+        s["args"] = shell_join(spec.args)
+        rep.add("args", "exact", "spec.args (shell-quoted)")
+    if spec.working_dir:
+        s["workingDir"] = spec.working_dir
+        rep.add("working_dir", "exact", "spec.workingDir")
+    if spec.env is not None:
+        s["environmentVariables"] = [{"name": k, "value": v} for k, v in spec.env.items()]
+        rep.add("env", "exact", "spec.environmentVariables")
+
+    r = spec.resources
+    compute: dict[str, Any] = {}
+    if r.gpus is not None:
+        if 0 < r.gpus < 1:
+            compute.update(gpuDevicesRequest=1, gpuRequestType="portion", gpuPortionRequest=r.gpus)
+            rep.add("resources.gpus", "exact", f"GPU portion {r.gpus} of one device")
+        else:
+            compute["gpuDevicesRequest"] = int(r.gpus)
+            rep.add("resources.gpus", "exact", "compute.gpuDevicesRequest")
+    if r.cpu is not None:
+        compute["cpuCoreRequest"] = r.cpu
+        rep.add("resources.cpu", "exact", "compute.cpuCoreRequest")
+    if r.memory is not None:
+        compute["cpuMemoryRequest"] = r.memory
+        rep.add("resources.memory", "exact", "compute.cpuMemoryRequest")
+    if compute:
+        s["compute"] = compute
+
+    if r.flavor:
+        s["nodePools"] = [r.flavor]
+        rep.add("resources.flavor", "exact", f"nodePools [{r.flavor}]")
+        if r.gpu_type:
+            rep.add("resources.gpu_type", "approximated", f"superseded by resources.flavor={r.flavor}")
+    elif r.gpu_type:
+        canon = canonical_gpu_type(r.gpu_type)
+        pools = gpu_types().get(canon or "", {}).get("runai_node_pools") or []
+        if not canon or not pools:
+            known = ", ".join(k for k, v in gpu_types().items() if v.get("runai_node_pools"))
+            raise _err(["resources", "gpu_type"],
+                       f"no Run:ai node pool carries {r.gpu_type!r} (mapped: {known}); "
+                       "set resources.flavor to a node pool or extend mappings/gpus.yaml")
+        s["nodePools"] = list(pools)
+        rep.add("resources.gpu_type", "exact", f"nodePools {pools} from mappings/gpus.yaml")
+
+    storage: dict[str, list[dict[str, Any]]] = {}
+    for m in mounts(spec):
+        field = f"{m.kind}[{m.index}]"
+        uri, note = m.uri, ""
+        rewritten = rewrite_uri(uri, "runai")
+        if rewritten:
+            uri = rewritten[0]
+            note = f"; rewritten {m.uri} -> {uri} by mappings/storage.yaml"
+        parts = urlsplit(uri)
+        sub = parts.path.strip("/")
+        extra = ("; " + ", ".join(m.defaults)) if m.defaults else ""
+        if parts.scheme == "pvc":
+            storage.setdefault("pvc", []).append({
+                "name": m.name, "claimName": parts.netloc, "path": m.path, "readOnly": m.read_only,
+                "existingPvc": True})
+            if sub:
+                rep.add(field, "approximated",
+                        f"storage.pvc claim {parts.netloc} mounted whole at {m.path}: Run:ai has no sub-path, "
+                        f"data is under {m.path}/{sub}{note}{extra}")
+            else:
+                rep.add(field, "approximated" if note else "exact", f"storage.pvc {parts.netloc}{note}{extra}")
+        elif parts.scheme == "nfs":
+            storage.setdefault("nfs", []).append({
+                "name": m.name, "server": parts.netloc, "path": parts.path, "mountPath": m.path,
+                "readOnly": m.read_only})
+            rep.add(field, "approximated" if note else "exact", f"storage.nfs {parts.netloc}:{parts.path}{note}{extra}")
+        else:  # s3 and obs: Run:ai mounts S3-compatible buckets
+            item: dict[str, Any] = {"name": m.name, "bucket": parts.netloc, "path": m.path}
+            detail = f"storage.s3 bucket {parts.netloc}"
+            lossy = bool(note)
+            if parts.scheme == "obs":
+                item["url"] = backend.obs_endpoint
+                detail += f" through OBS's S3-compatible endpoint {backend.obs_endpoint}"
+                lossy = True
+            if sub:
+                detail += f"; Run:ai mounts whole buckets, data is under {m.path}/{sub}"
+                lossy = True
+            storage.setdefault("s3", []).append(item)
+            rep.add(field, "approximated" if lossy else "exact", detail + note + extra)
+    if storage:
+        s["storage"] = storage
+
+    if spec.labels is not None:
+        s["labels"] = [{"name": k, "value": v} for k, v in spec.labels.items()]
+        rep.add("labels", "exact", "spec.labels")
+    s["annotations"] = [{"name": JOB_ID_ANNOTATION, "value": job_id}]
+    if spec.priority:
+        s["priorityClass"] = priorities()["runai"][spec.priority]
+        rep.add("priority", "exact", f"priorityClass {s['priorityClass']}")
+    if spec.preemptible is not None:
+        s["preemptibility"] = "preemptible" if spec.preemptible else "non-preemptible"
+        rep.add("preemptible", "exact", f"preemptibility {s['preemptibility']}")
+    if spec.max_retries is not None:
+        s["backoffLimit"] = spec.max_retries
+        rep.add("max_retries", "exact", "spec.backoffLimit")
+    if spec.max_runtime_seconds is not None:
+        rep.add("max_runtime_seconds", "dropped", "Run:ai trainings have no run-time limit field")
+
+    body: dict[str, Any] = {"name": name, "projectId": str(project), "clusterId": backend.cluster_id}
+    path = TRAININGS
+    kind = "training"
+    if r.nodes > 1:
+        assert spec.distributed is not None  # enforced by JobSpec
+        fw = spec.distributed.framework
+        s["distributedFramework"] = FRAMEWORKS[fw]
+        workers = r.nodes if fw == "mpi" else r.nodes - 1
+        s["numWorkers"] = workers
+        body["masterSpecSameAsWorker"] = True
+        path, kind = DISTRIBUTED, "distributed"
+        role = "an MPI launcher plus" if fw == "mpi" else "a master plus"
+        rep.add("resources.nodes", "exact", f"distributed workload: {role} {workers} workers, same spec")
+        rep.add("distributed.framework", "exact", f"distributedFramework {FRAMEWORKS[fw]}")
+    else:
+        rep.add("resources.nodes", "exact", "single-node training")
+        if spec.distributed:
+            rep.add("distributed.framework", "dropped", "ignored for a single-node job (nodes = 1)")
+    body["spec"] = s
+
+    ext = spec.extensions
+    if ext and ext.runai is not None:
+        body = deep_merge(body, ext.runai)
+        rep.add("extensions.runai", "passthrough", "deep-merged into the request body")
+    if ext and ext.modelarts is not None:
+        rep.add("extensions.modelarts", "dropped", "applies to ModelArts backends only")
+    return Translation("POST", path, body, rep.finish(), name, kind)
+
+
+def normalize_phase(vendor_phase: str | None, message: str | None = None) -> JobStatus:
+    """Run:ai phase -> neutral status; an unseen phase is UNKNOWN, with a warning."""
+    table = phase_table("runai").phases
+    rule = table.get(vendor_phase or "")
+    if rule is None:
+        log.warning("unknown_vendor_phase", vendor="runai", vendor_phase=vendor_phase)
+        return JobStatus(phase=Phase.UNKNOWN, terminal=False, vendor_phase=vendor_phase, message=message,
+                         observed_at=datetime.now(UTC))
+    return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=vendor_phase,
+                     message=message, degraded=rule.degraded, observed_at=datetime.now(UTC))
+
+
+def _argv(s: Any) -> list[str] | None:
+    import shlex
+
+    if not s:
+        return None
+    try:
+        return shlex.split(str(s))
+    except ValueError:
+        return [str(s)]
+
+
+def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:
+    """Best-effort neutral spec from a Run:ai workload or training record (for external jobs)."""
+    spec_block = record.get("spec") or {}
+    name = str(record.get("name") or record.get("requestedName") or "external")
+    out: dict[str, Any] = {"name": name, "backend": backend, "image": spec_block.get("image") or "unknown"}
+    if record.get("projectId") is not None:
+        out["project"] = str(record["projectId"])
+    if spec_block.get("command"):
+        out["command"] = _argv(spec_block["command"])
+    if spec_block.get("args"):
+        out["args"] = _argv(spec_block["args"])
+    if spec_block.get("environmentVariables"):
+        out["env"] = {e["name"]: e.get("value") or "" for e in spec_block["environmentVariables"] if e.get("name")}
+    labels = {lb["name"]: lb.get("value") or "" for lb in spec_block.get("labels") or [] if lb.get("name")}
+    if labels:
+        out["labels"] = labels
+    compute = spec_block.get("compute") or {}
+    res: dict[str, Any] = {}
+    if compute.get("gpuRequestType") == "portion" and compute.get("gpuPortionRequest") is not None:
+        res["gpus"] = compute["gpuPortionRequest"]
+    elif compute.get("gpuDevicesRequest") is not None:
+        res["gpus"] = compute["gpuDevicesRequest"]
+    if spec_block.get("numWorkers"):
+        res["nodes"] = int(spec_block["numWorkers"]) + 1
+    if res:
+        out["resources"] = res
+    return out
+
+
+def vendor_phase_of(record: dict[str, Any]) -> str | None:
+    """The phase field of a workload (`phase`) or training (`actualPhase`) record."""
+    value = record.get("phase") or record.get("actualPhase")
+    return str(value) if value else None

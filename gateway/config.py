@@ -1,0 +1,195 @@
+"""Gateway configuration: YAML with ${VAR} / ${VAR:-default} expansion, validated by pydantic."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from gateway.errors import ValidationError
+
+DEFAULT_CONFIG = Path("config/gateway.yaml")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Cfg):
+    """Where the gateway listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+
+
+class StoreConfig(_Cfg):
+    """The job store."""
+
+    url: str = "sqlite+aiosqlite:///var/tjg.db"
+
+
+class TenantConfig(_Cfg):
+    """A tenant and its API keys."""
+
+    name: str = Field(..., min_length=1)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    role: Literal["admin", "user"] = "user"
+    projects: list[str] = Field(default_factory=list,
+                                description="Vendor projects whose external jobs this tenant sees.")
+    webhooks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Credentials(_Cfg):
+    """Vendor credentials; Run:ai client id/secret or ModelArts AK/SK or IAM token."""
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    ak: str | None = None
+    sk: SecretStr | None = None
+    security_token: SecretStr | None = None
+    iam_token: SecretStr | None = None
+
+
+class RetryConfig(_Cfg):
+    """Retry policy for idempotent vendor calls."""
+
+    attempts: int = Field(5, ge=1, le=20)
+    base_delay: float = Field(0.05, ge=0)
+    max_delay: float = Field(2.0, ge=0)
+    budget_ratio: float = Field(0.5, ge=0, description="Retries allowed per request, averaged.")
+
+
+class BackendConfig(_Cfg):
+    """One vendor backend."""
+
+    name: str = Field(..., pattern=r"^[a-z][a-z0-9-]{0,63}$")
+    kind: Literal["runai", "modelarts"]
+    url: str
+    simulate: bool = False
+    simulate_faults: dict[str, float] = Field(default_factory=dict)
+    simulate_speed: float = Field(1.0, gt=0)
+    cluster_id: str | None = None
+    project_id: str | None = None
+    pool_id: str | None = None
+    credentials: Credentials = Field(default_factory=Credentials)
+    default_project: str | None = None
+    adopt_external: bool = False
+    obs_endpoint: str = "https://obs.cn-north-4.myhuaweicloud.com"
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(32, ge=1)
+    rate_limit: float = Field(0, ge=0, description="Requests per second; 0 means unlimited.")
+    breaker_threshold: int = Field(8, ge=1)
+    breaker_reset_seconds: float = Field(5.0, gt=0)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    sync_interval: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class Config(_Cfg):
+    """The whole gateway configuration."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        names = [b.name for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate backend names: {', '.join(sorted(dup))}")
+        tnames = [t.name for t in self.tenants]
+        if len(set(tnames)) != len(tnames):
+            raise ValueError("duplicate tenant names")
+        return self
+
+    def backend(self, name: str) -> BackendConfig:
+        """The backend called `name`, or a 422 naming the field."""
+        for b in self.backends:
+            if b.name == name:
+                return b
+        known = ", ".join(b.name for b in self.backends) or "none"
+        raise ValidationError(f"unknown backend {name!r} (configured: {known})",
+                              errors=[{"loc": ["backend"], "msg": f"unknown backend {name!r}; configured: {known}"}])
+
+    def secrets(self) -> list[str]:
+        """Every secret string in the config, for log scrubbing."""
+        out: list[str] = []
+        for t in self.tenants:
+            out.extend(k.get_secret_value() for k in t.api_keys)
+            out.extend(str(w.get("secret")) for w in t.webhooks if w.get("secret"))
+        for b in self.backends:
+            c = b.credentials
+            for s in (c.client_secret, c.sk, c.security_token, c.iam_token):
+                if s is not None:
+                    out.append(s.get_secret_value())
+        return [s for s in out if s]
+
+
+def expand_env(value: Any, env: dict[str, str] | None = None) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of a YAML tree."""
+    env = dict(os.environ) if env is None else env
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env and env[name] != "":
+                return env[name]
+            if default is not None:
+                return default
+            raise ValidationError(f"config refers to ${{{name}}} but it is not set",
+                                  errors=[{"loc": ["config", name], "msg": "environment variable not set"}])
+        return _VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    return value
+
+
+def default_config_path() -> Path:
+    """TJG_CONFIG, else ./config/gateway.yaml, else the copy shipped in the package."""
+    env = os.environ.get("TJG_CONFIG")
+    if env:
+        return Path(env)
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, expand and validate a config file."""
+    p = Path(path) if path else default_config_path()
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError as err:
+        raise ValidationError(f"config file {p} not found") from err
+    except yaml.YAMLError as err:
+        raise ValidationError(f"config file {p} is not valid YAML: {err}") from err
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate an already-parsed config tree."""
+    import pydantic
+
+    try:
+        return Config.model_validate(expand_env(raw))
+    except pydantic.ValidationError as err:
+        errors = [{"loc": ["config", *[str(x) for x in e["loc"]]], "msg": e["msg"]} for e in err.errors()]
+        first = errors[0]
+        raise ValidationError(f"invalid config at {'.'.join(first['loc'])}: {first['msg']}", errors=errors) from err

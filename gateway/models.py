@@ -1,0 +1,243 @@
+"""The neutral job model: what users send (JobSpec) and what the gateway answers (Job)."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+MEMORY_RE = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+URI_SCHEMES = ("pvc", "nfs", "s3", "obs")
+
+
+class Phase(StrEnum):
+    """Neutral job phase."""
+
+    QUEUED = "QUEUED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUSPENDING = "SUSPENDING"
+    SUSPENDED = "SUSPENDED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+    UNKNOWN = "UNKNOWN"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    """Compute per node."""
+
+    gpus: float | None = Field(None, ge=0, description="GPUs per node; a fraction below 1 is a GPU portion.")
+    gpu_type: str | None = Field(None, min_length=1, max_length=64,
+                                 description="GPU model such as A100; mapped to node pools or flavors.")
+    cpu: float | None = Field(None, gt=0, description="CPU cores per node.")
+    memory: str | None = Field(None, pattern=MEMORY_RE, description="Memory per node, e.g. 64Gi.")
+    nodes: int = Field(1, ge=1, le=1024, description="Number of nodes; more than 1 makes a distributed job.")
+    flavor: str | None = Field(None, min_length=1, max_length=128,
+                               description="Explicit vendor flavor or node pool; overrides the mapping.")
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, v: float | None) -> float | None:
+        if v is not None and v > 1 and not float(v).is_integer():
+            raise ValueError("more than one GPU must be a whole number; a fraction is only allowed below 1")
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class Distributed(_Strict):
+    """How the nodes of a multi-node job cooperate."""
+
+    framework: Literal["pytorch", "tf", "mpi", "xgboost", "jax"] = Field(
+        ..., description="Distributed framework for nodes > 1.")
+
+
+class DataMount(_Strict):
+    """A data location mounted into the job."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Channel name.")
+    uri: str = Field(..., min_length=6, max_length=1024,
+                     description="pvc://claim/sub, nfs://server/export, s3://bucket/prefix or obs://bucket/prefix.")
+    path: str | None = Field(None, pattern=r"^/[^\x00]*$", max_length=1024,
+                             description="Mount path in the container (default /mnt/<inputs|outputs>/<name>).")
+    read_only: bool | None = Field(None, description="Mount read-only (default: true for inputs, false for outputs).")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in URI_SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
+        if not parts.netloc:
+            raise ValueError("needs a claim, server or bucket after the scheme")
+        if parts.scheme == "nfs" and not parts.path.startswith("/"):
+            raise ValueError("nfs:// needs an export path, e.g. nfs://server/export")
+        return v
+
+
+class Extensions(_Strict):
+    """Raw vendor fields deep-merged into that vendor's payload last."""
+
+    runai: dict[str, Any] | None = Field(None, description="Merged into the Run:ai request body.")
+    modelarts: dict[str, Any] | None = Field(None, description="Merged into the ModelArts create body.")
+
+
+class JobSpec(_Strict):
+    """A training job, independent of the vendor that runs it."""
+
+    name: str = Field(..., min_length=1, max_length=63, pattern=NAME_RE,
+                      description="Job name, valid on both vendors.")
+    backend: str = Field(..., min_length=1, max_length=64, description="Name of a configured backend.")
+    project: str | None = Field(None, min_length=1, max_length=128,
+                                description="Run:ai project id or ModelArts workspace id (default \"0\").")
+    image: str = Field(..., min_length=1, max_length=1024, description="Container image.")
+    command: list[str] | None = Field(None, max_length=256, description="Entry point argv.")
+    args: list[str] | None = Field(None, max_length=1024, description="Extra argv.")
+    working_dir: str | None = Field(None, min_length=1, max_length=1024, description="Working directory.")
+    env: dict[str, str] | None = Field(None, description="Plain environment variables.")
+    resources: Resources = Field(default_factory=Resources, description="Compute per node.")
+    distributed: Distributed | None = Field(None, description="Distributed settings for nodes > 1.")
+    inputs: list[DataMount] | None = Field(None, max_length=64, description="Data read by the job.")
+    outputs: list[DataMount] | None = Field(None, max_length=64, description="Data written by the job.")
+    labels: dict[str, str] | None = Field(None, description="Labels for filtering and bookkeeping.")
+    priority: Literal["low", "normal", "high"] | None = Field(None, description="Scheduling priority.")
+    preemptible: bool | None = Field(None, description="May the scheduler preempt this job.")
+    max_retries: int | None = Field(None, ge=0, le=100, description="Retries before the job is failed.")
+    max_runtime_seconds: int | None = Field(None, gt=0, description="Hard limit on run time.")
+    extensions: Extensions | None = Field(None, description="Raw vendor fields, merged last.")
+
+    @field_validator("command", "args")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any("\0" in a for a in v):
+            raise ValueError("arguments cannot contain NUL bytes")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for k in v or {}:
+            if not ENV_NAME_RE.match(k):
+                raise ValueError(f"invalid environment variable name {k!r}")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for k, val in (v or {}).items():
+            if len(k) > 63 or not LABEL_KEY_RE.match(k):
+                raise ValueError(f"invalid label key {k!r} (1-63 chars: letters, digits, '-', '_', '.')")
+            if len(val) > 63:
+                raise ValueError(f"label {k!r}: value longer than 63 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _distributed_needs_nodes(self) -> JobSpec:
+        if self.resources.nodes > 1 and self.distributed is None:
+            raise ValueError("distributed.framework is required when resources.nodes > 1")
+        names = [m.name for m in (self.inputs or []) + (self.outputs or [])]
+        if len(names) != len(set(names)):
+            raise ValueError("input and output names must be unique")
+        return self
+
+
+class JobStatus(BaseModel):
+    """Normalized status of a job."""
+
+    phase: Phase = Field(Phase.QUEUED, description="Neutral phase.")
+    terminal: bool = Field(False, description="True once the job can no longer change phase.")
+    vendor_phase: str | None = Field(None, description="The vendor's own phase.")
+    vendor_secondary_phase: str | None = Field(None, description="ModelArts secondary phase.")
+    message: str | None = Field(None, description="Human-readable detail from the vendor.")
+    degraded: bool = Field(False, description="Running with a health problem (Run:ai Degraded).")
+    observed_at: datetime | None = Field(None, description="When the vendor last reported this status.")
+    stale: bool = Field(False, description="The last poll failed; this status may be out of date.")
+
+
+Outcome = Literal["exact", "approximated", "defaulted", "dropped", "passthrough"]
+
+
+class ReportEntry(BaseModel):
+    """What happened to one spec field in a translation."""
+
+    field: str = Field(..., description="Spec field path, e.g. resources.gpus or inputs[0].")
+    outcome: Outcome = Field(..., description="exact | approximated | defaulted | dropped | passthrough.")
+    detail: str = Field("", description="How the field was expressed, or why it could not be.")
+
+
+class VendorRequest(BaseModel):
+    """The HTTP request a translation produces."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+
+
+class DryRun(BaseModel):
+    """Answer of a dry run: what would be sent, and the report."""
+
+    backend: str
+    request: VendorRequest
+    report: list[ReportEntry]
+
+
+class Job(BaseModel):
+    """A job as the gateway knows it."""
+
+    id: str = Field(..., description="The gateway's id (never the vendor's).")
+    name: str
+    backend: str
+    backend_job_id: str | None = Field(None, description="The vendor's id once the create succeeded.")
+    vendor_name: str | None = Field(None, description="The name the job has on the vendor.")
+    project: str | None = None
+    spec: dict[str, Any] = Field(..., description="The JobSpec as submitted (or as imported).")
+    status: JobStatus
+    labels: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    report: list[ReportEntry] = Field(default_factory=list)
+    origin: Literal["gateway", "external"] = "gateway"
+    tenant: str | None = None
+    migrated_from: str | None = None
+    migrated_to: str | None = None
+
+
+def parse_spec(data: Any) -> JobSpec:
+    """Validate user input as a JobSpec; errors become a 422 naming each field path."""
+    import pydantic
+
+    from gateway.errors import ValidationError
+
+    if not isinstance(data, dict):
+        raise ValidationError("a job spec must be a JSON/YAML object",
+                              errors=[{"loc": [], "msg": "expected an object"}])
+    try:
+        return JobSpec.model_validate(data)
+    except pydantic.ValidationError as err:
+        errors = []
+        for e in err.errors():
+            loc = [str(x) if not isinstance(x, int) else x for x in e["loc"]]
+            msg = e["msg"]
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field"
+            errors.append({"loc": loc, "msg": msg})
+        first = errors[0]
+        where = ".".join(str(x) for x in first["loc"]) or "spec"
+        raise ValidationError(f"invalid job spec: {where}: {first['msg']}", errors=errors) from err
