@@ -1,0 +1,379 @@
+"""A Huawei ModelArts (v2 training jobs) simulator that huaweicloudsdkmodelarts accepts unchanged.
+
+AK/SK signature verification (and X-Auth-Token), create/show/search/delete/terminate, log
+preview and events, with ModelArts' error codes and a Creating → Pending → Running → end
+lifecycle on a clock.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from adapters.modelarts.signer import verify
+from adapters.simkit import FaultState, Timeline, run_outcome, sim_admin_routes, sim_middlewares, wall
+from mappings import flavors
+
+DEMO_CREDENTIALS = [("TJGDEMOAK", "TJGDEMOSK")]
+DEMO_IAM_TOKENS = ("tjg-demo-iam-token",)
+JOB_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STOPPABLE = ("Creating", "Pending", "Running")
+TERMINAL = ("Completed", "Failed", "Terminated", "Abnormal")
+
+
+def error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """ModelArts' error body."""
+    codes = {401: "APIGW.0301", 403: "ModelArts.2784", 429: "APIGW.0308", 503: "ModelArts.0003"}
+    return {"error_code": code or codes.get(status, "ModelArts.0001"), "error_msg": message,
+            "error_solution": "See the ModelArts error code reference."}
+
+
+def _reply(status: int, body: Any) -> web.Response:
+    return web.json_response(body, status=status, headers={"X-Request-Id": uuid.uuid4().hex})
+
+
+def _fail(status: int, code: str, message: str) -> web.Response:
+    return _reply(status, error(status, message, code))
+
+
+@dataclass
+class TrainingJob:
+    """One simulated training job."""
+
+    id: str
+    project_id: str
+    name: str
+    workspace_id: str
+    body: dict[str, Any]
+    create_ms: int
+    timeline: Timeline
+    outcome: str
+    run_seconds: float
+    node_count: int
+    flavor_id: str
+    deleted: bool = False
+
+
+class ModelArtsSimulator:
+    """State and handlers of one simulated ModelArts region."""
+
+    def __init__(self, credentials: list[tuple[str, str]] | None = None, speed: float = 1.0,
+                 iam_tokens: tuple[str, ...] = DEMO_IAM_TOKENS) -> None:
+        self.secrets = dict(credentials or DEMO_CREDENTIALS)
+        self.iam_tokens = set(iam_tokens)
+        self.speed = speed
+        self.jobs: dict[str, TrainingJob] = {}
+        self.order: list[TrainingJob] = []
+        self.names: dict[tuple[str, str], str] = {}
+        self.flavor_ids = {f.id: f for f in flavors()}
+
+    def _s(self, seconds: float) -> float:
+        return seconds / self.speed
+
+    async def _auth(self, request: web.Request) -> web.Response | None:
+        token = request.headers.get("X-Auth-Token")
+        if token is not None:
+            if token in self.iam_tokens:
+                return None
+            return _fail(401, "APIGW.0301", "Incorrect IAM authentication information: token invalid")
+        body = await request.read()
+        reason = verify(request.method, request.rel_url.raw_path, list(request.rel_url.query.items()),
+                        request.headers, body, self.secrets)
+        if reason:
+            return _fail(401, "APIGW.0301", f"Incorrect IAM authentication information: {reason}")
+        return None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def state(self, j: TrainingJob, now: float | None = None) -> tuple[str, str]:
+        """(phase, secondary_phase) now."""
+        st: tuple[str, str] = j.timeline.current(time.monotonic() if now is None else now)
+        return st
+
+    def _end_steps(self, j: TrainingJob, offset: float) -> list[tuple[float, tuple[str, str]]]:
+        end = {"completed": ("Completed", "Completed"), "failed": ("Failed", "Failed"),
+               "abnormal": ("Abnormal", "Failed")}.get(j.outcome)
+        return [] if end is None else [(offset + self._s(j.run_seconds), end)]
+
+    def record(self, j: TrainingJob, now: float) -> dict[str, Any]:
+        """The job as show/list return it."""
+        phase, secondary = self.state(j, now)
+        hist = j.timeline.history(now)
+        started = next((t for t, p in hist if p[0] == "Running"), None)
+        ended = next((t for t, p in hist if p[0] in TERMINAL), None)
+        duration = 0 if started is None else int(((ended or now) - started) * 1000)
+        tasks = [f"worker-{i}" for i in range(j.node_count)]
+        exit_code = {"Completed": 0, "Failed": 1, "Abnormal": 137}.get(phase)
+        meta = dict(j.body.get("metadata") or {})
+        meta.update(id=j.id, name=j.name, workspace_id=j.workspace_id, create_time=j.create_ms,
+                    user_name="tjg-demo")
+        spec = dict(j.body.get("spec") or {})
+        f = self.flavor_ids.get(j.flavor_id)
+        resource = dict(spec.get("resource") or {})
+        if f is not None:
+            resource.update(policy="regular", flavor_name=f.id, flavor_detail={
+                "flavor_type": "GPU" if f.gpus else "CPU",
+                "flavor_info": {"cpu": {"arch": "x86", "core_num": int(f.cpu)},
+                                "gpu": {"unit_num": f.gpus, "product_name": f.gpu_type or ""},
+                                "memory": {"size": int(f.memory_gi), "unit": "GB"}}})
+        spec["resource"] = resource
+        return {
+            "kind": j.body.get("kind", "job"), "metadata": meta,
+            "status": {"phase": phase, "secondary_phase": secondary, "duration": duration,
+                       "start_time": int(wall(started) * 1000) if started else 0, "node_count_metrics": None,
+                       "tasks": tasks,
+                       "task_statuses": [{"task": t, "exit_code": exit_code if exit_code is not None else 0,
+                                          "message": "" if exit_code in (None, 0) else "process exited"}
+                                         for t in tasks]},
+            "algorithm": j.body.get("algorithm") or {}, "spec": spec,
+        }
+
+    def _get(self, request: web.Request) -> TrainingJob | None:
+        j = self.jobs.get(request.match_info["job_id"])
+        if j is None or j.deleted or j.project_id != request.match_info["project_id"]:
+            return None
+        return j
+
+    def _not_found(self, request: web.Request) -> web.Response:
+        return _fail(400, "ModelArts.2775", f"Training job {request.match_info['job_id']} not found.")
+
+    # -- handlers ----------------------------------------------------------------------
+    async def create(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return _fail(400, "ModelArts.2601", "Invalid request body: not JSON.")
+        if not isinstance(body, dict):
+            return _fail(400, "ModelArts.2601", "Invalid request body: expected an object.")
+        meta = body.get("metadata")
+        if body.get("kind", "job") != "job" or not isinstance(meta, dict):
+            return _fail(400, "ModelArts.2601", "Invalid parameter: kind must be job and metadata is required.")
+        name = meta.get("name")
+        if not isinstance(name, str) or not JOB_NAME.match(name):
+            return _fail(400, "ModelArts.2601", "Invalid parameter metadata.name: 1-64 letters, digits, _ or -.")
+        algo = body.get("algorithm") or {}
+        if not isinstance(algo, dict) or not ((algo.get("engine") or {}).get("image_url") or algo.get("id")
+                                               or (algo.get("engine") or {}).get("engine_id")):
+            return _fail(400, "ModelArts.2601", "Invalid parameter algorithm: an image_url, engine or id is needed.")
+        resource = (body.get("spec") or {}).get("resource") or {}
+        flavor = resource.get("flavor_id")
+        if flavor not in self.flavor_ids:
+            return _fail(400, "ModelArts.2781", f"Flavor {flavor} not found.")
+        node_count = resource.get("node_count", 1)
+        if not isinstance(node_count, int) or node_count < 1:
+            return _fail(400, "ModelArts.2601", "Invalid parameter spec.resource.node_count.")
+        project = request.match_info["project_id"]
+        if (project, name) in self.names:
+            return _fail(400, "ModelArts.2751", f"Training job name {name} already exists.")
+        env = {str(k): str(v) for k, v in (algo.get("environments") or {}).items()}
+        outcome, run = run_outcome(env)
+        now = time.monotonic()
+        j = TrainingJob(id=str(uuid.uuid4()), project_id=project, name=name,
+                        workspace_id=str(meta.get("workspace_id") or "0"), body=body,
+                        create_ms=int(time.time() * 1000),
+                        timeline=Timeline(now, [(0, ("Creating", "Creating")), (self._s(0.3), ("Pending", "Queuing")),
+                                                (self._s(0.6), ("Running", "Running"))]),
+                        outcome=outcome, run_seconds=run, node_count=node_count, flavor_id=flavor)
+        j.timeline.extend(now, self._end_steps(j, self._s(0.6)))
+        self.jobs[j.id] = j
+        self.order.append(j)
+        self.names[(project, name)] = j.id
+        request["committed"] = True
+        return _reply(201, self.record(j, now))
+
+    async def show(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        j = self._get(request)
+        if j is None:
+            return self._not_found(request)
+        return _reply(200, self.record(j, time.monotonic()))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        j = self._get(request)
+        if j is None:
+            return self._not_found(request)
+        j.deleted = True
+        self.names.pop((j.project_id, j.name), None)
+        request["committed"] = True
+        return _reply(202, {})
+
+    async def action(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        j = self._get(request)
+        if j is None:
+            return self._not_found(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("action_type") != "terminate":
+            return _fail(400, "ModelArts.2601", "Invalid parameter action_type: only terminate is supported.")
+        now = time.monotonic()
+        phase, _ = self.state(j, now)
+        if phase not in STOPPABLE:
+            return _fail(409, "ModelArts.2796", f"Training job in phase {phase} cannot be terminated.")
+        j.timeline.cut(now, [(0, ("Terminating", "Terminating")), (self._s(0.5), ("Terminated", "Terminated"))])
+        request["committed"] = True
+        return _reply(202, {"kind": "job", "metadata": {"id": j.id, "name": j.name},
+                            "status": {"phase": "Terminating", "secondary_phase": "Terminating"}})
+
+    def _value(self, j: TrainingJob, key: str, now: float) -> Any:
+        k = key.split(".")[-1]
+        if k == "name":
+            return j.name
+        if k == "phase":
+            return self.state(j, now)[0]
+        if k == "secondary_phase":
+            return self.state(j, now)[1]
+        if k == "create_time":
+            return j.create_ms
+        if k == "workspace_id":
+            return j.workspace_id
+        if k == "id":
+            return j.id
+        if k == "flavor_id":
+            return j.flavor_id
+        if k == "user_name":
+            return "tjg-demo"
+        if k == "description":
+            return (j.body.get("metadata") or {}).get("description", "")
+        raise ValueError(f"unsupported filter key {key!r}")
+
+    @staticmethod
+    def _match(value: Any, operator: str, wanted: list[Any]) -> bool:
+        if operator == "like":
+            return any(str(w).lower() in str(value).lower() for w in wanted)
+        if operator == "in":
+            return str(value) in {str(w) for w in wanted}
+        if operator == "not":
+            return str(value) not in {str(w) for w in wanted}
+        if operator == "between":
+            lo, hi = float(wanted[0]), float(wanted[1])
+            return lo <= float(value) <= hi
+        raise ValueError(f"unsupported operator {operator!r}")
+
+    async def search(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return _fail(400, "ModelArts.2601", "Invalid request body: not JSON.")
+        body = body or {}
+        offset, limit = body.get("offset", 0), body.get("limit", 10)
+        if not isinstance(offset, int) or offset < 0:
+            return _fail(400, "ModelArts.2601", "Invalid parameter offset.")
+        if not isinstance(limit, int) or not 1 <= limit <= 50:
+            return _fail(400, "ModelArts.2601", "Invalid parameter limit: must be 1 to 50.")
+        filters = body.get("filters") or []
+        project = request.match_info["project_id"]
+        now = time.monotonic()
+        try:
+            for f in filters:
+                if not isinstance(f.get("value"), list):
+                    raise ValueError("filter value must be a list")
+                if f.get("operator") == "between" and len(f["value"]) != 2:
+                    raise ValueError("between takes two values")
+            rows = [j for j in self.order if not j.deleted and j.project_id == project and
+                    all(self._match(self._value(j, f["key"], now), f["operator"], f["value"]) for f in filters)]
+            sort_by = body.get("sort_by") or "create_time"
+            rows.sort(key=lambda j: (self._value(j, sort_by, now), j.create_ms),
+                      reverse=(body.get("order") or "desc") == "desc")
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            return _fail(400, "ModelArts.2601", f"Invalid search: {err}")
+        page = rows[offset: offset + limit]
+        return _reply(200, {"total": len(rows), "count": len(page), "limit": limit, "offset": offset,
+                            "sort_by": sort_by, "order": body.get("order") or "desc", "group_by": "",
+                            "workspace_id": "", "ai_project": "", "train_type": "",
+                            "items": [self.record(j, now) for j in page]})
+
+    async def logs(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        j = self._get(request)
+        if j is None:
+            return self._not_found(request)
+        task = request.match_info["task_id"]
+        if task not in {f"worker-{i}" for i in range(j.node_count)}:
+            return _fail(400, "ModelArts.2775", f"Task {task} of training job {j.id} not found.")
+        now = time.monotonic()
+        lines = []
+        for t, (phase, _) in j.timeline.history(now):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wall(t)))
+            lines.append(f"[{stamp}] [ModelArts Service Log] {task}: job phase {phase}")
+            if phase == "Running":
+                steps = int(min(now - t, self._s(j.run_seconds)) * self.speed) + 1
+                lines.extend(f"[{stamp}] {task}: step {i} loss {2.5 / (i + 1):.4f}" for i in range(min(steps, 50)))
+        content = "\n".join(lines) + "\n"
+        return _reply(200, {"content": content, "current_size": len(content), "full_size": len(content)})
+
+    async def events(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        j = self._get(request)
+        if j is None:
+            return self._not_found(request)
+        q = request.query
+        try:
+            offset = int(q.get("offset", "0"))
+            limit = int(q.get("limit", "50"))
+            if offset < 0 or not 1 <= limit <= 100:
+                raise ValueError
+        except ValueError:
+            return _fail(400, "ModelArts.2601", "Invalid parameter offset/limit (limit 1-100).")
+        evs = [{"message": f"Training job phase changed to {p}", "level": "Warning" if p in ("Failed", "Abnormal")
+                else "Info", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall(t))),
+                "source": "ModelArts"} for t, (p, _) in j.timeline.history(time.monotonic())]
+        level = q.get("level")
+        if level:
+            evs = [e for e in evs if e["level"] == level]
+        if (q.get("order") or "asc") == "desc":
+            evs.reverse()
+        return _reply(200, {"total": len(evs), "events": evs[offset: offset + limit]})
+
+    async def sim_flavors(self, _: web.Request) -> web.Response:
+        return web.json_response(sorted(self.flavor_ids))
+
+    def routes(self, app: web.Application) -> None:
+        r = app.router
+        base = "/v2/{project_id}"
+        r.add_post(base + "/training-jobs", self.create)
+        r.add_post(base + "/training-job-searches", self.search)
+        r.add_get(base + "/training-jobs/{job_id}", self.show)
+        r.add_delete(base + "/training-jobs/{job_id}", self.delete)
+        r.add_post(base + "/training-jobs/{job_id}/actions", self.action)
+        r.add_get(base + "/training-jobs/{job_id}/tasks/{task_id}/logs/preview", self.logs)
+        r.add_get(base + "/training-jobs/{job_id}/events", self.events)
+        r.add_get("/_sim/flavors", self.sim_flavors)
+
+
+SIM_KEY = web.AppKey("modelarts_sim", ModelArtsSimulator)
+
+
+def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
+                     seed: int | None = None, speed: float = 1.0) -> web.Application:
+    """The ModelArts simulator as an aiohttp app."""
+    state = FaultState(seed=seed)
+    state.set(faults or {})
+    stats: Counter[str] = Counter()
+
+    def err(status: int, msg: str) -> dict[str, Any]:
+        return error(status, msg)
+
+    app = web.Application(middlewares=sim_middlewares(state, stats, err), client_max_size=8 * 1024 * 1024)
+    sim = ModelArtsSimulator(credentials, speed=speed)
+    app[SIM_KEY] = sim
+    sim.routes(app)
+    sim_admin_routes(app, state, stats)
+    return app

@@ -1,0 +1,505 @@
+"""An NVIDIA Run:ai control-plane simulator that runapy's client accepts unchanged.
+
+Token auth (client_credentials and the deprecated app_token), trainings and distributed
+workloads with the vendor's status codes and lifecycles, /api/v1/workloads with filterBy,
+sorting and paging, counts and events. Bodies are validated against Run:ai's own OpenAPI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from adapters.oas import SchemaChecker
+from adapters.simkit import FaultState, Timeline, run_outcome, sim_admin_routes, sim_middlewares, wall
+
+SPEC_PATH = Path(__file__).with_name("openapi-subset.json")
+DEMO_CREDENTIALS = [("tjg-demo", "tjg-demo-secret")]
+K8S_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+FILTER = re.compile(r"^([A-Za-z0-9_.]+)(==|!=|<=|>=|=@|!@|=\^|=\$)(.*)$")
+GONE = "__gone__"
+TERMINAL = ("Completed", "Failed")
+
+
+def error(code: int, message: str, **extra: Any) -> dict[str, Any]:
+    """Run:ai's error body."""
+    return {"code": code, "message": message, **extra}
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
+
+
+def _kind(request: web.Request) -> str:
+    """`trainings` or `distributed`, from /api/v1/workloads/<kind>/..."""
+    return request.path.split("/")[4]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@dataclass
+class Workload:
+    """One simulated workload."""
+
+    id: str
+    name: str
+    requested_name: str
+    type: str  # Training | Distributed
+    project_id: str
+    cluster_id: str
+    created_at: float
+    body: dict[str, Any]
+    timeline: Timeline
+    outcome: str
+    run_seconds: float
+    created_by: str
+    desired: str = "Running"
+    deleted_at: float | None = None
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+
+class RunaiSimulator:
+    """State and handlers of one simulated Run:ai control plane."""
+
+    def __init__(self, credentials: list[tuple[str, str]] | None = None, speed: float = 1.0,
+                 token_ttl: int = 3600) -> None:
+        self.credentials = dict(credentials or DEMO_CREDENTIALS)
+        self.speed = speed
+        self.token_ttl = token_ttl
+        self.key = secrets.token_bytes(32)
+        self.issuer = f"runai-sim-{uuid.uuid4().hex[:8]}"
+        self.jobs: dict[str, Workload] = {}
+        self.order: list[Workload] = []
+        self.names: dict[tuple[str, str], str] = {}
+        self.tokens_issued = 0
+        self.checker = SchemaChecker(json.loads(SPEC_PATH.read_text()))
+
+    # -- auth ---------------------------------------------------------------------------
+    def issue_token(self, subject: str) -> str:
+        """A signed JWT whose payload also decodes with plain base64 (runapy's decoder)."""
+        header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        now = int(time.time())
+        for n in range(1000):
+            payload = json.dumps({"sub": subject, "iss": self.issuer, "iat": now, "exp": now + self.token_ttl,
+                                  "jti": uuid.uuid4().hex, "n": "x" * n})
+            enc = _b64url(payload.encode())
+            if "-" not in enc and "_" not in enc and len(enc) % 4 in (2, 3):
+                break
+        sig = _b64url(hmac.new(self.key, f"{header}.{enc}".encode(), hashlib.sha256).digest())
+        self.tokens_issued += 1
+        return f"{header}.{enc}.{sig}"
+
+    def verify(self, request: web.Request) -> str | None:
+        """None when the bearer token is ours and unexpired, else the reason."""
+        auth = request.headers.get("Authorization", "")
+        if not auth.lower().startswith("bearer "):
+            return "missing bearer token"
+        token = auth[7:].strip()
+        parts = token.split(".")
+        if len(parts) != 3:
+            return "malformed token"
+        want = _b64url(hmac.new(self.key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(want, parts[2]):
+            return "invalid token signature"
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        if claims.get("iss") != self.issuer:
+            return "token from another issuer"
+        if claims.get("exp", 0) <= time.time():
+            return "token expired"
+        return None
+
+    async def token(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json(400, error(400, "Bad request - body is not JSON"))
+        if not isinstance(body, dict):
+            return _json(400, error(400, "Bad request - body must be an object"))
+        grant = body.get("grantType")
+        if grant == "client_credentials":
+            ident, secret = body.get("clientID"), body.get("clientSecret")
+        elif grant == "app_token":
+            ident = body.get("AppId") or body.get("appID") or body.get("appId")
+            secret = body.get("AppSecret") or body.get("appSecret")
+        else:
+            return _json(400, error(400, f"Bad request - unsupported grantType {grant!r}"))
+        expected = self.credentials.get(str(ident))
+        if expected is None or not hmac.compare_digest(expected, str(secret)):
+            return _json(401, error(401, "Unauthorized - invalid client credentials"))
+        tok = self.issue_token(str(ident))
+        return _json(200, {"accessToken": tok, "idToken": tok, "refreshToken": secrets.token_hex(16),
+                           "expiresIn": self.token_ttl})
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _s(self, seconds: float) -> float:
+        return seconds / self.speed
+
+    def _run_steps(self, w: Workload, start_offset: float) -> list[tuple[float, str]]:
+        if w.outcome == "hang":
+            return []
+        end = "Completed" if w.outcome == "completed" else "Failed"
+        return [(start_offset + self._s(w.run_seconds), end)]
+
+    def phase(self, w: Workload, now: float | None = None) -> str:
+        """The workload's phase now."""
+        p: str = w.timeline.current(time.monotonic() if now is None else now)
+        return p
+
+    def visible(self, w: Workload, now: float) -> bool:
+        return self.phase(w, now) != GONE
+
+    # -- records -------------------------------------------------------------------------
+    def _message(self, phase: str, w: Workload) -> str:
+        return {"Pending": "Waiting for resources in the requested node pools",
+                "Failed": "Pod exited with code 1", "Completed": "All pods completed successfully",
+                "Degraded": "Some pods are not ready"}.get(phase, "")
+
+    def workload_record(self, w: Workload, now: float) -> dict[str, Any]:
+        """GET /api/v1/workloads shape."""
+        phase = self.phase(w, now)
+        shown = "Deleting" if phase == GONE else phase
+        since = wall(w.timeline.since(now))
+        spec = w.body.get("spec") or {}
+        compute = spec.get("compute") or {}
+        gpus = compute.get("gpuPortionRequest") if compute.get("gpuRequestType") == "portion" \
+            else compute.get("gpuDevicesRequest")
+        workers = int(spec.get("numWorkers") or 0)
+        rec: dict[str, Any] = {
+            "tenantId": 1001, "id": w.id, "name": w.name, "type": w.type,
+            "source": "Control-plane", "priority": 50, "priorityClassName": spec.get("priorityClass") or "train",
+            "submittedBy": w.created_by, "clusterId": w.cluster_id, "projectName": f"project-{w.project_id}",
+            "projectId": w.project_id, "departmentName": "default", "departmentId": "1",
+            "namespace": f"runai-project-{w.project_id}", "createdAt": _iso(w.created_at),
+            "phase": shown, "phaseMessage": self._message(shown, w), "k8sPhase": shown,
+            "conditions": [{"type": "Ready", "status": "True" if shown == "Running" else "False",
+                            "lastTransitionTime": _iso(since)}],
+            "runningPods": (workers + 1) if shown == "Running" else 0,
+            "requestedPods": {"number": workers + 1},
+            "phaseUpdatedAt": _iso(since), "k8sPhaseUpdatedAt": _iso(since), "updatedAt": _iso(since),
+            "deletedAt": _iso(wall(w.deleted_at)) if w.deleted_at is not None else None,
+            "category": "Train", "requestedNodePools": spec.get("nodePools") or ["default"],
+            "workloadRequestedResources": {"gpuRequestType": compute.get("gpuRequestType") or "portion",
+                                           "gpu": {"request": gpus}},
+        }
+        if w.type == "Distributed":
+            rec["distributedFramework"] = spec.get("distributedFramework")
+        return rec
+
+    def training_record(self, w: Workload, now: float) -> dict[str, Any]:
+        """Training1 / DistributedWorkload shape."""
+        phase = self.phase(w, now)
+        rec: dict[str, Any] = {
+            "name": w.name, "requestedName": w.requested_name, "workloadId": w.id, "projectId": w.project_id,
+            "clusterId": w.cluster_id, "createdBy": w.created_by, "createdAt": _iso(w.created_at),
+            "deletedAt": _iso(wall(w.deleted_at)) if w.deleted_at is not None else None,
+            "desiredPhase": w.desired, "actualPhase": "Deleting" if phase == GONE else phase,
+            "spec": w.body.get("spec") or {},
+        }
+        if w.type == "Distributed":
+            for k in ("masterSpecSameAsWorker", "masterSpec"):
+                if k in w.body:
+                    rec[k] = w.body[k]
+        return rec
+
+    # -- handlers ------------------------------------------------------------------------
+    async def _authed(self, request: web.Request) -> web.Response | None:
+        reason = self.verify(request)
+        return _json(401, error(401, f"Unauthorized - {reason}")) if reason else None
+
+    async def create(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        kind = _kind(request)
+        schema = "TrainingCreationRequest" if kind == "trainings" else "DistributedCreationRequest"
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json(400, error(400, "Bad submission request - body is not JSON"))
+        if not isinstance(body, dict):
+            return _json(400, error(400, "Bad submission request - body must be an object"))
+        issues = self.checker.check(schema, body)
+        name = body.get("name")
+        if isinstance(name, str) and (len(name) > 63 or not K8S_NAME.match(name)):
+            issues.append(("name", "must be a Kubernetes name: lowercase letters, digits and '-', up to 63"))
+        if kind == "distributed" and not issues:
+            spec = body.get("spec") or {}
+            if not spec.get("distributedFramework"):
+                issues.append(("spec.distributedFramework", "is required"))
+        if issues:
+            return _json(400, error(400, "Bad submission request", details=f"{issues[0][0]}: {issues[0][1]}",
+                                    complianceIssues=[{"field": f, "details": d, "rule": "required" if
+                                                       d == "is required" else "canEdit"} for f, d in issues]))
+        project = str(body["projectId"])
+        final = body["name"]
+        if body.get("useGivenNameAsPrefix"):
+            final = f"{final}-{secrets.token_hex(3)}"
+        if (project, final) in self.names:
+            return _json(409, error(409, f"workload {final!r} already exists in project {project}"))
+        env = {e.get("name"): e.get("value") or "" for e in (body.get("spec") or {}).get("environmentVariables")
+               or [] if isinstance(e, dict) and e.get("name")}
+        outcome, run = run_outcome(env)
+        if outcome == "abnormal":
+            outcome = "failed"
+        now = time.monotonic()
+        steps: list[tuple[float, str]] = [(0, "Creating"), (self._s(0.2), "Initializing"),
+                                          (self._s(0.4), "Pending"), (self._s(0.6), "Running")]
+        w = Workload(id=str(uuid.uuid4()), name=final, requested_name=body["name"],
+                     type="Training" if kind == "trainings" else "Distributed", project_id=project,
+                     cluster_id=str(body["clusterId"]), created_at=time.time(), body=body,
+                     timeline=Timeline(now, steps), outcome=outcome, run_seconds=run, created_by="tjg-demo")
+        w.timeline.extend(now, self._run_steps(w, self._s(0.6)))
+        self.jobs[w.id] = w
+        self.order.append(w)
+        self.names[(project, final)] = w.id
+        request["committed"] = True
+        return _json(202, self.training_record(w, now))
+
+    def _find(self, request: web.Request, kind: str | None) -> Workload | None:
+        w = self.jobs.get(request.match_info["id"])
+        if w is None or not self.visible(w, time.monotonic()):
+            return None
+        if kind == "trainings" and w.type != "Training":
+            return None
+        if kind == "distributed" and w.type != "Distributed":
+            return None
+        return w
+
+    async def get_training(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self._find(request, _kind(request))
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        return _json(200, self.training_record(w, time.monotonic()))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self._find(request, _kind(request))
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        now = time.monotonic()
+        if w.deleted_at is None:
+            w.deleted_at = now
+            w.desired = "Deleted"
+            w.timeline.cut(now, [(0, "Deleting"), (self._s(0.5), GONE)])
+            self.names.pop((w.project_id, w.name), None)
+        request["committed"] = True
+        return _json(202, {"code": 202, "message": "Request has been accepted."})
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self._find(request, _kind(request))
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        now = time.monotonic()
+        phase = self.phase(w, now)
+        if phase in TERMINAL or phase == "Deleting":
+            return _json(409, error(409, f"workload is {phase}; it cannot be suspended"))
+        if phase not in ("Stopping", "Stopped"):
+            w.desired = "Stopped"
+            w.timeline.cut(now, [(0, "Stopping"), (self._s(0.5), "Stopped")])
+        request["committed"] = True
+        return _json(202, {"code": 202, "message": "Request has been accepted."})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self._find(request, _kind(request))
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        now = time.monotonic()
+        phase = self.phase(w, now)
+        if phase in TERMINAL or phase == "Deleting":
+            return _json(409, error(409, f"workload is {phase}; it cannot be resumed"))
+        if phase in ("Stopping", "Stopped"):
+            w.desired = "Running"
+            w.timeline.cut(now, [(0, "Resuming"), (self._s(0.3), "Pending"), (self._s(0.5), "Running")])
+            w.timeline.extend(now, self._run_steps(w, self._s(0.5)))
+        request["committed"] = True
+        return _json(202, {"code": 202, "message": "Request has been accepted."})
+
+    # -- listing -------------------------------------------------------------------------
+    def _value(self, w: Workload, key: str, now: float) -> Any:
+        fast = {"name": lambda: w.name, "id": lambda: w.id, "type": lambda: w.type,
+                "projectId": lambda: w.project_id, "clusterId": lambda: w.cluster_id,
+                "createdAt": lambda: _iso(w.created_at), "phase": lambda: self.phase(w, now)}
+        if key in fast:
+            return fast[key]()
+        return self.workload_record(w, now).get(key)
+
+    def _filters(self, raw: list[str]) -> list[tuple[str, str, str]]:
+        out = []
+        for chunk in raw:
+            for part in filter(None, (p.strip() for p in chunk.split(","))):
+                m = FILTER.match(part)
+                if not m:
+                    raise ValueError(f"invalid filterBy expression {part!r}")
+                out.append((m.group(1), m.group(2), m.group(3)))
+        return out
+
+    @staticmethod
+    def _match(value: Any, op: str, want: str) -> bool:
+        v = "" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
+        if op == "==":
+            return v == want
+        if op == "!=":
+            return v != want
+        if op in ("<=", ">="):
+            try:
+                a, b = float(v), float(want)
+                return a <= b if op == "<=" else a >= b
+            except ValueError:
+                return v <= want if op == "<=" else v >= want
+        if op == "=@":
+            return want.lower() in v.lower()
+        if op == "!@":
+            return want.lower() not in v.lower()
+        if op == "=^":
+            return v.startswith(want)
+        return v.endswith(want)
+
+    def _select(self, request: web.Request) -> list[Workload]:
+        q = request.query
+        filters = self._filters(q.getall("filterBy", []))
+        deleted = q.get("deleted", "false").lower() == "true"
+        search = (q.get("search") or "").lower()
+        now = time.monotonic()
+        out = []
+        for w in self.order:
+            gone = self.phase(w, now) == GONE
+            if deleted != (w.deleted_at is not None) or (not deleted and gone):
+                continue
+            if search and search not in w.name.lower():
+                continue
+            if all(self._match(self._value(w, k, now), op, v) for k, op, v in filters):
+                out.append(w)
+        sort_by = q.get("sortBy")
+        desc = q.get("sortOrder", "asc").lower() == "desc"
+        if sort_by:
+            out.sort(key=lambda w: str(self._value(w, sort_by, now) or ""), reverse=desc)
+        elif desc:
+            out.reverse()
+        return out
+
+    def _int(self, request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+        raw = request.query.get(name)
+        if raw is None:
+            return default
+        try:
+            v = int(raw)
+        except ValueError as err:
+            raise ValueError(f"{name} must be an integer") from err
+        if not lo <= v <= hi:
+            raise ValueError(f"{name} must be between {lo} and {hi}")
+        return v
+
+    async def list_workloads(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        try:
+            offset = self._int(request, "offset", 0, 0, 10**9)
+            limit = self._int(request, "limit", 50, 1, 500)
+            rows = self._select(request)
+        except ValueError as err:
+            return _json(400, error(400, f"Bad request - {err}"))
+        now = time.monotonic()
+        page = rows[offset: offset + limit]
+        body: dict[str, Any] = {"workloads": [self.workload_record(w, now) for w in page]}
+        if offset + limit < len(rows):
+            body["next"] = offset + limit
+        return _json(200, body)
+
+    async def count(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        try:
+            rows = self._select(request)
+        except ValueError as err:
+            return _json(400, error(400, f"Bad request - {err}"))
+        return _json(200, {"count": len(rows)})
+
+    async def get_workload(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self._find(request, None)
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        return _json(200, self.workload_record(w, time.monotonic()))
+
+    async def events(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self.jobs.get(request.match_info["id"])
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        try:
+            offset = self._int(request, "offset", 0, 0, 10**9)
+            limit = self._int(request, "limit", 50, 1, 500)
+        except ValueError as err:
+            return _json(400, error(400, f"Bad request - {err}"))
+        hist = [(t, p) for t, p in w.timeline.history(time.monotonic()) if p != GONE]
+        evs = [{"createdAt": _iso(wall(t)), "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{w.id}/{i}")),
+                "type": "Warning" if p == "Failed" else "Normal", "clusterId": w.cluster_id,
+                "message": f"Workload phase changed to {p}", "reason": p, "source": "runai-scheduler",
+                "involvedObject": {"uid": w.id, "kind": w.type, "name": w.name,
+                                   "namespace": f"runai-project-{w.project_id}"}}
+               for i, (t, p) in enumerate(hist)]
+        if request.query.get("sortOrder", "asc").lower() == "desc":
+            evs.reverse()
+        body: dict[str, Any] = {"events": evs[offset: offset + limit]}
+        if offset + limit < len(evs):
+            body["next"] = offset + limit
+        return _json(200, body)
+
+    def routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/api/v1/token", self.token)
+        r.add_get("/api/v1/workloads", self.list_workloads)
+        r.add_get("/api/v1/workloads/count", self.count)
+        for kind in ("trainings", "distributed"):
+            base = f"/api/v1/workloads/{kind}"
+            r.add_post(base, self.create)
+            r.add_get(base + "/{id}", self.get_training)
+            r.add_delete(base + "/{id}", self.delete)
+            r.add_post(base + "/{id}/suspend", self.suspend)
+            r.add_post(base + "/{id}/resume", self.resume)
+        r.add_get("/api/v1/workloads/{id}", self.get_workload)
+        r.add_get("/api/v1/workloads/{id}/events", self.events)
+
+
+SIM_KEY = web.AppKey("runai_sim", RunaiSimulator)
+
+
+def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
+                     seed: int | None = None, speed: float = 1.0, token_ttl: int = 3600) -> web.Application:
+    """The Run:ai simulator as an aiohttp app."""
+    state = FaultState(seed=seed)
+    state.set(faults or {})
+    stats: Counter[str] = Counter()
+    app = web.Application(middlewares=sim_middlewares(state, stats, error), client_max_size=8 * 1024 * 1024)
+    sim = RunaiSimulator(credentials, speed=speed, token_ttl=token_ttl)
+    app[SIM_KEY] = sim
+    sim.routes(app)
+    sim_admin_routes(app, state, stats)
+    return app

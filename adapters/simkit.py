@@ -1,0 +1,255 @@
+"""What both vendor simulators share: fault injection, a lifecycle clock, request stats, start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+FAULT_KEYS = ("http503", "http429", "reset", "delay_ms", "drop_after_commit")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorBody = Callable[[int, str], dict[str, Any]]
+
+
+def parse_faults(text: str) -> dict[str, float]:
+    """Parse `http503=0.2,reset=0.05,delay_ms=20` into a dict; unknown keys are an error."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in FAULT_KEYS:
+            raise ValueError(f"{part!r}: expected one of {', '.join(FAULT_KEYS)} as key=value")
+        out[key] = check_fault(key, value)
+    return out
+
+
+def check_fault(key: str, value: Any) -> float:
+    """Validate one fault setting: rates are 0..1, delay_ms is >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{key}: {value!r} is not a number") from err
+    if key == "delay_ms":
+        if v < 0:
+            raise ValueError("delay_ms must be >= 0")
+    elif not 0 <= v <= 1:
+        raise ValueError(f"{key} is a rate between 0 and 1")
+    return v
+
+
+class DropConnection(Exception):
+    """Raised by a handler to drop the connection after its change was applied."""
+
+
+@dataclass
+class FaultState:
+    """Fault rates and a seeded RNG; each request draws the same count of numbers, so a seed
+    reproduces the same fault sequence for the same request sequence."""
+
+    rates: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
+    log: list[tuple[int, str, str]] = field(default_factory=list)
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def set(self, rates: dict[str, Any]) -> None:
+        """Replace the rates (validated)."""
+        clean = {}
+        for k, v in rates.items():
+            if k not in FAULT_KEYS:
+                raise ValueError(f"unknown fault {k!r}; known: {', '.join(FAULT_KEYS)}")
+            clean[k] = check_fault(k, v)
+        self.rates = clean
+
+    def roll(self, path: str) -> tuple[str | None, bool]:
+        """Pick this request's fault (before the handler) and whether a commit is dropped."""
+        self.n += 1
+        draws = [self.rng.random() for _ in range(4)]
+        fault = None
+        if draws[0] < self.rates.get("reset", 0):
+            fault = "reset"
+        elif draws[1] < self.rates.get("http503", 0):
+            fault = "http503"
+        elif draws[2] < self.rates.get("http429", 0):
+            fault = "http429"
+        drop = draws[3] < self.rates.get("drop_after_commit", 0)
+        if fault or drop:
+            self.log.append((self.n, path, fault or "drop_after_commit"))
+        return fault, drop
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBody) -> list[Any]:
+    """Middlewares that count requests and inject faults on vendor (non-/_sim/) paths."""
+
+    @web.middleware
+    async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/_sim/"):
+            return await handler(request)
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else request.path
+        stats[f"{request.method} {template}"] += 1
+        fault, drop = faults.roll(f"{request.method} {template}")
+        delay = faults.rates.get("delay_ms", 0)
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        if fault == "reset":
+            await request.read()
+            _abort(request)
+            raise DropConnection()
+        if fault == "http503":
+            return web.json_response(error_body(503, "Service unavailable (simulated fault)"), status=503)
+        if fault == "http429":
+            return web.json_response(error_body(429, "Too many requests (simulated fault)"), status=429,
+                                     headers={"Retry-After": "1"})
+        request["drop_after_commit"] = drop
+        resp = await handler(request)
+        if drop and request.get("committed"):
+            _abort(request)
+            raise DropConnection()
+        return resp
+
+    @web.middleware
+    async def swallow_drop(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except DropConnection:
+            # The transport is gone; answer nothing. aiohttp discards the unsent response.
+            return web.Response(status=599)
+
+    return [swallow_drop, inject]
+
+
+def sim_admin_routes(app: web.Application, faults: FaultState, stats: Counter[str]) -> None:
+    """GET/PUT /_sim/faults, GET/DELETE /_sim/stats, GET /_sim/fault-log."""
+
+    async def get_faults(_: web.Request) -> web.Response:
+        return web.json_response(faults.rates)
+
+    async def put_faults(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            faults.set(body)
+        except ValueError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        return web.json_response(faults.rates)
+
+    async def get_stats(_: web.Request) -> web.Response:
+        return web.json_response({"total": sum(stats.values()), "requests": dict(stats)})
+
+    async def reset_stats(_: web.Request) -> web.Response:
+        stats.clear()
+        return web.json_response({"total": 0, "requests": {}})
+
+    async def fault_log(_: web.Request) -> web.Response:
+        return web.json_response([{"n": n, "request": p, "fault": f} for n, p, f in faults.log])
+
+    app.router.add_get("/_sim/faults", get_faults)
+    app.router.add_put("/_sim/faults", put_faults)
+    app.router.add_get("/_sim/stats", get_stats)
+    app.router.add_delete("/_sim/stats", reset_stats)
+    app.router.add_get("/_sim/fault-log", fault_log)
+
+
+class Timeline:
+    """A job's scheduled phases on the monotonic clock; the current phase is read, never ticked,
+    so twenty thousand jobs cost nothing while idle."""
+
+    __slots__ = ("at", "phases")
+
+    def __init__(self, start: float, steps: list[tuple[float, Any]]) -> None:
+        self.at: list[float] = []
+        self.phases: list[Any] = []
+        self.extend(start, steps)
+
+    def extend(self, start: float, steps: list[tuple[float, Any]]) -> None:
+        """Append phases at start + offset (offsets already scaled by the clock speed)."""
+        for offset, phase in steps:
+            self.at.append(start + offset)
+            self.phases.append(phase)
+
+    def current(self, now: float) -> Any:
+        """The phase in force at `now`."""
+        i = bisect_right(self.at, now) - 1
+        return self.phases[max(i, 0)]
+
+    def since(self, now: float) -> float:
+        """When the current phase began."""
+        i = max(bisect_right(self.at, now) - 1, 0)
+        return self.at[i]
+
+    def cut(self, now: float, steps: list[tuple[float, Any]]) -> None:
+        """Forget what was scheduled after `now` and schedule `steps` from `now`."""
+        i = bisect_right(self.at, now)
+        del self.at[i:]
+        del self.phases[i:]
+        self.extend(now, steps)
+
+    def history(self, now: float) -> list[tuple[float, Any]]:
+        """Phases reached so far with their monotonic times."""
+        i = bisect_right(self.at, now)
+        return list(zip(self.at[:i], self.phases[:i], strict=True))
+
+
+def wall(mono: float) -> float:
+    """Convert a monotonic timestamp to wall-clock epoch seconds."""
+    return time.time() - (time.monotonic() - mono)
+
+
+def run_outcome(env: dict[str, str]) -> tuple[str, float]:
+    """SIM_OUTCOME (completed|failed|abnormal|hang) and SIM_RUN_SECONDS of a job's environment."""
+    outcome = env.get("SIM_OUTCOME", "completed").lower()
+    if outcome not in ("completed", "failed", "abnormal", "hang"):
+        outcome = "completed"
+    try:
+        seconds = max(0.0, float(env.get("SIM_RUN_SECONDS", "5")))
+    except ValueError:
+        seconds = 5.0
+    return outcome, seconds
+
+
+def build_simulator(vendor: str, credentials: list[tuple[str, str]] | None = None,
+                    faults: dict[str, float] | None = None, seed: int | None = None,
+                    speed: float = 1.0, token_ttl: int = 3600) -> web.Application:
+    """The aiohttp app of a vendor simulator."""
+    if vendor == "runai":
+        from adapters.runai.simulator import create_simulator as runai_sim
+
+        return runai_sim(credentials=credentials, faults=faults, seed=seed, speed=speed, token_ttl=token_ttl)
+    if vendor == "modelarts":
+        from adapters.modelarts.simulator import create_simulator as ma_sim
+
+        return ma_sim(credentials=credentials, faults=faults, seed=seed, speed=speed)
+    raise ValueError(f"no simulator for {vendor!r}")
+
+
+async def start_simulator(vendor: str, host: str, port: int, **kwargs: Any) -> web.AppRunner:
+    """Start a simulator on host:port inside the running loop; the caller cleans up the runner."""
+    app = build_simulator(vendor, **kwargs)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner
+
+
+def run_simulator(vendor: str, host: str, port: int, **kwargs: Any) -> None:
+    """Run a simulator in the foreground until interrupted (`tjg simulate`)."""
+    app = build_simulator(vendor, **kwargs)
+    print(f"{vendor} simulator on http://{host}:{port}  (faults: {kwargs.get('faults') or 'off'}; "
+          f"admin: /_sim/faults, /_sim/stats)", flush=True)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
