@@ -43,6 +43,9 @@ def check_fault(key: str, value: Any) -> float:
     return v
 
 
+COMMITTED = web.RequestKey("sim_committed", bool)
+
+
 class DropConnection(Exception):
     """Raised by a handler to drop the connection after its change was applied."""
 
@@ -114,9 +117,8 @@ def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBo
         if fault == "http429":
             return web.json_response(error_body(429, "Too many requests (simulated fault)"), status=429,
                                      headers={"Retry-After": "1"})
-        request["drop_after_commit"] = drop
         resp = await handler(request)
-        if drop and request.get("committed"):
+        if drop and request.get(COMMITTED):
             _abort(request)
             raise DropConnection()
         return resp

@@ -79,8 +79,7 @@ def cmd_phases(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run a vendor simulator standalone until interrupted."""
-    from adapters.simkit import parse_faults
-    from adapters.simkit import run_simulator
+    from adapters.simkit import parse_faults, run_simulator
 
     try:
         faults = parse_faults(args.faults or "")

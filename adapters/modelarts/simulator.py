@@ -17,7 +17,15 @@ from typing import Any
 from aiohttp import web
 
 from adapters.modelarts.signer import verify
-from adapters.simkit import FaultState, Timeline, run_outcome, sim_admin_routes, sim_middlewares, wall
+from adapters.simkit import (
+    COMMITTED,
+    FaultState,
+    Timeline,
+    run_outcome,
+    sim_admin_routes,
+    sim_middlewares,
+    wall,
+)
 from mappings import flavors
 
 DEMO_CREDENTIALS = [("TJGDEMOAK", "TJGDEMOSK")]
@@ -185,8 +193,30 @@ class ModelArtsSimulator:
         self.jobs[j.id] = j
         self.order.append(j)
         self.names[(project, name)] = j.id
-        request["committed"] = True
+        request[COMMITTED] = True
         return _reply(201, self.record(j, now))
+
+    def bulk_create(self, n: int, project: str, prefix: str = "bulk", outcome: str = "hang",
+                    flavor: str = "modelarts.vm.cpu.2u") -> list[str]:
+        """Add `n` jobs without HTTP (benchmark and scale-test set-up)."""
+        now = time.monotonic()
+        ids = []
+        for i in range(n):
+            name = f"{prefix}-{i}"
+            body = {"kind": "job", "metadata": {"name": name}, "algorithm": {"engine": {"image_url": "bulk:1"}},
+                    "spec": {"resource": {"flavor_id": flavor, "node_count": 1}}}
+            j = TrainingJob(id=str(uuid.uuid4()), project_id=project, name=name, workspace_id="0", body=body,
+                            create_ms=int(time.time() * 1000) + i,
+                            timeline=Timeline(now, [(0, ("Creating", "Creating")),
+                                                    (self._s(0.3), ("Pending", "Queuing")),
+                                                    (self._s(0.6), ("Running", "Running"))]),
+                            outcome=outcome, run_seconds=5.0, node_count=1, flavor_id=flavor)
+            j.timeline.extend(now, self._end_steps(j, self._s(0.6)))
+            self.jobs[j.id] = j
+            self.order.append(j)
+            self.names[(project, name)] = j.id
+            ids.append(j.id)
+        return ids
 
     async def show(self, request: web.Request) -> web.Response:
         if (denied := await self._auth(request)) is not None:
@@ -204,7 +234,7 @@ class ModelArtsSimulator:
             return self._not_found(request)
         j.deleted = True
         self.names.pop((j.project_id, j.name), None)
-        request["committed"] = True
+        request[COMMITTED] = True
         return _reply(202, {})
 
     async def action(self, request: web.Request) -> web.Response:
@@ -224,7 +254,7 @@ class ModelArtsSimulator:
         if phase not in STOPPABLE:
             return _fail(409, "ModelArts.2796", f"Training job in phase {phase} cannot be terminated.")
         j.timeline.cut(now, [(0, ("Terminating", "Terminating")), (self._s(0.5), ("Terminated", "Terminated"))])
-        request["committed"] = True
+        request[COMMITTED] = True
         return _reply(202, {"kind": "job", "metadata": {"id": j.id, "name": j.name},
                             "status": {"phase": "Terminating", "secondary_phase": "Terminating"}})
 
@@ -267,7 +297,7 @@ class ModelArtsSimulator:
         if (denied := await self._auth(request)) is not None:
             return denied
         try:
-            body = await request.json() if request.can_read_body else {}
+            body = await request.json() if request.body_exists else {}
         except ValueError:
             return _fail(400, "ModelArts.2601", "Invalid request body: not JSON.")
         body = body or {}

@@ -24,7 +24,15 @@ from typing import Any
 from aiohttp import web
 
 from adapters.oas import SchemaChecker
-from adapters.simkit import FaultState, Timeline, run_outcome, sim_admin_routes, sim_middlewares, wall
+from adapters.simkit import (
+    COMMITTED,
+    FaultState,
+    Timeline,
+    run_outcome,
+    sim_admin_routes,
+    sim_middlewares,
+    wall,
+)
 
 SPEC_PATH = Path(__file__).with_name("openapi-subset.json")
 DEMO_CREDENTIALS = [("tjg-demo", "tjg-demo-secret")]
@@ -254,8 +262,8 @@ class RunaiSimulator:
             final = f"{final}-{secrets.token_hex(3)}"
         if (project, final) in self.names:
             return _json(409, error(409, f"workload {final!r} already exists in project {project}"))
-        env = {e.get("name"): e.get("value") or "" for e in (body.get("spec") or {}).get("environmentVariables")
-               or [] if isinstance(e, dict) and e.get("name")}
+        env = {str(e["name"]): str(e.get("value") or "") for e in
+               (body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict) and e.get("name")}
         outcome, run = run_outcome(env)
         if outcome == "abnormal":
             outcome = "failed"
@@ -270,7 +278,7 @@ class RunaiSimulator:
         self.jobs[w.id] = w
         self.order.append(w)
         self.names[(project, final)] = w.id
-        request["committed"] = True
+        request[COMMITTED] = True
         return _json(202, self.training_record(w, now))
 
     def _find(self, request: web.Request, kind: str | None) -> Workload | None:
@@ -303,7 +311,7 @@ class RunaiSimulator:
             w.desired = "Deleted"
             w.timeline.cut(now, [(0, "Deleting"), (self._s(0.5), GONE)])
             self.names.pop((w.project_id, w.name), None)
-        request["committed"] = True
+        request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
     async def suspend(self, request: web.Request) -> web.Response:
@@ -319,7 +327,7 @@ class RunaiSimulator:
         if phase not in ("Stopping", "Stopped"):
             w.desired = "Stopped"
             w.timeline.cut(now, [(0, "Stopping"), (self._s(0.5), "Stopped")])
-        request["committed"] = True
+        request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
     async def resume(self, request: web.Request) -> web.Response:
@@ -336,8 +344,28 @@ class RunaiSimulator:
             w.desired = "Running"
             w.timeline.cut(now, [(0, "Resuming"), (self._s(0.3), "Pending"), (self._s(0.5), "Running")])
             w.timeline.extend(now, self._run_steps(w, self._s(0.5)))
-        request["committed"] = True
+        request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
+
+    def bulk_create(self, n: int, project: str, cluster: str, prefix: str = "bulk", outcome: str = "hang",
+                    run_seconds: float = 5.0) -> list[str]:
+        """Add `n` trainings without HTTP (benchmark and scale-test set-up)."""
+        now = time.monotonic()
+        ids = []
+        for i in range(n):
+            name = f"{prefix}-{i}"
+            body = {"name": name, "projectId": project, "clusterId": cluster, "spec": {"image": "bulk:1"}}
+            w = Workload(id=str(uuid.uuid4()), name=name, requested_name=name, type="Training",
+                         project_id=project, cluster_id=cluster, created_at=time.time(), body=body,
+                         timeline=Timeline(now, [(0, "Creating"), (self._s(0.2), "Initializing"),
+                                                 (self._s(0.4), "Pending"), (self._s(0.6), "Running")]),
+                         outcome=outcome, run_seconds=run_seconds, created_by="bulk")
+            w.timeline.extend(now, self._run_steps(w, self._s(0.6)))
+            self.jobs[w.id] = w
+            self.order.append(w)
+            self.names[(project, name)] = w.id
+            ids.append(w.id)
+        return ids
 
     # -- listing -------------------------------------------------------------------------
     def _value(self, w: Workload, key: str, now: float) -> Any:

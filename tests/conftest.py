@@ -1,0 +1,130 @@
+"""Shared fixtures: config, simulators on real sockets (in-loop and in a thread for sync SDKs)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from adapters.simkit import build_simulator
+from gateway.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+CLUSTER = "71f69d83-ba66-4822-adf5-55ce55efd210"
+PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def base_config(runai_url: str = "http://127.0.0.1:9101", ma_url: str = "http://127.0.0.1:9102",
+                **overrides: Any) -> Config:
+    """A config with one Run:ai and one ModelArts backend (not simulated in-process)."""
+    raw: dict[str, Any] = {
+        "tenants": [{"name": "demo", "api_keys": ["demo-key"], "role": "admin"}],
+        "backends": [
+            {"name": "runai", "kind": "runai", "url": runai_url, "cluster_id": CLUSTER, "default_project": "1",
+             "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret"}},
+            {"name": "modelarts", "kind": "modelarts", "url": ma_url, "project_id": PROJECT,
+             "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}},
+        ],
+    }
+    raw.update(overrides)
+    return parse_config(raw)
+
+
+@pytest.fixture
+def config() -> Config:
+    return base_config()
+
+
+class SimThread:
+    """A simulator served from its own thread and loop, for synchronous SDK clients."""
+
+    def __init__(self, vendor: str, **kwargs: Any) -> None:
+        self.vendor = vendor
+        self.kwargs = kwargs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app: web.Application | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self.app = build_simulator(self.vendor, **self.kwargs)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self) -> SimThread:
+        self._thread.start()
+        assert self._ready.wait(10), "simulator did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def runai_sim_thread() -> Iterator[SimThread]:
+    with SimThread("runai", speed=10.0) as sim:
+        yield sim
+
+
+@pytest.fixture
+def modelarts_sim_thread() -> Iterator[SimThread]:
+    with SimThread("modelarts", speed=10.0) as sim:
+        yield sim
+
+
+class LoopSim:
+    """A simulator on a real socket inside the test's own event loop."""
+
+    def __init__(self, runner: web.AppRunner, port: int, app: web.Application) -> None:
+        self.runner = runner
+        self.port = port
+        self.app = app
+        self.url = f"http://127.0.0.1:{port}"
+
+
+async def start_loop_sim(vendor: str, **kwargs: Any) -> LoopSim:
+    """Start a simulator in the running loop on a free port."""
+    app = build_simulator(vendor, **kwargs)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return LoopSim(runner, port, app)
+
+
+@pytest.fixture
+async def runai_sim() -> AsyncIterator[LoopSim]:
+    sim = await start_loop_sim("runai", speed=20.0)
+    yield sim
+    await sim.runner.cleanup()
+
+
+@pytest.fixture
+async def modelarts_sim() -> AsyncIterator[LoopSim]:
+    sim = await start_loop_sim("modelarts", speed=20.0)
+    yield sim
+    await sim.runner.cleanup()
