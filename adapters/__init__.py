@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import adapters.modelarts.adapter
+import adapters.runai.adapter  # noqa: F401  (registers the adapters)
 from adapters.modelarts import translate as modelarts_translate
 from adapters.runai import translate as runai_translate
 from adapters.translation import Translation

@@ -20,6 +20,7 @@ class Translation:
     report: list[ReportEntry]
     vendor_name: str
     kind: str = "training"
+    project: str | None = None
 
     def dry_run(self, backend: str) -> DryRun:
         """The contract's dry-run shape."""

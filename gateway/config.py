@@ -89,6 +89,8 @@ class BackendConfig(_Cfg):
     breaker_reset_seconds: float = Field(5.0, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     sync_interval: float = Field(5.0, gt=0)
+    submit_deadline: float = Field(120.0, gt=0, description="How long a submit may try before it is "
+                                   "left to reconciliation.")
 
     @field_validator("url")
     @classmethod

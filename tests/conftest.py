@@ -128,3 +128,24 @@ async def modelarts_sim() -> AsyncIterator[LoopSim]:
     sim = await start_loop_sim("modelarts", speed=20.0)
     yield sim
     await sim.runner.cleanup()
+
+
+@pytest.fixture
+def mock_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """aioresponses, made to work with aiohttp 3.14 (aioresponses 0.7.9 does not pass the new
+    `stream_writer` argument: pnuckowski/aioresponses#289)."""
+    import inspect
+    from unittest.mock import Mock
+
+    import aioresponses.core
+    from aiohttp import ClientResponse
+
+    if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
+        class CompatResponse(ClientResponse):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("stream_writer", Mock(output_size=0))
+                super().__init__(*args, **kwargs)
+
+        monkeypatch.setattr(aioresponses.core, "ClientResponse", CompatResponse)
+    with aioresponses.aioresponses() as m:
+        yield m

@@ -199,7 +199,7 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
     if ext and ext.runai is not None:
         rep.add("extensions.runai", "dropped", "applies to Run:ai backends only")
     path = f"/v2/{backend.project_id}/training-jobs"
-    return Translation("POST", path, body, rep.finish(), name)
+    return Translation("POST", path, body, rep.finish(), name, "training", workspace)
 
 
 def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None) -> JobStatus:

@@ -185,7 +185,7 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
         rep.add("extensions.runai", "passthrough", "deep-merged into the request body")
     if ext and ext.modelarts is not None:
         rep.add("extensions.modelarts", "dropped", "applies to ModelArts backends only")
-    return Translation("POST", path, body, rep.finish(), name, kind)
+    return Translation("POST", path, body, rep.finish(), name, kind, str(body.get("projectId", project)))
 
 
 def normalize_phase(vendor_phase: str | None, message: str | None = None) -> JobStatus:

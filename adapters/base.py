@@ -1,0 +1,230 @@
+"""The adapter contract every vendor implements, its capabilities, and the kind -> adapter registry."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import aiohttp
+import structlog
+
+from adapters.translation import Translation
+from gateway.config import BackendConfig
+from gateway.errors import (
+    AmbiguousCreate,
+    BackendConflict,
+    BackendUnavailable,
+    UnsupportedByBackend,
+)
+from gateway.models import JobSpec, JobStatus
+
+log = structlog.get_logger(__name__)
+
+
+class Capability(StrEnum):
+    """Things a backend may or may not be able to do."""
+
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    DELETE = "delete"
+    LOGS = "logs"
+    EVENTS = "events"
+    FRACTIONAL_GPUS = "fractional_gpus"
+    MULTI_NODE = "multi_node"
+    LIST = "list"
+
+
+@dataclass(frozen=True)
+class Handle:
+    """All the gateway needs to find a vendor job again (Flyte-style resource meta)."""
+
+    backend_job_id: str
+    vendor_name: str
+    vendor_kind: str = "training"
+
+
+@dataclass
+class VendorJob:
+    """A vendor job read back and normalized."""
+
+    handle: Handle
+    status: JobStatus
+    project: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    job_id_hint: str | None = None  # the gateway job id the vendor record carries, if any
+
+
+@dataclass
+class LogChunk:
+    """A piece of a job's log."""
+
+    task: str
+    content: str
+    full_size: int
+
+
+class Adapter(abc.ABC):
+    """One vendor behind the neutral model. Subclasses declare what they cannot do, with a reason."""
+
+    kind: ClassVar[str]
+    unsupported: ClassVar[dict[Capability, str]] = {}
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.session = session
+
+    @property
+    def name(self) -> str:
+        """The backend's configured name."""
+        return self.config.name
+
+    def capabilities(self) -> dict[str, Any]:
+        """{capability: true | {supported: false, reason}} for GET /v1/backends."""
+        out: dict[str, Any] = {}
+        for cap in Capability:
+            reason = self.unsupported.get(cap)
+            out[cap.value] = True if reason is None else {"supported": False, "reason": reason}
+        return out
+
+    def require(self, cap: Capability) -> None:
+        """Refuse, before any vendor call, what this backend cannot do."""
+        reason = self.unsupported.get(cap)
+        if reason is not None:
+            raise UnsupportedByBackend(f"backend {self.name} ({self.kind}) cannot {cap.value}: {reason}",
+                                       extra={"backend": self.name, "capability": cap.value})
+
+    @abc.abstractmethod
+    def translate(self, spec: JobSpec, job_id: str) -> Translation:
+        """The vendor request for `spec` (no I/O)."""
+
+    @abc.abstractmethod
+    async def _create(self, translation: Translation) -> VendorJob:
+        """One create call (the transport never retries it when the outcome is unknown)."""
+
+    async def submit(self, translation: Translation, deadline_seconds: float | None = None) -> VendorJob:
+        """Create the job exactly once. After an ambiguous failure the vendor name is looked up and an
+        existing job adopted; the create is repeated only when the job is certainly absent. A
+        duplicate-name answer means an earlier attempt succeeded: adopt it."""
+        deadline = time.monotonic() + (deadline_seconds or self.config.submit_deadline)
+        attempt = 0
+        while True:
+            try:
+                return await self._create(translation)
+            except BackendConflict:
+                found = await self._lookup(translation, deadline)
+                if found is not None:
+                    log.info("create_adopted_duplicate", backend=self.name, vendor_name=translation.vendor_name)
+                    return found
+                raise
+            except AmbiguousCreate as err:
+                found = await self._lookup(translation, deadline)
+                if found is not None:
+                    log.info("create_adopted_after_ambiguity", backend=self.name,
+                             vendor_name=translation.vendor_name, cause=err.detail)
+                    return found
+                retry_after = err.retry_after
+            except BackendUnavailable as err:  # rate limited, not sent, circuit open: not applied
+                retry_after = err.retry_after
+            attempt += 1
+            delay = max(retry_after or 0.0, random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+            if time.monotonic() + delay > deadline:
+                raise AmbiguousCreate(f"{self.name}: could not confirm the create of {translation.vendor_name} "
+                                      "before the deadline; it will be reconciled", backend=self.name)
+            await asyncio.sleep(delay)
+
+    async def _lookup(self, translation: Translation, deadline: float) -> VendorJob | None:
+        """find_by_name until it gives a definite answer or the deadline passes."""
+        attempt = 0
+        while True:
+            try:
+                return await self.find_by_name(translation.vendor_name, translation.project)
+            except BackendUnavailable:
+                attempt += 1
+                delay = random.uniform(0, min(2.0, 0.05 * 2 ** attempt))
+                if time.monotonic() + delay > deadline:
+                    raise AmbiguousCreate(f"{self.name}: cannot tell whether {translation.vendor_name} was "
+                                          "created; it will be reconciled", backend=self.name) from None
+                await asyncio.sleep(delay)
+
+    @abc.abstractmethod
+    async def find_by_name(self, vendor_name: str, project: str | None = None) -> VendorJob | None:
+        """The job with this vendor name, or None when it certainly does not exist."""
+
+    @abc.abstractmethod
+    async def get(self, handle: Handle) -> VendorJob | None:
+        """Current state; None when the vendor no longer has the job."""
+
+    @abc.abstractmethod
+    async def list_page(self, offset: int, limit: int, active_only: bool = False) -> tuple[list[VendorJob], bool]:
+        """One page of the vendor's job list and whether more pages follow."""
+
+    @abc.abstractmethod
+    async def cancel(self, handle: Handle) -> None:
+        """Stop the job for good (the gateway keeps its record)."""
+
+    @abc.abstractmethod
+    async def delete(self, handle: Handle) -> None:
+        """Remove the job from the vendor; a job already gone is not an error."""
+
+    async def suspend(self, handle: Handle) -> None:
+        """Pause the job so it can be resumed."""
+        self.require(Capability.SUSPEND)
+        raise NotImplementedError
+
+    async def resume(self, handle: Handle) -> None:
+        """Resume a suspended job."""
+        self.require(Capability.RESUME)
+        raise NotImplementedError
+
+    async def logs(self, handle: Handle, task: str | None = None, tail: int | None = None) -> LogChunk:
+        """A preview of the job's log."""
+        self.require(Capability.LOGS)
+        raise NotImplementedError
+
+    async def events(self, handle: Handle) -> list[dict[str, Any]]:
+        """The vendor's events for the job, oldest first."""
+        self.require(Capability.EVENTS)
+        raise NotImplementedError
+
+    def health(self) -> dict[str, Any]:
+        """Transport health (circuit breaker state) for GET /v1/backends."""
+        return {}
+
+
+class Registry:
+    """Maps a backend `kind` to its adapter class; a second registration of a kind is refused."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, type[Adapter]] = {}
+
+    def register(self, cls: type[Adapter]) -> type[Adapter]:
+        """Add an adapter class (usable as a decorator)."""
+        if cls.kind in self._kinds:
+            raise ValueError(f"adapter kind {cls.kind!r} is already registered by {self._kinds[cls.kind].__name__}")
+        self._kinds[cls.kind] = cls
+        return cls
+
+    def get(self, kind: str) -> type[Adapter]:
+        """The adapter class for `kind`."""
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            raise ValueError(f"no adapter for kind {kind!r} (known: {', '.join(sorted(self._kinds))})") from None
+
+    def kinds(self) -> list[str]:
+        """Registered kinds."""
+        return sorted(self._kinds)
+
+    def create(self, config: BackendConfig, session: aiohttp.ClientSession) -> Adapter:
+        """An adapter instance for a backend config."""
+        return self.get(config.kind)(config, session)
+
+
+REGISTRY = Registry()

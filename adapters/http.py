@@ -1,0 +1,316 @@
+"""Vendor HTTP transport: one shared session, timeouts, retries with full jitter and a budget,
+concurrency and rate limits, and a circuit breaker per backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from gateway.config import BackendConfig
+from gateway.errors import (
+    AmbiguousCreate,
+    BackendAuthError,
+    BackendConflict,
+    BackendError,
+    BackendNotFound,
+    BackendRateLimited,
+    BackendRejected,
+    BackendUnavailable,
+)
+from gateway.metrics import BREAKER_OPEN, VENDOR_CALLS, VENDOR_LATENCY
+
+log = structlog.get_logger(__name__)
+
+Query = list[tuple[str, str]]
+ErrorParser = Callable[[int, Any, dict[str, str]], BackendError]
+
+
+class Auth(Protocol):
+    """How a vendor client authenticates a request."""
+
+    async def headers(self, method: str, path: str, query: Query, body: bytes,
+                      base: dict[str, str]) -> dict[str, str]:
+        """Headers to send (given the base headers), computed over exactly what is sent."""
+
+    async def unauthorized(self, sent: dict[str, str]) -> bool:
+        """After a 401: True when a retry with fresh credentials is worth one more try."""
+
+
+class NotSent(BackendUnavailable):
+    """The request never reached the vendor (connection refused, DNS): safe to retry anything."""
+
+
+@dataclass
+class Response:
+    """A vendor answer."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failures; after `reset_seconds` lets one probe through."""
+
+    def __init__(self, backend: str, threshold: int, reset_seconds: float) -> None:
+        self.backend = backend
+        self.threshold = threshold
+        self.reset_seconds = reset_seconds
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        """closed | open | half_open."""
+        if self.opened_at is None:
+            return "closed"
+        if time.monotonic() - self.opened_at >= self.reset_seconds:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a request go out now?"""
+        st = self.state
+        if st == "closed":
+            return True
+        if st == "half_open" and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def retry_in(self) -> float:
+        """Seconds until a probe may go out."""
+        if self.opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_seconds - (time.monotonic() - self.opened_at))
+
+    def success(self) -> None:
+        if self.opened_at is not None:
+            log.info("circuit_closed", backend=self.backend)
+            BREAKER_OPEN.labels(self.backend).set(0)
+        self.failures = 0
+        self.opened_at = None
+        self.probing = False
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.probing or (self.opened_at is None and self.failures >= self.threshold):
+            if self.opened_at is None:
+                log.warning("circuit_opened", backend=self.backend, consecutive_failures=self.failures)
+            self.opened_at = time.monotonic()
+            self.probing = False
+            BREAKER_OPEN.labels(self.backend).set(1)
+
+    def snapshot(self) -> dict[str, Any]:
+        """For GET /v1/backends."""
+        return {"state": self.state, "consecutive_failures": self.failures}
+
+
+class RetryBudget:
+    """Retries may add at most `ratio` of the request volume (plus a small reserve)."""
+
+    def __init__(self, ratio: float, reserve: float = 20.0) -> None:
+        self.ratio = ratio
+        self.cap = reserve
+        self.tokens = reserve
+
+    def on_request(self) -> None:
+        self.tokens = min(self.cap, self.tokens + self.ratio)
+
+    def take(self) -> bool:
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class RateLimiter:
+    """Token bucket; rate 0 means unlimited."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = max(rate, 1.0)
+        self.last = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+def encode_query(query: Query) -> str:
+    """Percent-encode a query exactly once (`~` kept), so what is signed is what is sent."""
+    return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in query)
+
+
+class Transport:
+    """Sends vendor requests for one backend through the shared session."""
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession, auth: Auth,
+                 error_parser: ErrorParser) -> None:
+        self.config = config
+        self.session = session
+        self.auth = auth
+        self.parse_error = error_parser
+        self.breaker = CircuitBreaker(config.name, config.breaker_threshold, config.breaker_reset_seconds)
+        self.budget = RetryBudget(config.retry.budget_ratio)
+        self.limiter = RateLimiter(config.rate_limit)
+        self.slots = asyncio.Semaphore(config.max_concurrency)
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
+                                             sock_read=config.read_timeout)
+        self.rng = random.Random()
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Full jitter: uniform(0, min(max, base * 2**attempt)), never below Retry-After."""
+        r = self.config.retry
+        delay = self.rng.uniform(0, min(r.max_delay, r.base_delay * (2 ** attempt)))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 30.0))
+        return delay
+
+    async def request(self, method: str, path: str, *, query: Query | None = None, body: Any = None,
+                      idempotent: bool = True) -> Response:
+        """Send with retries: idempotent calls retry on 429, 5xx and network errors; others only
+        when the vendor certainly did not apply them (429, not sent). Ambiguous outcomes raise
+        AmbiguousCreate for the caller to resolve."""
+        query = query or []
+        raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        attempt = 0
+        self.budget.on_request()
+        while True:
+            try:
+                return await self._send_authed(method, path, query, raw, idempotent)
+            except NotSent as err:
+                retry_after = err.retry_after
+            except BackendRateLimited as err:
+                retry_after = err.retry_after
+            except AmbiguousCreate:
+                raise
+            except BackendUnavailable as err:
+                if not idempotent or (err.vendor_status is None and "circuit" in err.detail):
+                    raise
+                retry_after = err.retry_after
+            attempt += 1
+            if attempt >= self.config.retry.attempts or not self.budget.take():
+                raise BackendUnavailable(f"{self.config.name}: gave up after {attempt} attempts",
+                                         backend=self.config.name)
+            await asyncio.sleep(self.backoff(attempt, retry_after))
+
+    async def _send_authed(self, method: str, path: str, query: Query, raw: bytes, idempotent: bool) -> Response:
+        headers: dict[str, str] = {}
+        for tries in range(2):
+            base = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers = await self.auth.headers(method, path, query, raw, base)
+            resp = await self._send(method, path, query, raw, headers, idempotent)
+            if resp.status == 401 and tries == 0 and await self.auth.unauthorized(headers):
+                continue
+            return self._check(resp)
+        raise AssertionError("unreachable")
+
+    def _check(self, resp: Response) -> Response:
+        if resp.status < 400:
+            return resp
+        err = self.parse_error(resp.status, resp.body, resp.headers)
+        raise err
+
+    async def _send(self, method: str, path: str, query: Query, raw: bytes, headers: dict[str, str],
+                    idempotent: bool) -> Response:
+        name = self.config.name
+        if not self.breaker.allow():
+            VENDOR_CALLS.labels(name, "circuit_open").inc()
+            raise BackendUnavailable(f"{name}: circuit open after repeated failures; retry in "
+                                     f"{self.breaker.retry_in():.1f}s", backend=name,
+                                     retry_after=self.breaker.retry_in())
+        await self.limiter.acquire()
+        qs = encode_query(query)
+        url = URL(self.config.url + path + (f"?{qs}" if qs else ""), encoded=True)
+        started = time.monotonic()
+        async with self.slots:
+            try:
+                async with self.session.request(method, url, data=raw or None, headers=headers,
+                                                timeout=self.timeout) as r:
+                    text = await r.text()
+                    resp_headers = {k: v for k, v in r.headers.items()}
+                    status = r.status
+            except aiohttp.ClientConnectorError as err:
+                self.breaker.failure()
+                VENDOR_CALLS.labels(name, "not_sent").inc()
+                raise NotSent(f"{name}: cannot connect ({err.os_error.strerror or 'refused'})",
+                              backend=name) from err
+            except (TimeoutError, aiohttp.ClientError) as err:
+                self.breaker.failure()
+                kind = type(err).__name__
+                VENDOR_CALLS.labels(name, "network").inc()
+                log.warning("vendor_call_failed", backend=name, method=method, path=path, error=kind)
+                if not idempotent:
+                    raise AmbiguousCreate(f"{name}: {kind} after the request was sent; outcome unknown",
+                                          backend=name) from err
+                raise BackendUnavailable(f"{name}: {kind}", backend=name) from err
+            finally:
+                VENDOR_LATENCY.labels(name).observe(time.monotonic() - started)
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = {"raw": text[:500]}
+        if status >= 500:
+            self.breaker.failure()
+            VENDOR_CALLS.labels(name, "server_error").inc()
+            log.warning("vendor_call_failed", backend=name, method=method, path=path, status=status)
+            if not idempotent:
+                parsed = self.parse_error(status, body, resp_headers)
+                raise AmbiguousCreate(f"{name}: HTTP {status} after the request was sent; outcome unknown",
+                                      backend=name, vendor_status=status, vendor_code=parsed.vendor_code,
+                                      vendor_message=parsed.vendor_message)
+        else:
+            self.breaker.success()
+            outcome = "ok" if status < 400 else ("rate_limited" if status == 429 else "client_error")
+            VENDOR_CALLS.labels(name, outcome).inc()
+        return Response(status, body, resp_headers)
+
+
+def retry_after_of(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds only)."""
+    value = headers.get("Retry-After") if headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(status: int, backend: str, code: str | None, message: str | None, headers: Any,
+             not_found: bool = False, conflict: bool = False) -> BackendError:
+    """Map a vendor error to the gateway's error tree, keeping the vendor's code and message."""
+    detail = f"{backend}: {message or 'HTTP ' + str(status)}" + (f" ({code})" if code else "")
+    kw: dict[str, Any] = {"backend": backend, "vendor_status": status, "vendor_code": code,
+                          "vendor_message": message}
+    if status == 429:
+        return BackendRateLimited(detail, retry_after=retry_after_of(headers), **kw)
+    if status >= 500:
+        return BackendUnavailable(detail, **kw)
+    if status in (401, 403):
+        return BackendAuthError(detail, **kw)
+    if not_found or status == 404:
+        return BackendNotFound(detail, **kw)
+    if conflict or status == 409:
+        return BackendConflict(detail, **kw)
+    return BackendRejected(detail, **kw)

@@ -1,0 +1,103 @@
+"""The ModelArts adapter: neutral operations on ModelArts v2 training jobs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp
+
+from adapters.base import REGISTRY, Adapter, Capability, Handle, LogChunk, VendorJob
+from adapters.modelarts import translate as tr
+from adapters.modelarts.client import ModelArtsClient
+from adapters.translation import Translation
+from gateway.config import BackendConfig
+from gateway.errors import BackendConflict, BackendNotFound
+from gateway.models import JobSpec
+
+JOB_ID_IN_DESCRIPTION = re.compile(r"trainjob-gateway job ([0-9a-f]{32})")
+
+
+@REGISTRY.register
+class ModelArtsAdapter(Adapter):
+    """Huawei Cloud ModelArts."""
+
+    kind = "modelarts"
+    unsupported = {
+        Capability.SUSPEND: "ModelArts training jobs cannot be paused; cancel and resubmit instead",
+        Capability.RESUME: "ModelArts training jobs cannot be paused, so there is nothing to resume",
+        Capability.FRACTIONAL_GPUS: "ModelArts flavors allocate whole GPUs; a fraction is rounded up to one",
+    }
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(config, session)
+        self.client = ModelArtsClient(config, session)
+
+    def translate(self, spec: JobSpec, job_id: str) -> Translation:
+        return tr.translate(spec, self.config, job_id)
+
+    def _job(self, record: dict[str, Any]) -> VendorJob:
+        meta = record.get("metadata") or {}
+        st = record.get("status") or {}
+        failed = [t.get("message") for t in st.get("task_statuses") or [] if t.get("exit_code")]
+        status = tr.normalize_phase(st.get("phase"), st.get("secondary_phase"), failed[0] if failed else None)
+        m = JOB_ID_IN_DESCRIPTION.search(str(meta.get("description") or ""))
+        return VendorJob(handle=Handle(str(meta.get("id")), str(meta.get("name")), "training"), status=status,
+                         project=str(meta.get("workspace_id") or "0"), spec=tr.spec_from_vendor(record, self.name),
+                         raw=record, job_id_hint=m.group(1) if m else None)
+
+    async def _create(self, translation: Translation) -> VendorJob:
+        r = await self.client.create(translation.body)
+        return self._job(dict(r.body or {}))
+
+    async def find_by_name(self, vendor_name: str, project: str | None = None) -> VendorJob | None:
+        res = await self.client.search(0, 50, [{"key": "name", "operator": "like", "value": [vendor_name]}])
+        for item in res.get("items") or []:
+            if (item.get("metadata") or {}).get("name") == vendor_name:
+                return self._job(item)
+        return None
+
+    async def get(self, handle: Handle) -> VendorJob | None:
+        try:
+            return self._job(await self.client.show(handle.backend_job_id))
+        except BackendNotFound:
+            return None
+
+    async def list_page(self, offset: int, limit: int, active_only: bool = False) -> tuple[list[VendorJob], bool]:
+        filters = [{"key": "phase", "operator": "in", "value": ["Creating", "Pending", "Running", "Terminating"]}] \
+            if active_only else None
+        res = await self.client.search(offset, min(limit, 50), filters)
+        items = res.get("items") or []
+        return [self._job(i) for i in items], offset + len(items) < int(res.get("total") or 0)
+
+    async def cancel(self, handle: Handle) -> None:
+        try:
+            await self.client.terminate(handle.backend_job_id)
+        except BackendConflict as err:
+            if err.vendor_code != "ModelArts.2796":  # 2796: already past the point of stopping
+                raise
+
+    async def delete(self, handle: Handle) -> None:
+        try:
+            await self.client.delete(handle.backend_job_id)
+        except BackendNotFound:
+            return
+
+    async def logs(self, handle: Handle, task: str | None = None, tail: int | None = None) -> LogChunk:
+        task = task or "worker-0"
+        res = await self.client.log_preview(handle.backend_job_id, task)
+        content = str(res.get("content") or "")
+        if tail:
+            content = "\n".join(content.splitlines()[-tail:]) + "\n"
+        return LogChunk(task=task, content=content, full_size=int(res.get("full_size") or len(content)))
+
+    async def events(self, handle: Handle) -> list[dict[str, Any]]:
+        try:
+            evs = await self.client.events(handle.backend_job_id)
+        except BackendNotFound:
+            return []
+        return [{"time": e.get("time"), "type": e.get("level"), "reason": None, "message": e.get("message"),
+                 "source": "modelarts"} for e in evs]
+
+    def health(self) -> dict[str, Any]:
+        return {"circuit": self.client.transport.breaker.snapshot()}

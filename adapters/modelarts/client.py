@@ -1,0 +1,105 @@
+"""Async ModelArts client: AK/SK signing (or IAM token) and the training-job endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from adapters.http import Query, Response, Transport, classify
+from adapters.modelarts.signer import sign
+from gateway.config import BackendConfig
+from gateway.errors import BackendAuthError, BackendError
+
+NOT_FOUND = "ModelArts.2775"
+DUPLICATE = "ModelArts.2751"
+NOT_STOPPABLE = "ModelArts.2796"
+STATUS_CHANGED = "ModelArts.2878"
+
+
+def parse_error(backend: str) -> Any:
+    """ModelArts error body -> gateway error; 2775 is a not-found even though it is a 400."""
+    def parse(status: int, body: Any, headers: dict[str, str]) -> BackendError:
+        body = body if isinstance(body, dict) else {}
+        code = body.get("error_code")
+        message = body.get("error_msg") or f"HTTP {status}"
+        rid = headers.get("X-Request-Id") if headers else None
+        if rid:
+            message = f"{message} (request id {rid})"
+        return classify(status, backend, code, message, headers, not_found=code == NOT_FOUND,
+                        conflict=code in (DUPLICATE, STATUS_CHANGED, NOT_STOPPABLE))
+    return parse
+
+
+class AkSkAuth:
+    """Signs every request with the AK/SK (SDK-HMAC-SHA256), or sends an IAM token."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        c = config.credentials
+        self.config = config
+        self.host = urlsplit(config.url).netloc
+        self.ak = c.ak
+        self.sk = c.sk.get_secret_value() if c.sk else None
+        self.security_token = c.security_token.get_secret_value() if c.security_token else None
+        self.iam_token = c.iam_token.get_secret_value() if c.iam_token else None
+        if not self.iam_token and not (self.ak and self.sk):
+            raise BackendAuthError(f"{config.name}: credentials need ak and sk, or iam_token", backend=config.name)
+
+    async def headers(self, method: str, path: str, query: Query, body: bytes,
+                      base: dict[str, str]) -> dict[str, str]:
+        h = {**base, "Host": self.host, "X-Project-Id": self.config.project_id or ""}
+        if self.iam_token:
+            return {**h, "X-Auth-Token": self.iam_token}
+        if self.security_token:
+            h["X-Security-Token"] = self.security_token
+        assert self.ak and self.sk
+        return sign(method, path, query, h, body, self.ak, self.sk)
+
+    async def unauthorized(self, sent: dict[str, str]) -> bool:
+        return False
+
+
+class ModelArtsClient:
+    """The ModelArts v2 training-job endpoints the adapter uses."""
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.base = f"/v2/{config.project_id}"
+        self.transport = Transport(config, session, AkSkAuth(config), parse_error(config.name))
+
+    async def create(self, body: dict[str, Any]) -> Response:
+        """POST /v2/{project}/training-jobs (never retried blindly)."""
+        return await self.transport.request("POST", f"{self.base}/training-jobs", body=body, idempotent=False)
+
+    async def show(self, job_id: str) -> dict[str, Any]:
+        """GET one job."""
+        return dict((await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}")).body or {})
+
+    async def search(self, offset: int = 0, limit: int = 50, filters: list[dict[str, Any]] | None = None,
+                     order: str = "asc") -> dict[str, Any]:
+        """POST training-job-searches (a read: retried like any idempotent call)."""
+        body = {"offset": offset, "limit": limit, "sort_by": "create_time", "order": order,
+                "filters": filters or []}
+        return dict((await self.transport.request("POST", f"{self.base}/training-job-searches", body=body)).body
+                    or {})
+
+    async def terminate(self, job_id: str) -> None:
+        """POST actions {action_type: terminate}."""
+        await self.transport.request("POST", f"{self.base}/training-jobs/{job_id}/actions",
+                                     body={"action_type": "terminate"})
+
+    async def delete(self, job_id: str) -> None:
+        """DELETE one job."""
+        await self.transport.request("DELETE", f"{self.base}/training-jobs/{job_id}")
+
+    async def log_preview(self, job_id: str, task: str) -> dict[str, Any]:
+        """GET …/tasks/{task}/logs/preview."""
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/tasks/{task}/logs/preview")
+        return dict(r.body or {})
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """GET …/events, oldest first."""
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/events",
+                                         query=[("limit", "100"), ("offset", "0"), ("order", "asc")])
+        return list((r.body or {}).get("events") or [])

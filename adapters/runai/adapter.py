@@ -1,0 +1,97 @@
+"""The Run:ai adapter: neutral operations on Run:ai trainings and distributed workloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from adapters.base import REGISTRY, Adapter, Capability, Handle, VendorJob
+from adapters.runai import translate as tr
+from adapters.runai.client import RunaiClient
+from adapters.translation import Translation
+from gateway.config import BackendConfig
+from gateway.errors import BackendNotFound
+from gateway.models import JobSpec
+
+
+@REGISTRY.register
+class RunaiAdapter(Adapter):
+    """NVIDIA Run:ai."""
+
+    kind = "runai"
+    unsupported = {
+        Capability.LOGS: "Run:ai's control-plane API has no log endpoint for trainings; use kubectl or the UI",
+    }
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(config, session)
+        self.client = RunaiClient(config, session)
+
+    def translate(self, spec: JobSpec, job_id: str) -> Translation:
+        return tr.translate(spec, self.config, job_id)
+
+    def _job(self, record: dict[str, Any], kind: str | None = None) -> VendorJob:
+        wid = str(record.get("workloadId") or record.get("id"))
+        rtype = str(record.get("type") or "")
+        vkind = kind or ("distributed" if rtype == "Distributed" else "training")
+        status = tr.normalize_phase(tr.vendor_phase_of(record), record.get("phaseMessage") or None)
+        hint = None
+        for a in (record.get("spec") or {}).get("annotations") or []:
+            if isinstance(a, dict) and a.get("name") == tr.JOB_ID_ANNOTATION:
+                hint = a.get("value")
+        return VendorJob(handle=Handle(wid, str(record.get("name")), vkind), status=status,
+                         project=str(record["projectId"]) if record.get("projectId") is not None else None,
+                         spec=tr.spec_from_vendor(record, self.name), raw=record, job_id_hint=hint)
+
+    async def _create(self, translation: Translation) -> VendorJob:
+        r = await self.client.create(translation.kind, translation.body)
+        return self._job(dict(r.body or {}), translation.kind)
+
+    async def find_by_name(self, vendor_name: str, project: str | None = None) -> VendorJob | None:
+        filters = [f"name=={vendor_name}"] + ([f"projectId=={project}"] if project else [])
+        page = await self.client.list_workloads(0, 10, filters)
+        for w in page.get("workloads") or []:
+            if w.get("name") == vendor_name and (project is None or str(w.get("projectId")) == project):
+                return self._job(w)
+        return None
+
+    async def get(self, handle: Handle) -> VendorJob | None:
+        try:
+            return self._job(await self.client.workload(handle.backend_job_id), handle.vendor_kind)
+        except BackendNotFound:
+            return None
+
+    async def list_page(self, offset: int, limit: int, active_only: bool = False) -> tuple[list[VendorJob], bool]:
+        filters = ["phase!=Completed", "phase!=Failed"] if active_only else None
+        page = await self.client.list_workloads(offset, min(limit, 500), filters)
+        jobs = [self._job(w) for w in page.get("workloads") or [] if w.get("type") in ("Training", "Distributed")]
+        return jobs, page.get("next") is not None
+
+    async def cancel(self, handle: Handle) -> None:
+        # Run:ai has no terminal "stopped for good" state: cancelling deletes the workload on the
+        # vendor while the gateway keeps the record (and marks it CANCELLED once it is gone).
+        await self.delete(handle)
+
+    async def delete(self, handle: Handle) -> None:
+        try:
+            await self.client.delete(handle.vendor_kind, handle.backend_job_id)
+        except BackendNotFound:
+            return
+
+    async def suspend(self, handle: Handle) -> None:
+        await self.client.action(handle.vendor_kind, handle.backend_job_id, "suspend")
+
+    async def resume(self, handle: Handle) -> None:
+        await self.client.action(handle.vendor_kind, handle.backend_job_id, "resume")
+
+    async def events(self, handle: Handle) -> list[dict[str, Any]]:
+        try:
+            evs = await self.client.events(handle.backend_job_id)
+        except BackendNotFound:
+            return []
+        return [{"time": e.get("createdAt"), "type": e.get("type"), "reason": e.get("reason"),
+                 "message": e.get("message"), "source": "runai"} for e in evs]
+
+    def health(self) -> dict[str, Any]:
+        return {"circuit": self.client.transport.breaker.snapshot()}

@@ -1,0 +1,174 @@
+"""Async Run:ai API client: token auth with single-flight refresh, and the workload endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+
+from adapters.http import Query, Response, Transport, classify
+from gateway.config import BackendConfig
+from gateway.errors import BackendAuthError, BackendError, BackendUnavailable
+
+log = structlog.get_logger(__name__)
+
+
+def jwt_exp(token: str) -> float | None:
+    """The `exp` claim of a JWT, decoded as base64url (runapy's plain base64 is a bug)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims.get("exp")
+        return float(exp) if exp is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
+def parse_error(backend: str) -> Any:
+    """Run:ai error body -> gateway error (code, message and compliance issues kept)."""
+    def parse(status: int, body: Any, headers: dict[str, str]) -> BackendError:
+        body = body if isinstance(body, dict) else {}
+        message = str(body.get("message") or f"HTTP {status}")
+        if body.get("details"):
+            message += f": {body['details']}"
+        issues = body.get("complianceIssues") or []
+        if issues:
+            message += " [" + "; ".join(f"{i.get('field')}: {i.get('details')}" for i in issues[:5]) + "]"
+        code = str(body["code"]) if body.get("code") is not None else None
+        return classify(status, backend, code, message, headers)
+    return parse
+
+
+class TokenAuth:
+    """Bearer tokens from /api/v1/token: fetched on first use, refreshed before `exp`, one fetch
+    at a time however many callers wait, and refreshed once after a 401."""
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.session = session
+        self.token: str | None = None
+        self.expires_at = 0.0
+        self.refresh_at = 0.0
+        self.lock = asyncio.Lock()
+        self.fetches = 0
+
+    def _fresh(self) -> bool:
+        return self.token is not None and time.time() < self.refresh_at
+
+    async def current(self) -> str:
+        """A valid access token, fetching one if needed (single-flight)."""
+        if self._fresh():
+            assert self.token is not None
+            return self.token
+        async with self.lock:
+            if not self._fresh():
+                await self._fetch()
+            assert self.token is not None
+            return self.token
+
+    async def _fetch(self) -> None:
+        creds = self.config.credentials
+        if not creds.client_id or creds.client_secret is None:
+            raise BackendAuthError(f"{self.config.name}: credentials.client_id and client_secret are required",
+                                   backend=self.config.name)
+        body = {"grantType": "client_credentials", "clientID": creds.client_id,
+                "clientSecret": creds.client_secret.get_secret_value()}
+        timeout = aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout, sock_read=self.config.read_timeout)
+        last: Exception | None = None
+        for attempt in range(self.config.retry.attempts):
+            self.fetches += 1
+            try:
+                async with self.session.post(self.config.url + "/api/v1/token", json=body, timeout=timeout) as r:
+                    data = await r.json(content_type=None)
+                    status = r.status
+            except (TimeoutError, aiohttp.ClientError, ValueError) as err:
+                last = err
+                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+                continue
+            if status == 200 and isinstance(data, dict) and data.get("accessToken"):
+                token = str(data["accessToken"])
+                now = time.time()
+                exp = jwt_exp(token) or now + float(data.get("expiresIn") or 300)
+                lifetime = max(exp - now, 0.0)
+                self.token, self.expires_at = token, exp
+                self.refresh_at = exp - min(60.0, lifetime * 0.2)
+                log.info("runai_token_fetched", backend=self.config.name, expires_in=round(lifetime))
+                return
+            if status in (429,) or status >= 500:
+                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+                continue
+            raise BackendAuthError(f"{self.config.name}: token request refused (HTTP {status}) for client "
+                                   f"{creds.client_id}", backend=self.config.name, vendor_status=status)
+        raise BackendUnavailable(f"{self.config.name}: token endpoint unavailable "
+                                 f"({type(last).__name__ if last else 'server errors'})", backend=self.config.name)
+
+    async def headers(self, method: str, path: str, query: Query, body: bytes,
+                      base: dict[str, str]) -> dict[str, str]:
+        return {**base, "Authorization": f"Bearer {await self.current()}"}
+
+    async def unauthorized(self, sent: dict[str, str]) -> bool:
+        async with self.lock:
+            if sent.get("Authorization") == f"Bearer {self.token}":
+                self.token = None
+                self.refresh_at = 0
+        return True
+
+
+class RunaiClient:
+    """The Run:ai endpoints the adapter uses."""
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.auth = TokenAuth(config, session)
+        self.transport = Transport(config, session, self.auth, parse_error(config.name))
+
+    async def create(self, kind: str, body: dict[str, Any]) -> Response:
+        """POST /api/v1/workloads/{trainings|distributed} (never retried blindly)."""
+        return await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}", body=body, idempotent=False)
+
+    async def workload(self, workload_id: str) -> dict[str, Any]:
+        """GET /api/v1/workloads/{id}."""
+        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}")
+        return dict(r.body or {})
+
+    async def training(self, kind: str, workload_id: str) -> dict[str, Any]:
+        """GET /api/v1/workloads/{kind}/{id} (Training1 with the spec)."""
+        r = await self.transport.request("GET", f"/api/v1/workloads/{_plural(kind)}/{workload_id}")
+        return dict(r.body or {})
+
+    async def list_workloads(self, offset: int = 0, limit: int = 50, filters: list[str] | None = None,
+                   deleted: bool | None = None, sort_by: str | None = None) -> dict[str, Any]:
+        """GET /api/v1/workloads with filterBy (comma-joined)."""
+        q: Query = [("offset", str(offset)), ("limit", str(limit))]
+        if filters:
+            q.append(("filterBy", ",".join(filters)))
+        if deleted is not None:
+            q.append(("deleted", "true" if deleted else "false"))
+        if sort_by:
+            q += [("sortBy", sort_by), ("sortOrder", "asc")]
+        r = await self.transport.request("GET", "/api/v1/workloads", query=q)
+        return dict(r.body or {})
+
+    async def action(self, kind: str, workload_id: str, action: str) -> None:
+        """POST …/{id}/suspend or …/resume."""
+        await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}/{workload_id}/{action}")
+
+    async def delete(self, kind: str, workload_id: str) -> None:
+        """DELETE /api/v1/workloads/{kind}/{id}."""
+        await self.transport.request("DELETE", f"/api/v1/workloads/{_plural(kind)}/{workload_id}")
+
+    async def events(self, workload_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """GET /api/v1/workloads/{id}/events, oldest first."""
+        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}/events",
+                                         query=[("limit", str(limit)), ("sortOrder", "asc")])
+        return list((r.body or {}).get("events") or [])
+
+
+def _plural(kind: str) -> str:
+    return "distributed" if kind == "distributed" else "trainings"
