@@ -128,7 +128,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     from gateway import client_cli
 
     try:
-        return client_cli.run(args, _client(args))
+        rc: int = client_cli.run(args, _client(args))
+        return rc
     except GatewayError as err:
         return _problem_exit(err)
 
@@ -200,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name-prefix")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--all", action="store_true", help="follow page tokens to the end")
-    for name, help_ in (("get", "show one job"), ("cancel", "cancel a job (the record is kept)"),
+    c = client_parser("get", "show one job")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("--watch", action="store_true", help="follow its transitions until it ends")
+    for name, help_ in (("cancel", "cancel a job (the record is kept)"),
                         ("suspend", "suspend a job"), ("resume", "resume a suspended job"),
                         ("events", "show a job's phase transitions"), ("delete", "delete a job")):
         c = client_parser(name, help_)

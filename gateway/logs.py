@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -32,7 +32,7 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def _scrub_processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _scrub_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _SECRETS:
         return event
     return {k: scrub(v) if k != "event" or isinstance(v, str) else v for k, v in event.items()}

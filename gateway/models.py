@@ -217,6 +217,7 @@ class Job(BaseModel):
     tenant: str | None = None
     migrated_from: str | None = None
     migrated_to: str | None = None
+    deleted: bool = Field(False, description="Removed from the backend with DELETE; the record stays.")
 
 
 def parse_spec(data: Any) -> JobSpec:

@@ -60,8 +60,8 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     await r.sim.runner.cleanup()
 
 
-async def until(fn: Any, want: Any, timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(fn: Any, want: Any, within: float = 10.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         got = await fn()
         if got == want or asyncio.get_running_loop().time() > deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -131,7 +132,7 @@ async def test_breaker_opens_fails_fast_and_probes_half_open(mock_http: Any) -> 
         assert t.breaker.state == "open"
         with pytest.raises(BackendUnavailable, match="circuit open"):
             await t.request("GET", "/api/v1/workloads")  # no HTTP call is made
-        time.sleep(0.25)
+        await asyncio.sleep(0.25)
         assert t.breaker.state == "half_open"
         m.get(PATH, status=200, payload={})
         await t.request("GET", "/api/v1/workloads")

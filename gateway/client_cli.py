@@ -1,0 +1,159 @@
+"""Client commands of `tjg`: submit, list, get, cancel, suspend, resume, events, delete."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from gateway.client import GatewayClient
+
+COLUMNS = (("ID", "id"), ("NAME", "name"), ("BACKEND", "backend"), ("PHASE", "phase"), ("VENDOR", "vendor"),
+           ("AGE", "age"), ("ORIGIN", "origin"))
+
+
+def _age(created: str) -> str:
+    from datetime import UTC, datetime
+
+    try:
+        secs = (datetime.now(UTC) - datetime.fromisoformat(created)).total_seconds()
+    except ValueError:
+        return "?"
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= n:
+            return f"{int(secs // n)}{unit}"
+    return f"{int(secs)}s"
+
+
+def _row(job: dict[str, Any]) -> dict[str, str]:
+    st = job.get("status") or {}
+    phase = st.get("phase", "?") + ("*" if st.get("stale") else "")
+    return {"id": job["id"], "name": job["name"], "backend": job["backend"], "phase": phase,
+            "vendor": str(st.get("vendor_phase") or "-"), "age": _age(job["created_at"]),
+            "origin": job.get("origin", "gateway")}
+
+
+def table(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
+    """Aligned columns, header first."""
+    widths = [max([len(h)] + [len(r[k]) for r in rows]) for h, k in columns]
+    lines = ["  ".join(h.ljust(w) for (h, _), w in zip(columns, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(r[k].ljust(w) for (_, k), w in zip(columns, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def show_job(job: dict[str, Any]) -> str:
+    """A job, human-readable."""
+    st = job.get("status") or {}
+    out = [f"id:           {job['id']}", f"name:         {job['name']}",
+           f"backend:      {job['backend']}  (vendor id {job.get('backend_job_id') or '-'}, "
+           f"name {job.get('vendor_name') or '-'})",
+           f"phase:        {st.get('phase')}{' (terminal)' if st.get('terminal') else ''}"
+           f"{' [stale]' if st.get('stale') else ''}{' [degraded]' if st.get('degraded') else ''}",
+           f"vendor phase: {st.get('vendor_phase') or '-'}"
+           + (f" / {st['vendor_secondary_phase']}" if st.get("vendor_secondary_phase") else ""),
+           f"message:      {st.get('message') or '-'}", f"created:      {job['created_at']}",
+           f"labels:       {', '.join(f'{k}={v}' for k, v in (job.get('labels') or {}).items()) or '-'}"]
+    for key in ("migrated_from", "migrated_to"):
+        if job.get(key):
+            out.append(f"{key}: {job[key]}")
+    lossy = [e for e in job.get("report") or [] if e["outcome"] in ("approximated", "dropped")]
+    if lossy:
+        out.append("translation notes:")
+        out += [f"  {e['field']}: {e['outcome']} - {e['detail']}" for e in lossy]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Dispatch one client command."""
+    cmd = args.client_command
+    as_json = args.json
+    if cmd == "submit":
+        from gateway.cli import read_spec_file
+
+        raw = read_spec_file(args.spec)
+        if args.backend and isinstance(raw, dict):
+            raw["backend"] = args.backend
+        params = {"dry_run": "true"} if args.dry_run else {}
+        if args.strict:
+            params["strict"] = "true"
+        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+        res = client.call("POST", "/v1/jobs", params=params, body=raw, headers=headers)
+        if as_json or args.dry_run:
+            print(json.dumps(res, indent=2))
+        else:
+            print(f"submitted {res['id']} ({res['name']}) to {res['backend']}: {res['status']['phase']}")
+            lossy = [e for e in res.get("report") or [] if e["outcome"] in ("approximated", "dropped")]
+            for e in lossy:
+                print(f"  note: {e['field']} {e['outcome']}: {e['detail']}")
+        return 0
+    if cmd == "list":
+        return _list(args, client)
+    if cmd == "get":
+        if getattr(args, "watch", False):
+            return _watch(client, args.id, as_json)
+        job = client.call("GET", f"/v1/jobs/{args.id}")
+        print(json.dumps(job, indent=2) if as_json else show_job(job))
+        return 0
+    if cmd in ("cancel", "suspend", "resume"):
+        job = client.call("POST", f"/v1/jobs/{args.id}/{cmd}")
+        print(json.dumps(job, indent=2) if as_json else f"{job['id']}: {job['status']['phase']}")
+        return 0
+    if cmd == "delete":
+        client.call("DELETE", f"/v1/jobs/{args.id}")
+        print(f"{args.id}: deleted")
+        return 0
+    if cmd == "events":
+        evs = client.call("GET", f"/v1/jobs/{args.id}/events")["events"]
+        if as_json:
+            print(json.dumps(evs, indent=2))
+        else:
+            rows = [{"seq": str(e["seq"]), "at": str(e["at"]), "from": str(e["from_phase"] or "-"),
+                     "to": e["to_phase"], "vendor": str(e["vendor_phase"] or "-"), "source": e["source"],
+                     "message": str(e["message"] or "")} for e in evs]
+            print(table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
+                               ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
+        return 0
+    print(f"tjg: unknown command {cmd}", file=sys.stderr)
+    return 2
+
+
+def _list(args: argparse.Namespace, client: GatewayClient) -> int:
+    params: list[tuple[str, str]] = [("limit", str(args.limit))]
+    for name in ("backend", "phase", "project", "name_prefix"):
+        value = getattr(args, name)
+        if value:
+            params.append((name, value))
+    params += [("label", lb) for lb in args.label or []]
+    jobs: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = client.call("GET", "/v1/jobs", params=params + ([("page_token", token)] if token else []))
+        jobs += page["jobs"]
+        token = page.get("next_page_token")
+        if not token or not args.all:
+            break
+    if args.json:
+        print(json.dumps({"jobs": jobs, "next_page_token": token}, indent=2))
+    else:
+        print(table([_row(j) for j in jobs]) if jobs else "no jobs")
+        if token:
+            print(f"(more: --all, or page_token {token})")
+    return 0
+
+
+def _watch(client: GatewayClient, job_id: str, as_json: bool) -> int:
+    async def follow() -> None:
+        async for event, data in client.stream(f"/v1/jobs/{job_id}/events", params={"watch": "true"}):
+            if as_json:
+                print(json.dumps({"event": event, "data": data}), flush=True)
+            elif event == "transition":
+                print(f"{data['at']}  {data['from_phase'] or '-':>10} -> {data['to_phase']:<10} "
+                      f"{data['vendor_phase'] or ''}  {data['message'] or ''}", flush=True)
+            elif event == "end":
+                print(f"{job_id} ended {data['phase']}", flush=True)
+
+    asyncio.run(follow())
+    return 0

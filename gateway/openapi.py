@@ -1,0 +1,150 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models the handlers really use."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+
+from gateway import __version__
+from gateway.models import DryRun, Job, JobSpec, Phase
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(None, description="Validation errors: [{loc, msg}].")
+
+
+class JobList(BaseModel):
+    """A page of jobs."""
+
+    jobs: list[Job]
+    next_page_token: str | None = None
+
+
+class Transition(BaseModel):
+    """A phase transition."""
+
+    seq: int
+    from_phase: Phase | None
+    to_phase: Phase
+    vendor_phase: str | None = None
+    message: str | None = None
+    source: str
+    at: str
+
+
+class EventList(BaseModel):
+    """A job's transitions, oldest first."""
+
+    events: list[Transition]
+
+
+class Backend(BaseModel):
+    """A configured backend."""
+
+    name: str
+    kind: str
+    url: str
+    simulated: bool
+    capabilities: dict[str, Any]
+    healthy: bool
+    circuit: str
+
+
+def _problem_responses(*codes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in codes:
+        out[str(c)] = {"description": "Problem", "content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return out
+
+
+def _json(ref: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The document served at /openapi.json."""
+    _, schemas = models_json_schema(
+        [(m, "serialization") for m in (Job, DryRun, JobList, EventList, Backend, Problem)]
+        + [(JobSpec, "validation")], ref_template="#/components/schemas/{model}")
+    components = schemas.get("$defs", {})
+    auth = _problem_responses(401)
+    paths: dict[str, Any] = {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a job", "operationId": "submitJob",
+                "parameters": [
+                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "strict", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "Idempotency-Key", "in": "header",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/JobSpec"}}}},
+                "responses": {"201": _json("Job", "Created (or replayed)"), "200": _json("DryRun", "Dry run"),
+                              **_problem_responses(400, 409, 413, 422, 502, 503), **auth},
+            },
+            "get": {
+                "summary": "List jobs across backends", "operationId": "listJobs",
+                "parameters": [
+                    {"name": "backend", "in": "query", "schema": {"type": "string"}},
+                    {"name": "phase", "in": "query", "schema": {"type": "string"},
+                     "description": "Comma list of phases"},
+                    {"name": "project", "in": "query", "schema": {"type": "string"}},
+                    {"name": "label", "in": "query", "schema": {"type": "array", "items": {"type": "string"}},
+                     "style": "form", "explode": True, "description": "k=v, repeatable"},
+                    {"name": "name_prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _json("JobList"), **_problem_responses(400), **auth},
+            },
+        },
+        "/v1/jobs/{id}": {
+            "get": {"summary": "Get a job", "operationId": "getJob", "parameters": [JOB_ID],
+                    "responses": {"200": _json("Job"), **_problem_responses(404), **auth}},
+            "delete": {"summary": "Delete a job from its backend (the record stays)", "operationId": "deleteJob",
+                       "parameters": [JOB_ID],
+                       "responses": {"204": {"description": "Deleted"},
+                                     **_problem_responses(404, 502, 503), **auth}},
+        },
+        "/v1/jobs/{id}/events": {
+            "get": {"summary": "A job's phase transitions", "operationId": "jobEvents", "parameters": [JOB_ID],
+                    "responses": {"200": _json("EventList"), **_problem_responses(404), **auth}},
+        },
+        "/v1/backends": {
+            "get": {"summary": "Configured backends", "operationId": "listBackends",
+                    "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Backend"}}}}}, **auth}},
+        },
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
+                             "responses": {"200": {"description": "OK", "content": {"application/json": {
+                                 "schema": {"type": "object"}}}}}}},
+    }
+    for action in ("cancel", "suspend", "resume"):
+        paths[f"/v1/jobs/{{id}}/{action}"] = {"post": {
+            "summary": f"{action.capitalize()} a job", "operationId": f"{action}Job", "parameters": [JOB_ID],
+            "responses": {"202": _json("Job", "Accepted"), **_problem_responses(404, 409, 502, 503), **auth}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "trainjob-gateway", "version": __version__,
+                 "description": "One API for training jobs on NVIDIA Run:ai and Huawei ModelArts."},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

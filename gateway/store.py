@@ -1,0 +1,400 @@
+"""The job store: SQLAlchemy 2 async Core over SQLite (WAL, the default) or PostgreSQL.
+
+A job row is written (QUEUED, no vendor id) before the vendor is called and completed after;
+every phase change is a transition row; terminal rows never change phase again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gateway.errors import BadRequest, Conflict
+
+log = structlog.get_logger(__name__)
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=True),
+    Column("name", String(80), nullable=False),
+    Column("backend", String(64), nullable=False),
+    Column("project", String(128), nullable=True),
+    Column("vendor_name", String(128), nullable=False),
+    Column("vendor_kind", String(16), nullable=False, default="training"),
+    Column("backend_job_id", String(128), nullable=True),
+    Column("spec", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("terminal", Boolean, nullable=False, default=False),
+    Column("status", JSON, nullable=False),
+    Column("origin", String(16), nullable=False, default="gateway"),
+    Column("submit_state", String(16), nullable=False),
+    Column("submit_error", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    Column("migrated_from", String(32), nullable=True),
+    Column("migrated_to", String(32), nullable=True),
+    UniqueConstraint("backend", "vendor_name", name="uq_jobs_backend_vendor_name"),
+    UniqueConstraint("backend", "backend_job_id", name="uq_jobs_backend_job_id"),
+)
+Index("ix_jobs_tenant_id", jobs.c.tenant, jobs.c.id)
+Index("ix_jobs_backend_active", jobs.c.backend, jobs.c.terminal, jobs.c.submit_state)
+Index("ix_jobs_phase_id", jobs.c.phase, jobs.c.id)
+Index("ix_jobs_name", jobs.c.name)
+Index("ix_jobs_project", jobs.c.project)
+
+job_labels = Table(
+    "job_labels", metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("key", String(63), primary_key=True),
+    Column("value", String(63), nullable=False),
+)
+Index("ix_job_labels_kv", job_labels.c.key, job_labels.c.value, job_labels.c.job_id)
+
+transitions = Table(
+    "transitions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("from_phase", String(16), nullable=True),
+    Column("to_phase", String(16), nullable=False),
+    Column("vendor_phase", String(64), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("source", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    UniqueConstraint("job_id", "seq", name="uq_transitions_job_seq"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("job_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+V1_TABLES = (jobs, job_labels, transitions, idempotency_keys)
+
+
+def _v1(conn: Connection) -> None:
+    for table in V1_TABLES:
+        table.create(conn, checkfirst=True)
+        for ix in table.indexes:
+            ix.create(conn, checkfirst=True)
+
+
+# Versioned migrations: append, never edit. Each runs once, in its own transaction.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "jobs, labels, transitions, idempotency keys", _v1),
+]
+
+
+@dataclass
+class ListFilters:
+    """Filters of GET /v1/jobs."""
+
+    tenant: str | None = None  # None: every tenant (admin)
+    backend: str | None = None
+    phases: Sequence[str] = ()
+    project: str | None = None
+    labels: Sequence[tuple[str, str]] = ()
+    name_prefix: str | None = None
+    include_deleted: bool = False
+    include_external: bool = True
+    external_projects: Sequence[str] = ()
+
+
+def encode_token(last_id: str) -> str:
+    """Opaque page token."""
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> str:
+    """Inverse of encode_token; a bad token is a 400 naming the parameter."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after = data["after"]
+        if not isinstance(after, str):
+            raise TypeError
+        return after
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadRequest("page_token is not a token this gateway issued",
+                         errors=[{"loc": ["query", "page_token"], "msg": "invalid page token"}]) from err
+
+
+class Store:
+    """Async access to the job tables."""
+
+    def __init__(self, url: str, echo: bool = False) -> None:
+        self.url = url
+        u = make_url(url)
+        self.is_sqlite = u.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite and u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # SQLite allows one writer; a transaction that reads then writes fails (not waits) when
+        # another connection wrote in between, so this process serializes its write transactions.
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @contextlib.asynccontextmanager
+    async def tx(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; several replicas may race, so PostgreSQL serializes on a lock."""
+        async with self.tx() as conn:
+            if not self.is_sqlite:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
+            await conn.run_sync(lambda c: schema_migrations.create(c, checkfirst=True))
+            done = set((await conn.execute(select(schema_migrations.c.version))).scalars())
+            for version, description, fn in MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.run_sync(fn)
+                await conn.execute(insert(schema_migrations).values(version=version, description=description,
+                                                                    applied_at=time.time()))
+                log.info("schema_migrated", version=version, description=description)
+            return max([v for v, _, _ in MIGRATIONS])
+
+    async def close(self) -> None:
+        """Dispose of the connection pool."""
+        await self.engine.dispose()
+
+    # -- writes -------------------------------------------------------------------------
+    async def create_job(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None) -> None:
+        """Insert a job, its labels, its first transition and its idempotency key, atomically.
+        A key already taken raises Conflict with the existing job id in `extra`."""
+        now = row["created_at"]
+        try:
+            async with self.tx() as conn:
+                if idem is not None:
+                    await conn.execute(insert(idempotency_keys).values(
+                        tenant=idem[0], key=idem[1], body_hash=idem[2], job_id=row["id"], created_at=now))
+                await conn.execute(insert(jobs).values(**row))
+                if row["labels"]:
+                    await conn.execute(insert(job_labels), [{"job_id": row["id"], "key": k, "value": v}
+                                                            for k, v in row["labels"].items()])
+                await conn.execute(insert(transitions).values(
+                    job_id=row["id"], seq=1, from_phase=None, to_phase=row["phase"],
+                    vendor_phase=row["status"].get("vendor_phase"), message="accepted by the gateway"
+                    if row["origin"] == "gateway" else "imported from the vendor", source=row["origin"], at=now))
+        except IntegrityError as err:
+            if idem is not None:
+                found = await self.idempotent(idem[0], idem[1])
+                if found is not None:
+                    raise Conflict("idempotency key already used", extra={"job_id": found[1],
+                                                                          "body_hash": found[0]}) from err
+            raise
+
+    async def idempotent(self, tenant: str, key: str) -> tuple[str, str] | None:
+        """(body_hash, job_id) stored for an idempotency key."""
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(select(idempotency_keys.c.body_hash, idempotency_keys.c.job_id).where(
+                idempotency_keys.c.tenant == tenant, idempotency_keys.c.key == key))).first()
+        return (r[0], r[1]) if r else None
+
+    async def set_fields(self, job_id: str, **values: Any) -> None:
+        """Update columns of one job (not its phase: use apply_status)."""
+        values["updated_at"] = time.time()
+        async with self.tx() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    async def apply_status(self, job_id: str, status: dict[str, Any], source: str,
+                           conn: AsyncConnection | None = None, **extra: Any) -> bool:
+        """Store a new status; a phase change adds a transition. A terminal job keeps its phase.
+        Returns True when the phase changed."""
+        if conn is None:
+            async with self.tx() as c:
+                return await self.apply_status(job_id, status, source, c, **extra)
+        row = (await conn.execute(select(jobs.c.phase, jobs.c.terminal, jobs.c.status).where(
+            jobs.c.id == job_id).with_for_update())).first()
+        if row is None:
+            return False
+        now = time.time()
+        old_phase, terminal, old_status = row[0], bool(row[1]), row[2] or {}
+        if terminal:
+            if status.get("stale") is False and old_status.get("stale"):
+                await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    status={**old_status, "stale": False}, updated_at=now))
+            return False
+        changed = bool(status["phase"] != old_phase)
+        await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+            phase=status["phase"], terminal=bool(status.get("terminal")), status=status, updated_at=now, **extra))
+        if changed:
+            seq = (await conn.execute(select(func.coalesce(func.max(transitions.c.seq), 0)).where(
+                transitions.c.job_id == job_id))).scalar_one()
+            await conn.execute(insert(transitions).values(
+                job_id=job_id, seq=int(seq) + 1, from_phase=old_phase, to_phase=status["phase"],
+                vendor_phase=status.get("vendor_phase"), message=status.get("message"), source=source, at=now))
+        return changed
+
+    async def mark_stale(self, backend: str, stale: bool) -> int:
+        """Flag (or clear) every live job of a backend as stale; phases and observed_at stay."""
+        async with self.tx() as conn:
+            rows = (await conn.execute(select(jobs.c.id, jobs.c.status).where(
+                jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.deleted_at.is_(None)))).all()
+            n = 0
+            for job_id, status in rows:
+                if bool((status or {}).get("stale")) != stale:
+                    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                        status={**(status or {}), "stale": stale}))
+                    n += 1
+            return n
+
+    # -- reads --------------------------------------------------------------------------
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        """One job row."""
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().first()
+        return dict(r) if r else None
+
+    async def by_vendor_id(self, backend: str, backend_job_id: str) -> dict[str, Any] | None:
+        """The job a vendor id belongs to."""
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(select(jobs).where(jobs.c.backend == backend,
+                                                       jobs.c.backend_job_id == backend_job_id))).mappings().first()
+        return dict(r) if r else None
+
+    async def list_jobs(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
+        """Newest first, keyset-paginated on the (time-ordered) id."""
+        q = select(jobs)
+        conds: list[Any] = []
+        if f.tenant is not None:
+            own = jobs.c.tenant == f.tenant
+            if f.external_projects:
+                own = or_(own, and_(jobs.c.origin == "external", jobs.c.project.in_(list(f.external_projects))))
+            conds.append(own)
+        if not f.include_external:
+            conds.append(jobs.c.origin == "gateway")
+        if f.backend:
+            conds.append(jobs.c.backend == f.backend)
+        if f.phases:
+            conds.append(jobs.c.phase.in_(list(f.phases)))
+        if f.project:
+            conds.append(jobs.c.project == f.project)
+        if f.name_prefix:
+            conds.append(jobs.c.name.startswith(f.name_prefix, autoescape=True))
+        if not f.include_deleted:
+            conds.append(jobs.c.deleted_at.is_(None))
+        for k, v in f.labels:
+            conds.append(exists().where(job_labels.c.job_id == jobs.c.id, job_labels.c.key == k,
+                                        job_labels.c.value == v))
+        if after:
+            conds.append(jobs.c.id < after)
+        q = q.where(*conds).order_by(jobs.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(q)).mappings()]
+
+    async def live_jobs(self, backend: str) -> list[dict[str, Any]]:
+        """Submitted, non-terminal, not deleted jobs of a backend (what a sync cycle looks at)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs).where(
+                jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
+                jobs.c.deleted_at.is_(None)))).mappings()
+            return [dict(r) for r in rows]
+
+    async def pending(self, backend: str | None = None, older_than: float = 0.0) -> list[dict[str, Any]]:
+        """Jobs accepted but not yet confirmed on the vendor."""
+        conds = [jobs.c.submit_state == "pending", jobs.c.created_at <= time.time() - older_than]
+        if backend:
+            conds.append(jobs.c.backend == backend)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(select(jobs).where(*conds).order_by(jobs.c.id)))
+                    .mappings()]
+
+    async def known_vendor_ids(self, backend: str) -> set[str]:
+        """Vendor ids of every job of a backend the store has."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(jobs.c.backend_job_id).where(
+                jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None)))
+            return {r[0] for r in rows}
+
+    async def transitions(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        """A job's phase transitions, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(transitions).where(
+                transitions.c.job_id == job_id, transitions.c.seq > after_seq).order_by(transitions.c.seq))
+            return [dict(r) for r in rows.mappings()]
+
+    async def phase_counts(self) -> list[tuple[str, str, int]]:
+        """(backend, phase, count) of jobs not deleted, for /metrics."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(jobs.c.backend, jobs.c.phase, func.count()).where(
+                jobs.c.deleted_at.is_(None)).group_by(jobs.c.backend, jobs.c.phase))
+            return [(r[0], r[1], int(r[2])) for r in rows]
+
+    async def delete_job_rows(self, job_id: str) -> None:
+        """Remove a job completely (tests and tooling only; the API marks deleted instead)."""
+        async with self.tx() as conn:
+            for t, col in ((jobs, jobs.c.id), (job_labels, job_labels.c.job_id),
+                           (transitions, transitions.c.job_id)):
+                await conn.execute(delete(t).where(col == job_id))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

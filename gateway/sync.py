@@ -1,0 +1,162 @@
+"""Status sync: one loop per backend reading the vendor's list API page by page.
+
+A cycle costs about one request per page; a per-job GET is made only for live jobs the lists
+did not show. A failed poll changes no phase: it marks the backend's jobs stale, logging once
+on failure and once on recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from adapters.base import Adapter, VendorJob
+from gateway.errors import GatewayError
+from gateway.models import JobStatus, Phase
+from gateway.service import JobService, handle_of, status_json
+from gateway.store import Store
+
+log = structlog.get_logger(__name__)
+
+BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
+
+
+def _changed(old: dict[str, Any], new: JobStatus) -> bool:
+    return (old.get("phase") != new.phase.value or old.get("vendor_phase") != new.vendor_phase
+            or old.get("vendor_secondary_phase") != new.vendor_secondary_phase
+            or old.get("message") != new.message or bool(old.get("degraded")) != new.degraded
+            or bool(old.get("stale")))
+
+
+@dataclass
+class CycleStats:
+    """What one sync cycle did."""
+
+    list_requests: int = 0
+    get_requests: int = 0
+    updated: int = 0
+    imported: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class BackendSync:
+    """The sync loop of one backend."""
+
+    adapter: Adapter
+    store: Store
+    service: JobService
+    page_size: int = 500
+    failing: bool = False
+    last: CycleStats = field(default_factory=CycleStats)
+    last_ok: float | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.adapter.name
+
+    async def cycle(self) -> CycleStats:
+        """One pass over the backend; raises the vendor error when the poll fails."""
+        started = time.monotonic()
+        stats = CycleStats()
+        live = await self.store.live_jobs(self.backend)
+        adopt = self.adapter.config.adopt_external
+        if not live and not adopt:
+            self.last = stats
+            return stats
+        by_vid = {r["backend_job_id"]: r for r in live}
+        unseen = set(by_vid)
+        known: set[str] | None = await self.store.known_vendor_ids(self.backend) if adopt else None
+        offset, more = 0, True
+        while more and (unseen or adopt):
+            page, more = await self.adapter.list_page(offset, self.page_size, active_only=not adopt)
+            stats.list_requests += 1
+            offset += len(page)
+            for vj in page:
+                vid = vj.handle.backend_job_id
+                row = by_vid.get(vid)
+                if row is not None:
+                    unseen.discard(vid)
+                    stats.updated += await self.observe(row, vj)
+                elif known is not None and vid not in known:
+                    stats.imported += await self.import_external(vj)
+                    known.add(vid)
+            if not page:
+                break
+        for vid in unseen:
+            row = by_vid[vid]
+            got = await self.adapter.get(handle_of(row))
+            stats.get_requests += 1
+            if got is None:
+                stats.updated += await self.vanished(row)
+            else:
+                stats.updated += await self.observe(row, got)
+        stats.seconds = time.monotonic() - started
+        self.last = stats
+        return stats
+
+    async def observe(self, row: dict[str, Any], vj: VendorJob) -> int:
+        """Store what the vendor says, if it says something new."""
+        if not _changed(row["status"] or {}, vj.status):
+            return 0
+        await self.store.apply_status(row["id"], status_json(vj.status), "sync")
+        return 1
+
+    async def vanished(self, row: dict[str, Any]) -> int:
+        """The vendor no longer has the job: a cancel we asked for, or a deletion outside the gateway."""
+        why = "cancelled" if row["cancel_requested"] else "deleted on the backend outside the gateway"
+        st = JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=(row["status"] or {}).get("vendor_phase"),
+                       message=why, observed_at=datetime.now(UTC))
+        await self.store.apply_status(row["id"], status_json(st), "sync")
+        return 1
+
+    async def import_external(self, vj: VendorJob) -> int:
+        """Hook for jobs made outside the gateway (see gateway.external)."""
+        from gateway.external import import_job
+
+        return await import_job(self.store, self.adapter, vj)
+
+    def interval(self, live: list[dict[str, Any]] | None = None) -> float:
+        """Faster while jobs are starting or stopping, slower when all is quiet."""
+        base = self.adapter.config.sync_interval
+        if live and any(r["phase"] in BUSY for r in live):
+            return max(0.2, min(1.0, base / 5))
+        return base
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            try:
+                await self.cycle()
+                if self.failing:
+                    log.info("sync_recovered", backend=self.backend)
+                    await self.store.mark_stale(self.backend, False)
+                    self.failing = False
+                self.last_ok = time.time()
+            except asyncio.CancelledError:
+                raise
+            except GatewayError as err:
+                if not self.failing:
+                    log.warning("sync_failed", backend=self.backend, error=err.detail)
+                    self.failing = True
+                await self.store.mark_stale(self.backend, True)
+            except Exception as err:  # a bug must not kill the loop; say it once
+                if not self.failing:
+                    log.exception("sync_crashed", backend=self.backend, error=str(err))
+                    self.failing = True
+            try:
+                live = await self.store.live_jobs(self.backend)
+            except Exception:
+                live = []
+            await asyncio.sleep(self.interval(live))
+
+    def health(self) -> dict[str, Any]:
+        """For GET /v1/backends."""
+        return {"failing": self.failing, "last_ok": self.last_ok,
+                "last_cycle": {"list_requests": self.last.list_requests, "get_requests": self.last.get_requests,
+                               "updated": self.last.updated, "seconds": round(self.last.seconds, 4)}}

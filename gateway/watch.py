@@ -1,0 +1,45 @@
+"""Server-Sent Events: follow a job's transitions as they are written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.service import JobService, Principal
+
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 15.0
+
+
+def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
+    """One SSE frame."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+async def watch_job(request: web.Request, svc: JobService, who: Principal, job_id: str) -> web.StreamResponse:
+    """Stream a job's transitions (those already written first) until it is terminal."""
+    await svc.get(who, job_id)  # 404 before the stream starts
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    last_seq = int(request.headers.get("Last-Event-ID", "0") or 0)
+    idle = 0.0
+    while True:
+        for ev in await svc.events(who, job_id, after_seq=last_seq):
+            last_seq = ev["seq"]
+            await resp.write(sse("transition", ev, f"{job_id}:{ev['seq']}"))
+            idle = 0.0
+        job = await svc.get(who, job_id)
+        if job.status.terminal:
+            await resp.write(sse("end", {"id": job_id, "phase": job.status.phase}))
+            break
+        await asyncio.sleep(POLL_SECONDS)
+        idle += POLL_SECONDS
+        if idle >= HEARTBEAT_SECONDS:
+            await resp.write(b": keep-alive\n\n")
+            idle = 0.0
+    await resp.write_eof()
+    return resp
