@@ -161,6 +161,15 @@ async def read_json(request: web.Request) -> Any:
                          errors=[{"loc": ["body"], "msg": "malformed JSON"}]) from err
 
 
+def only_query(request: web.Request, *allowed: str) -> None:
+    """Refuse query parameters the endpoint does not know (a typo must not be silently ignored)."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}"
+                         + (f"; this endpoint takes {', '.join(allowed)}" if allowed else ""),
+                         errors=[{"loc": ["query", u], "msg": "unknown parameter"} for u in unknown])
+
+
 def qbool(request: web.Request, name: str) -> bool:
     """A boolean query parameter."""
     v = request.query.get(name)
@@ -212,6 +221,7 @@ def list_filters(request: web.Request) -> ListFilters:
 # -- handlers -------------------------------------------------------------------------------
 async def submit_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
+    only_query(request, "dry_run", "strict")
     strict = qbool(request, "strict")
     dry = qbool(request, "dry_run")
     raw = await read_json(request)
@@ -225,6 +235,7 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
+    only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted")
     jobs, token = await request.app[SERVICE].list_jobs(request[PRINCIPAL], list_filters(request),
                                                   qint(request, "limit", 50, 1, 500),
                                                   request.query.get("page_token") or None)
@@ -232,17 +243,20 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
+    only_query(request)
     return reply(await request.app[SERVICE].get(request[PRINCIPAL], request.match_info["id"]))
 
 
 async def job_action(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     action = request.match_info["action"]
+    only_query(request)
     fn = {"cancel": svc.cancel, "suspend": svc.suspend, "resume": svc.resume}[action]
     return reply(await fn(request[PRINCIPAL], request.match_info["id"]), 202)
 
 
 async def delete_job(request: web.Request) -> web.Response:
+    only_query(request)
     await request.app[SERVICE].delete(request[PRINCIPAL], request.match_info["id"])
     return web.Response(status=204)
 
@@ -250,6 +264,7 @@ async def delete_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICE]
     who, job_id = request[PRINCIPAL], request.match_info["id"]
+    only_query(request, "watch")
     if qbool(request, "watch"):
         from gateway.watch import watch_job
 

@@ -110,21 +110,28 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "name_prefix", "in": "query", "schema": {"type": "string"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+                    {"name": "deleted", "in": "query", "schema": {"type": "boolean"},
+                     "description": "Include jobs removed with DELETE"},
                 ],
                 "responses": {"200": _json("JobList"), **_problem_responses(400), **auth},
             },
         },
         "/v1/jobs/{id}": {
             "get": {"summary": "Get a job", "operationId": "getJob", "parameters": [JOB_ID],
-                    "responses": {"200": _json("Job"), **_problem_responses(404), **auth}},
+                    "responses": {"200": _json("Job"), **_problem_responses(400, 404), **auth}},
             "delete": {"summary": "Delete a job from its backend (the record stays)", "operationId": "deleteJob",
                        "parameters": [JOB_ID],
                        "responses": {"204": {"description": "Deleted"},
-                                     **_problem_responses(404, 502, 503), **auth}},
+                                     **_problem_responses(400, 404, 502, 503), **auth}},
         },
         "/v1/jobs/{id}/events": {
-            "get": {"summary": "A job's phase transitions", "operationId": "jobEvents", "parameters": [JOB_ID],
-                    "responses": {"200": _json("EventList"), **_problem_responses(404), **auth}},
+            "get": {"summary": "A job's phase transitions (watch=true: Server-Sent Events until it ends)",
+                    "operationId": "jobEvents",
+                    "parameters": [JOB_ID, {"name": "watch", "in": "query", "schema": {"type": "boolean"}}],
+                    "responses": {"200": {"description": "OK", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/EventList"}},
+                        "text/event-stream": {"schema": {"type": "string"}}}},
+                        **_problem_responses(400, 404), **auth}},
         },
         "/v1/backends": {
             "get": {"summary": "Configured backends", "operationId": "listBackends",
@@ -138,7 +145,8 @@ def openapi_document() -> dict[str, Any]:
     for action in ("cancel", "suspend", "resume"):
         paths[f"/v1/jobs/{{id}}/{action}"] = {"post": {
             "summary": f"{action.capitalize()} a job", "operationId": f"{action}Job", "parameters": [JOB_ID],
-            "responses": {"202": _json("Job", "Accepted"), **_problem_responses(404, 409, 502, 503), **auth}}}
+            "responses": {"202": _json("Job", "Accepted"), **_problem_responses(400, 404, 409, 502, 503),
+                          **auth}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "trainjob-gateway", "version": __version__,

@@ -50,12 +50,11 @@ def config() -> Config:
     return base_config()
 
 
-class SimThread:
-    """A simulator served from its own thread and loop, for synchronous SDK clients."""
+class AppThread:
+    """An aiohttp app served from its own thread and loop (for synchronous clients: SDKs, schemathesis)."""
 
-    def __init__(self, vendor: str, **kwargs: Any) -> None:
-        self.vendor = vendor
-        self.kwargs = kwargs
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: web.Application | None = None
@@ -65,7 +64,7 @@ class SimThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self.app = build_simulator(self.vendor, **self.kwargs)
+        self.app = self.factory()
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -74,14 +73,21 @@ class SimThread:
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
 
-    def __enter__(self) -> SimThread:
+    def __enter__(self) -> AppThread:
         self._thread.start()
-        assert self._ready.wait(10), "simulator did not start"
+        assert self._ready.wait(30), "app did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class SimThread(AppThread):
+    """A simulator served from its own thread and loop, for synchronous SDK clients."""
+
+    def __init__(self, vendor: str, **kwargs: Any) -> None:
+        super().__init__(lambda: build_simulator(vendor, **kwargs))
 
 
 @pytest.fixture
@@ -149,3 +155,74 @@ def mock_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setattr(aioresponses.core, "ClientResponse", CompatResponse)
     with aioresponses.aioresponses() as m:
         yield m
+
+
+# -- gateway fixtures -------------------------------------------------------------------------
+def postgres_url() -> str | None:
+    """TJG_TEST_POSTGRES_URL as an asyncpg URL, or None."""
+    import os
+
+    url = os.environ.get("TJG_TEST_POSTGRES_URL")
+    if not url:
+        return None
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1) if url.startswith("postgresql://") else url
+
+
+def require_postgres() -> str:
+    """The PostgreSQL URL; skipped with a reason without one (CI sets it and then it must work)."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL tests need TJG_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    return url
+
+
+async def fresh_pg_database(url: str) -> tuple[str, Any]:
+    """Create an empty database next to `url`; returns its URL and a drop coroutine factory."""
+    import uuid as _uuid
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    name = f"tjg_{_uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                                  database=u.database)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                                     database=u.database)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    return str(u.set(database=name).render_as_string(hide_password=False)), drop
+
+
+def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int | None = None,
+                   simulate: bool = True, speed: float = 20.0, **extra: Any) -> Config:
+    """A full gateway config with two tenants and both backends (simulated in-process by default)."""
+    rp, mp = runai_port or free_port(), ma_port or free_port()
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "store": {"url": store_url},
+        "log_level": "warning",
+        "tenants": [{"name": "alpha", "api_keys": ["alpha-key-123"], "role": "user"},
+                    {"name": "beta", "api_keys": ["beta-key-456"], "role": "user"},
+                    {"name": "ops", "api_keys": ["ops-key-789"], "role": "admin"}],
+        "backends": [
+            {"name": "runai", "kind": "runai", "url": f"http://127.0.0.1:{rp}", "simulate": simulate,
+             "simulate_speed": speed, "cluster_id": CLUSTER, "default_project": "1", "sync_interval": 0.5,
+             "credentials": {"client_id": "tjg-demo", "client_secret": "runai-secret-xyz"}},
+            {"name": "modelarts", "kind": "modelarts", "url": f"http://127.0.0.1:{mp}", "simulate": simulate,
+             "simulate_speed": speed, "project_id": PROJECT, "sync_interval": 0.5,
+             "credentials": {"ak": "MAAKEXAMPLE", "sk": "modelarts-sk-secret"}},
+        ],
+    }
+    for k, v in extra.items():
+        raw[k] = v
+    return parse_config(raw)

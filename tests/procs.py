@@ -1,0 +1,130 @@
+"""Helpers that run `tjg serve` and `tjg simulate` as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from adapters.base import REGISTRY
+from tests.conftest import CLUSTER, PROJECT, base_config, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Proc:
+    """A child process with its output in a file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log = log
+        self.env = {**os.environ, **(env or {})}
+        self.p: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        out = self.log.open("ab")
+        self.p = subprocess.Popen([sys.executable, "-m", "gateway", *self.args], cwd=ROOT, stdout=out,
+                                  stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def kill(self) -> None:
+        if self.p and self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait(10)
+
+    def stop(self) -> None:
+        if self.p and self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+
+
+async def wait_http(url: str, within: float = 30) -> None:
+    """Until `url` answers (any status)."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    await r.read()
+                    return
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port: int,
+                 **extra: Any) -> Path:
+    """A gateway config whose backends are external simulator processes."""
+    cfg: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "store": {"url": store_url},
+        "log_level": "info",
+        "tenants": [{"name": "alpha", "api_keys": ["alpha-key-123"], "role": "admin"}],
+        "backends": [
+            {"name": "runai", "kind": "runai", "url": f"http://127.0.0.1:{runai_port}", "cluster_id": CLUSTER,
+             "default_project": "1", "sync_interval": 0.5,
+             "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret"}},
+            {"name": "modelarts", "kind": "modelarts", "url": f"http://127.0.0.1:{ma_port}", "project_id": PROJECT,
+             "sync_interval": 0.5, "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}},
+        ],
+    }
+    cfg.update(extra)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class Simulators:
+    """Both simulators as processes."""
+
+    def __init__(self, tmp: Path, speed: float = 20.0, faults: str = "") -> None:
+        self.runai_port, self.ma_port = free_port(), free_port()
+        extra = ["--faults", faults] if faults else []
+        self.procs = [
+            Proc(["simulate", "runai", "--port", str(self.runai_port), "--speed", str(speed), *extra],
+                 tmp / "sim-runai.log"),
+            Proc(["simulate", "modelarts", "--port", str(self.ma_port), "--speed", str(speed), *extra],
+                 tmp / "sim-ma.log"),
+        ]
+
+    async def start(self) -> Simulators:
+        for p in self.procs:
+            p.start()
+        await wait_http(f"http://127.0.0.1:{self.runai_port}/_sim/stats")
+        await wait_http(f"http://127.0.0.1:{self.ma_port}/_sim/stats")
+        return self
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+    async def vendor_names(self) -> dict[str, list[str]]:
+        """Every job name on each vendor, through the vendor's own list API."""
+        cfg = base_config(runai_url=f"http://127.0.0.1:{self.runai_port}",
+                          ma_url=f"http://127.0.0.1:{self.ma_port}")
+        out: dict[str, list[str]] = {}
+        async with aiohttp.ClientSession() as s:
+            for name in ("runai", "modelarts"):
+                adapter = REGISTRY.create(cfg.backend(name), s)
+                names: list[str] = []
+                offset, more = 0, True
+                while more:
+                    page, more = await adapter.list_page(offset, 50)
+                    names += [j.handle.vendor_name for j in page]
+                    offset += len(page)
+                    if not page:
+                        break
+                out[name] = names
+        return out
