@@ -173,6 +173,10 @@ class Adapter(abc.ABC):
     async def delete(self, handle: Handle) -> None:
         """Remove the job from the vendor; a job already gone is not an error."""
 
+    async def describe(self, job: VendorJob) -> VendorJob:
+        """Fill in what a list record lacks (e.g. the spec) before a job is imported."""
+        return job
+
     async def suspend(self, handle: Handle) -> None:
         """Pause the job so it can be resumed."""
         self.require(Capability.SUSPEND)

@@ -26,9 +26,11 @@ from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, JOBS_BY_PHASE
 from gateway.metrics import REGISTRY as METRICS
 from gateway.models import Phase
 from gateway.openapi import openapi_document
+from gateway.replicas import leased, replica_id
 from gateway.service import JobService, Principal
 from gateway.store import ListFilters, Store
 from gateway.sync import BackendSync
+from gateway.webhooks import WebhookDeliverer, targets
 
 log = structlog.get_logger(__name__)
 
@@ -272,6 +274,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return reply({"events": await svc.events(who, job_id)})
 
 
+async def all_events(request: web.Request) -> web.StreamResponse:
+    """The caller's jobs' transitions as Server-Sent Events (from now, or after Last-Event-ID)."""
+    from gateway.watch import watch_all
+
+    only_query(request)
+    return await watch_all(request, request.app[SERVICE], request[PRINCIPAL])
+
+
 async def backends(request: web.Request) -> web.Response:
     out = await request.app[SERVICE].backends()
     syncs = request.app[SYNCS]
@@ -332,16 +342,22 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector)
-        store = Store(config.store.url)
+        store = Store(config.store.url, webhook_targets=targets(config))
         await store.migrate()
+        owner = replica_id()
+        ttl = config.replica.lease_seconds
         adapters_: dict[str, Adapter] = {b.name: REGISTRY.create(b, session) for b in config.backends}
         service = JobService(config, store, adapters_)
         app[STORE] = store
         app[SERVICE] = service
-        syncs = {name: BackendSync(a, store, service) for name, a in adapters_.items()}
+        syncs = {name: BackendSync(a, store) for name, a in adapters_.items()}
         app[SYNCS] = syncs
         await service.recover()
-        tasks = [asyncio.create_task(s.run(), name=f"sync-{n}") for n, s in syncs.items()]
+        tasks = [asyncio.create_task(leased(store, f"sync:{n}", owner, ttl, s.step), name=f"sync-{n}")
+                 for n, s in syncs.items()]
+        tasks.append(asyncio.create_task(leased(store, "reconcile", owner, ttl, reconcile_step(service, config)),
+                                         name="reconcile"))
+        tasks.append(asyncio.create_task(WebhookDeliverer(store, config, session, owner).run(), name="webhooks"))
         yield
         for t in tasks:
             t.cancel()
@@ -350,6 +366,18 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         await session.close()
         await store.close()
     return ctx
+
+
+def reconcile_step(service: JobService, config: Config) -> Callable[[], Awaitable[float]]:
+    """Settle submissions left pending by a replica that died (older than replica.reconcile_after)."""
+    async def step() -> float:
+        for row in await service.store.pending(older_than=config.replica.reconcile_after):
+            try:
+                await service.resolve_pending(row["id"])
+            except Exception as err:
+                log.warning("reconcile_failed", job_id=row["id"], error=str(err))
+        return 5.0
+    return step
 
 
 def create_app(config: Config) -> web.Application:
@@ -373,6 +401,7 @@ def create_app(config: Config) -> web.Application:
     r.add_post("/v1/jobs/{id}/{action:cancel|suspend|resume}", job_action)
     r.add_get("/v1/jobs/{id}/events", job_events)
     r.add_get("/v1/backends", backends)
+    r.add_get("/v1/events", all_events)
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)

@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name-prefix")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--all", action="store_true", help="follow page tokens to the end")
+    c.add_argument("--watch", action="store_true", help="then follow every transition of your jobs")
     c = client_parser("get", "show one job")
     c.add_argument("id", metavar="ID")
     c.add_argument("--watch", action="store_true", help="follow its transitions until it ends")

@@ -141,6 +141,28 @@ def _list(args: argparse.Namespace, client: GatewayClient) -> int:
         print(table([_row(j) for j in jobs]) if jobs else "no jobs")
         if token:
             print(f"(more: --all, or page_token {token})")
+    if getattr(args, "watch", False):
+        return _watch_all(client, args.json)
+    return 0
+
+
+def _watch_all(client: GatewayClient, as_json: bool) -> int:
+    async def follow() -> None:
+        print("watching for transitions (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+        async for event, data in client.stream("/v1/events"):
+            if event != "transition":
+                continue
+            if as_json:
+                print(json.dumps(data), flush=True)
+            else:
+                print(f"{data['job_id']}  {data['job_name']:<24} {data['backend']:<10} "
+                      f"{data['from_phase'] or '-':>10} -> {data['to_phase']:<10} {data['message'] or ''}",
+                      flush=True)
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -34,6 +34,13 @@ class StoreConfig(_Cfg):
     url: str = "sqlite+aiosqlite:///var/tjg.db"
 
 
+class WebhookConfig(_Cfg):
+    """Where a tenant's job transitions are POSTed, and the HMAC secret that signs them."""
+
+    url: str = Field(..., pattern=r"^https?://")
+    secret: SecretStr
+
+
 class TenantConfig(_Cfg):
     """A tenant and its API keys."""
 
@@ -42,7 +49,7 @@ class TenantConfig(_Cfg):
     role: Literal["admin", "user"] = "user"
     projects: list[str] = Field(default_factory=list,
                                 description="Vendor projects whose external jobs this tenant sees.")
-    webhooks: list[dict[str, Any]] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
 class Credentials(_Cfg):
@@ -100,6 +107,14 @@ class BackendConfig(_Cfg):
         return v.rstrip("/")
 
 
+class ReplicaConfig(_Cfg):
+    """Several gateway processes on one PostgreSQL share the background work through leases."""
+
+    lease_seconds: float = Field(6.0, gt=0, description="A dead replica's work moves on within this time.")
+    reconcile_after: float = Field(20.0, gt=0, description="Pending submissions older than this are settled "
+                                   "by whichever replica holds the reconcile lease.")
+
+
 class Config(_Cfg):
     """The whole gateway configuration."""
 
@@ -108,6 +123,7 @@ class Config(_Cfg):
     tenants: list[TenantConfig] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(default_factory=list)
     log_level: str = "info"
+    replica: ReplicaConfig = Field(default_factory=lambda: ReplicaConfig())
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -134,7 +150,7 @@ class Config(_Cfg):
         out: list[str] = []
         for t in self.tenants:
             out.extend(k.get_secret_value() for k in t.api_keys)
-            out.extend(str(w.get("secret")) for w in t.webhooks if w.get("secret"))
+            out.extend(w.secret.get_secret_value() for w in t.webhooks)
         for b in self.backends:
             c = b.credentials
             for s in (c.client_secret, c.sk, c.security_token, c.iam_token):

@@ -19,6 +19,9 @@ async def import_job(store: Store, adapter: Adapter, vj: VendorJob) -> int:
     """Store a vendor job the gateway did not submit, as `origin: external`. Returns 1 if imported."""
     if vj.job_id_hint and await store.get(vj.job_id_hint) is not None:
         return 0  # ours after all (e.g. adopted in another replica a moment ago)
+    vj = await adapter.describe(vj)
+    if vj.job_id_hint and await store.get(vj.job_id_hint) is not None:
+        return 0
     now = time.time()
     spec: dict[str, Any] = dict(vj.spec)
     row: dict[str, Any] = {

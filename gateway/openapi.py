@@ -138,6 +138,12 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                         "type": "array", "items": {"$ref": "#/components/schemas/Backend"}}}}}, **auth}},
         },
+        "/v1/events": {
+            "get": {"summary": "Server-Sent Events: transitions of the caller's jobs from now on",
+                    "operationId": "watchEvents",
+                    "responses": {"200": {"description": "text/event-stream", "content": {
+                        "text/event-stream": {"schema": {"type": "string"}}}}, **auth}},
+        },
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
                              "responses": {"200": {"description": "OK", "content": {"application/json": {
                                  "schema": {"type": "object"}}}}}}},

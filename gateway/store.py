@@ -122,19 +122,53 @@ idempotency_keys = Table(
     Column("created_at", Float, nullable=False),
 )
 
+leases = Table(
+    "leases", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+outbox = Table(
+    "webhook_outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(80), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("leased_until", Float, nullable=True),
+    Column("lease_owner", String(100), nullable=True),
+    Column("delivered_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("event_id", "url", name="uq_outbox_event_url"),
+)
+Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
+
 V1_TABLES = (jobs, job_labels, transitions, idempotency_keys)
+V2_TABLES = (leases, outbox)
 
 
-def _v1(conn: Connection) -> None:
-    for table in V1_TABLES:
-        table.create(conn, checkfirst=True)
-        for ix in table.indexes:
-            ix.create(conn, checkfirst=True)
+def _create(*tables: Table) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        for table in tables:
+            table.create(conn, checkfirst=True)
+            for ix in table.indexes:
+                ix.create(conn, checkfirst=True)
+    return run
+
+
+def _v2(conn: Connection) -> None:
+    _create(*V2_TABLES)(conn)
+    # Raw DDL: an Index object would attach itself to `transitions` and leak into migration 1.
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_transitions_id_job ON transitions (id, job_id)"))
 
 
 # Versioned migrations: append, never edit. Each runs once, in its own transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "jobs, labels, transitions, idempotency keys", _v1),
+    (1, "jobs, labels, transitions, idempotency keys", _create(*V1_TABLES)),
+    (2, "leases and the webhook outbox", _v2),
 ]
 
 
@@ -174,8 +208,10 @@ def decode_token(token: str) -> str:
 class Store:
     """Async access to the job tables."""
 
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(self, url: str, echo: bool = False,
+                 webhook_targets: Callable[[str | None], list[str]] | None = None) -> None:
         self.url = url
+        self.webhook_targets = webhook_targets or (lambda _tenant: [])
         u = make_url(url)
         self.is_sqlite = u.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
@@ -235,10 +271,9 @@ class Store:
                 if row["labels"]:
                     await conn.execute(insert(job_labels), [{"job_id": row["id"], "key": k, "value": v}
                                                             for k, v in row["labels"].items()])
-                await conn.execute(insert(transitions).values(
-                    job_id=row["id"], seq=1, from_phase=None, to_phase=row["phase"],
-                    vendor_phase=row["status"].get("vendor_phase"), message="accepted by the gateway"
-                    if row["origin"] == "gateway" else "imported from the vendor", source=row["origin"], at=now))
+                await self._transition(conn, row, 1, None, row["phase"], row["status"].get("vendor_phase"),
+                                       "accepted by the gateway" if row["origin"] == "gateway"
+                                       else "imported from the vendor", row["origin"], now)
         except IntegrityError as err:
             if idem is not None:
                 found = await self.idempotent(idem[0], idem[1])
@@ -267,7 +302,8 @@ class Store:
         if conn is None:
             async with self.tx() as c:
                 return await self.apply_status(job_id, status, source, c, **extra)
-        row = (await conn.execute(select(jobs.c.phase, jobs.c.terminal, jobs.c.status).where(
+        row = (await conn.execute(select(jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant,
+                                         jobs.c.name, jobs.c.backend).where(
             jobs.c.id == job_id).with_for_update())).first()
         if row is None:
             return False
@@ -284,10 +320,28 @@ class Store:
         if changed:
             seq = (await conn.execute(select(func.coalesce(func.max(transitions.c.seq), 0)).where(
                 transitions.c.job_id == job_id))).scalar_one()
-            await conn.execute(insert(transitions).values(
-                job_id=job_id, seq=int(seq) + 1, from_phase=old_phase, to_phase=status["phase"],
-                vendor_phase=status.get("vendor_phase"), message=status.get("message"), source=source, at=now))
+            job = {"id": job_id, "tenant": row[3], "name": row[4], "backend": row[5]}
+            await self._transition(conn, job, int(seq) + 1, old_phase, status["phase"], status.get("vendor_phase"),
+                                   status.get("message"), source, now)
         return changed
+
+    async def _transition(self, conn: AsyncConnection, job: dict[str, Any], seq: int, from_phase: str | None,
+                          to_phase: str, vendor_phase: str | None, message: str | None, source: str,
+                          at: float) -> None:
+        """Insert a transition and, in the same transaction, its webhook deliveries (the outbox)."""
+        await conn.execute(insert(transitions).values(
+            job_id=job["id"], seq=seq, from_phase=from_phase, to_phase=to_phase, vendor_phase=vendor_phase,
+            message=message, source=source, at=at))
+        urls = self.webhook_targets(job.get("tenant"))
+        if not urls:
+            return
+        event_id = f"{job['id']}:{seq}"
+        payload = {"event_id": event_id, "type": "job.transition", "job_id": job["id"], "job_name": job["name"],
+                   "backend": job["backend"], "tenant": job.get("tenant"), "seq": seq, "from_phase": from_phase,
+                   "to_phase": to_phase, "vendor_phase": vendor_phase, "message": message, "at": at}
+        await conn.execute(insert(outbox), [{"event_id": event_id, "tenant": job.get("tenant") or "",
+                                            "url": u, "payload": payload, "attempts": 0, "next_attempt_at": at}
+                                           for u in urls])
 
     async def mark_stale(self, backend: str, stale: bool) -> int:
         """Flag (or clear) every live job of a backend as stale; phases and observed_at stay."""
@@ -301,6 +355,66 @@ class Store:
                         status={**(status or {}), "stale": stale}))
                     n += 1
             return n
+
+    # -- leases (several replicas on one database) ----------------------------------------
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a named lease; True while `owner` holds it."""
+        now = time.time()
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+        stmt = upsert(leases).values(name=name, owner=owner, expires_at=now + ttl)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[leases.c.name], set_={"owner": owner, "expires_at": now + ttl},
+            where=or_(leases.c.expires_at < now, leases.c.owner == owner))
+        async with self.tx() as conn:
+            await conn.execute(stmt)
+            holder = (await conn.execute(select(leases.c.owner).where(leases.c.name == name))).scalar_one()
+        return bool(holder == owner)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give a lease up (on shutdown) so another replica takes over at once."""
+        async with self.tx() as conn:
+            await conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))
+
+    # -- webhook outbox -----------------------------------------------------------------
+    async def claim_outbox(self, owner: str, limit: int = 50, lease_seconds: float = 30.0) -> list[dict[str, Any]]:
+        """Due deliveries, leased to `owner` so no other replica sends them meanwhile."""
+        now = time.time()
+        due = select(outbox.c.id).where(
+            outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now,
+            or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now)).order_by(outbox.c.id).limit(limit)
+        if not self.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        async with self.tx() as conn:
+            ids = [r[0] for r in await conn.execute(due)]
+            if not ids:
+                return []
+            # Counting the attempt before sending marks any later send of the same event as a redelivery,
+            # even when this replica dies after sending and before recording the result.
+            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
+                leased_until=now + lease_seconds, lease_owner=owner, attempts=outbox.c.attempts + 1))
+            rows = await conn.execute(select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id))
+            return [dict(r) for r in rows.mappings()]
+
+    async def outbox_result(self, row_id: int, owner: str, delivered: bool,
+                            next_attempt_at: float | None = None, error: str | None = None) -> None:
+        """Record a delivery attempt."""
+        values: dict[str, Any] = {"leased_until": None, "lease_owner": None, "last_error": error}
+        if delivered:
+            values["delivered_at"] = time.time()
+        else:
+            values["next_attempt_at"] = next_attempt_at or time.time()
+        async with self.tx() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id, outbox.c.lease_owner == owner)
+                               .values(**values))
+
+    async def outbox_pending(self) -> int:
+        """Deliveries not yet made."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.delivered_at.is_(None)))).scalar_one())
 
     # -- reads --------------------------------------------------------------------------
     async def get(self, job_id: str) -> dict[str, Any] | None:
@@ -376,6 +490,25 @@ class Store:
             rows = await conn.execute(select(transitions).where(
                 transitions.c.job_id == job_id, transitions.c.seq > after_seq).order_by(transitions.c.seq))
             return [dict(r) for r in rows.mappings()]
+
+    async def transitions_since(self, last_id: int, tenant: str | None, projects: Sequence[str] = (),
+                                limit: int = 500) -> list[dict[str, Any]]:
+        """Transitions after a global id, with their job's name and backend; `tenant` None means all."""
+        q = select(transitions, jobs.c.name, jobs.c.backend).join(jobs, jobs.c.id == transitions.c.job_id) \
+            .where(transitions.c.id > last_id)
+        if tenant is not None:
+            own = jobs.c.tenant == tenant
+            if projects:
+                own = or_(own, and_(jobs.c.origin == "external", jobs.c.project.in_(list(projects))))
+            q = q.where(own)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(q.order_by(transitions.c.id).limit(limit))
+            return [dict(r) for r in rows.mappings()]
+
+    async def last_transition_id(self) -> int:
+        """The newest transition id (0 when none)."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.coalesce(func.max(transitions.c.id), 0)))).scalar_one())
 
     async def phase_counts(self) -> list[tuple[str, str, int]]:
         """(backend, phase, count) of jobs not deleted, for /metrics."""

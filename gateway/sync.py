@@ -18,7 +18,7 @@ import structlog
 from adapters.base import Adapter, VendorJob
 from gateway.errors import GatewayError
 from gateway.models import JobStatus, Phase
-from gateway.service import JobService, handle_of, status_json
+from gateway.service import handle_of, status_json
 from gateway.store import Store
 
 log = structlog.get_logger(__name__)
@@ -50,7 +50,6 @@ class BackendSync:
 
     adapter: Adapter
     store: Store
-    service: JobService
     page_size: int = 500
     failing: bool = False
     last: CycleStats = field(default_factory=CycleStats)
@@ -128,32 +127,31 @@ class BackendSync:
             return max(0.2, min(1.0, base / 5))
         return base
 
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        while True:
-            try:
-                await self.cycle()
-                if self.failing:
-                    log.info("sync_recovered", backend=self.backend)
-                    await self.store.mark_stale(self.backend, False)
-                    self.failing = False
-                self.last_ok = time.time()
-            except asyncio.CancelledError:
-                raise
-            except GatewayError as err:
-                if not self.failing:
-                    log.warning("sync_failed", backend=self.backend, error=err.detail)
-                    self.failing = True
-                await self.store.mark_stale(self.backend, True)
-            except Exception as err:  # a bug must not kill the loop; say it once
-                if not self.failing:
-                    log.exception("sync_crashed", backend=self.backend, error=str(err))
-                    self.failing = True
-            try:
-                live = await self.store.live_jobs(self.backend)
-            except Exception:
-                live = []
-            await asyncio.sleep(self.interval(live))
+    async def step(self) -> float:
+        """One guarded cycle; returns the seconds to wait before the next."""
+        try:
+            await self.cycle()
+            if self.failing:
+                log.info("sync_recovered", backend=self.backend)
+                await self.store.mark_stale(self.backend, False)
+                self.failing = False
+            self.last_ok = time.time()
+        except asyncio.CancelledError:
+            raise
+        except GatewayError as err:
+            if not self.failing:
+                log.warning("sync_failed", backend=self.backend, error=err.detail)
+                self.failing = True
+            await self.store.mark_stale(self.backend, True)
+        except Exception as err:  # a bug must not kill the loop; say it once
+            if not self.failing:
+                log.exception("sync_crashed", backend=self.backend, error=str(err))
+                self.failing = True
+        try:
+            live = await self.store.live_jobs(self.backend)
+        except Exception:
+            live = []
+        return self.interval(live)
 
     def health(self) -> dict[str, Any]:
         """For GET /v1/backends."""

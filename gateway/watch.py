@@ -43,3 +43,30 @@ async def watch_job(request: web.Request, svc: JobService, who: Principal, job_i
             idle = 0.0
     await resp.write_eof()
     return resp
+
+
+async def watch_all(request: web.Request, svc: JobService, who: Principal) -> web.StreamResponse:
+    """Stream every transition of the jobs the caller may see, as they are written."""
+    store = svc.store
+    header = request.headers.get("Last-Event-ID", "")
+    last = int(header) if header.isdigit() else await store.last_transition_id()
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    await resp.write(b": watching\n\n")
+    idle = 0.0
+    tenant = None if who.admin else who.tenant
+    while True:
+        rows = await store.transitions_since(last, tenant, who.projects)
+        for t in rows:
+            last = t["id"]
+            data = {"job_id": t["job_id"], "job_name": t["name"], "backend": t["backend"], "seq": t["seq"],
+                    "from_phase": t["from_phase"], "to_phase": t["to_phase"], "vendor_phase": t["vendor_phase"],
+                    "message": t["message"], "source": t["source"], "at": t["at"]}
+            await resp.write(sse("transition", data, str(t["id"])))
+            idle = 0.0
+        if not rows:
+            await asyncio.sleep(POLL_SECONDS)
+            idle += POLL_SECONDS
+            if idle >= HEARTBEAT_SECONDS:
+                await resp.write(b": keep-alive\n\n")
+                idle = 0.0

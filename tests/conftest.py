@@ -204,7 +204,8 @@ async def fresh_pg_database(url: str) -> tuple[str, Any]:
 
 
 def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int | None = None,
-                   simulate: bool = True, speed: float = 20.0, **extra: Any) -> Config:
+                   simulate: bool = True, speed: float = 20.0, backend_extra: dict[str, Any] | None = None,
+                   tenant_extra: dict[str, dict[str, Any]] | None = None, **extra: Any) -> Config:
     """A full gateway config with two tenants and both backends (simulated in-process by default)."""
     rp, mp = runai_port or free_port(), ma_port or free_port()
     raw: dict[str, Any] = {
@@ -223,6 +224,10 @@ def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int |
              "credentials": {"ak": "MAAKEXAMPLE", "sk": "modelarts-sk-secret"}},
         ],
     }
+    for b in raw["backends"]:
+        b.update(backend_extra or {})
+    for t in raw["tenants"]:
+        t.update((tenant_extra or {}).get(t["name"], {}))
     for k, v in extra.items():
         raw[k] = v
     return parse_config(raw)

@@ -14,7 +14,8 @@ from gateway.app import create_app
 from gateway.openapi import openapi_document
 from tests.conftest import AppThread, gateway_config
 
-schema = schemathesis.openapi.from_dict(openapi_document())
+# /v1/events streams forever by design; it has its own tests.
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/events")
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,16 @@ class RunaiAdapter(Adapter):
         jobs = [self._job(w) for w in page.get("workloads") or [] if w.get("type") in ("Training", "Distributed")]
         return jobs, page.get("next") is not None
 
+    async def describe(self, job: VendorJob) -> VendorJob:
+        # The workloads list has no spec; the trainings/distributed GET has it.
+        try:
+            record = await self.client.training(job.handle.vendor_kind, job.handle.backend_job_id)
+        except BackendNotFound:
+            return job
+        full = self._job(record, job.handle.vendor_kind)
+        full.status = job.status
+        return full
+
     async def cancel(self, handle: Handle) -> None:
         # Run:ai has no terminal "stopped for good" state: cancelling deletes the workload on the
         # vendor while the gateway keeps the record (and marks it CANCELLED once it is gone).

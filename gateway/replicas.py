@@ -1,0 +1,52 @@
+"""Background work shared by several replicas: each named job runs where its lease is held."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from gateway.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def replica_id() -> str:
+    """This process's identity in the leases table."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable[[], Awaitable[float]]) -> None:
+    """Run `step` repeatedly while holding lease `name`; it returns how long to wait before the next.
+    Another replica takes over within `ttl` after this one dies."""
+    holding = False
+    try:
+        while True:
+            try:
+                got = await store.acquire_lease(name, owner, ttl)
+            except Exception as err:
+                log.warning("lease_unavailable", lease=name, error=str(err))
+                got = False
+            if got != holding:
+                log.info("lease_acquired" if got else "lease_lost", lease=name, owner=owner)
+                holding = got
+            if not got:
+                await asyncio.sleep(ttl / 3)
+                continue
+            wait = await step()
+            while wait > 0:  # sleep in slices, renewing the lease in between
+                chunk = min(wait, ttl / 3)
+                await asyncio.sleep(chunk)
+                wait -= chunk
+                if wait > 0 and not await store.acquire_lease(name, owner, ttl):
+                    break
+    finally:
+        if holding:
+            try:
+                await asyncio.shield(store.release_lease(name, owner))
+            except Exception:
+                pass
