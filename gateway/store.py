@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     event,
     exists,
@@ -328,20 +329,71 @@ class Store:
     async def _transition(self, conn: AsyncConnection, job: dict[str, Any], seq: int, from_phase: str | None,
                           to_phase: str, vendor_phase: str | None, message: str | None, source: str,
                           at: float) -> None:
-        """Insert a transition and, in the same transaction, its webhook deliveries (the outbox)."""
-        await conn.execute(insert(transitions).values(
-            job_id=job["id"], seq=seq, from_phase=from_phase, to_phase=to_phase, vendor_phase=vendor_phase,
-            message=message, source=source, at=at))
-        urls = self.webhook_targets(job.get("tenant"))
-        if not urls:
-            return
-        event_id = f"{job['id']}:{seq}"
-        payload = {"event_id": event_id, "type": "job.transition", "job_id": job["id"], "job_name": job["name"],
-                   "backend": job["backend"], "tenant": job.get("tenant"), "seq": seq, "from_phase": from_phase,
-                   "to_phase": to_phase, "vendor_phase": vendor_phase, "message": message, "at": at}
-        await conn.execute(insert(outbox), [{"event_id": event_id, "tenant": job.get("tenant") or "",
-                                            "url": u, "payload": payload, "attempts": 0, "next_attempt_at": at}
-                                           for u in urls])
+        """Insert one transition (and its webhook deliveries)."""
+        await self._transitions(conn, [(job, seq, from_phase, to_phase, vendor_phase, message)], source, at)
+
+    async def _transitions(self, conn: AsyncConnection,
+                           items: Sequence[tuple[dict[str, Any], int, str | None, str, str | None, str | None]],
+                           source: str, at: float) -> None:
+        """Insert transitions and, in the same transaction, their webhook deliveries (the outbox)."""
+        await conn.execute(insert(transitions), [
+            {"job_id": job["id"], "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp,
+             "message": msg, "source": source, "at": at} for job, seq, frm, to, vp, msg in items])
+        deliveries = []
+        for job, seq, frm, to, vp, msg in items:
+            urls = self.webhook_targets(job.get("tenant"))
+            if not urls:
+                continue
+            event_id = f"{job['id']}:{seq}"
+            payload = {"event_id": event_id, "type": "job.transition", "job_id": job["id"],
+                       "job_name": job["name"], "backend": job["backend"], "tenant": job.get("tenant"),
+                       "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp, "message": msg, "at": at}
+            deliveries += [{"event_id": event_id, "tenant": job.get("tenant") or "", "url": u, "payload": payload,
+                            "attempts": 0, "next_attempt_at": at} for u in urls]
+        if deliveries:
+            await conn.execute(insert(outbox), deliveries)
+
+    async def apply_statuses(self, updates: Sequence[tuple[str, dict[str, Any]]], source: str) -> int:
+        """apply_status for many jobs at once (a sync page): a handful of statements in one
+        transaction instead of four per job. Returns the number of phase changes."""
+        if not updates:
+            return 0
+        ids = [job_id for job_id, _ in updates]
+        now = time.time()
+        async with self.tx() as conn:
+            q = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
+                       jobs.c.backend).where(jobs.c.id.in_(ids))
+            if not self.is_sqlite:
+                q = q.order_by(jobs.c.id).with_for_update()
+            current = {r[0]: r for r in await conn.execute(q)}
+            params: list[dict[str, Any]] = []
+            moved: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+            for job_id, status in updates:
+                r = current.get(job_id)
+                if r is None:
+                    continue
+                old_status = r[3] or {}
+                if r[2]:  # terminal: only a stale flag may be cleared
+                    if status.get("stale") is False and old_status.get("stale"):
+                        params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": True,
+                                       "b_status": {**old_status, "stale": False}})
+                    continue
+                params.append({"b_id": job_id, "b_phase": status["phase"], "b_terminal": bool(status.get("terminal")),
+                               "b_status": status})
+                if status["phase"] != r[1]:
+                    moved.append(({"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}, r[1], status))
+            if params:
+                await conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(
+                    phase=bindparam("b_phase"), terminal=bindparam("b_terminal"), status=bindparam("b_status"),
+                    updated_at=now), params)
+            if moved:
+                seqs = dict((await conn.execute(
+                    select(transitions.c.job_id, func.max(transitions.c.seq)).where(
+                        transitions.c.job_id.in_([m[0]["id"] for m in moved])).group_by(transitions.c.job_id))).all())
+                await self._transitions(conn, [
+                    (job, int(seqs.get(job["id"]) or 0) + 1, old, st["phase"], st.get("vendor_phase"),
+                     st.get("message")) for job, old, st in moved], source, now)
+        return len(moved)
 
     async def mark_stale(self, backend: str, stale: bool) -> int:
         """Flag (or clear) every live job of a backend as stale; phases and observed_at stay."""

@@ -76,15 +76,19 @@ class BackendSync:
             page, more = await self.adapter.list_page(offset, self.page_size, active_only=not adopt)
             stats.list_requests += 1
             offset += len(page)
+            batch: list[tuple[str, dict[str, Any]]] = []
             for vj in page:
                 vid = vj.handle.backend_job_id
                 row = by_vid.get(vid)
                 if row is not None:
                     unseen.discard(vid)
-                    stats.updated += await self.observe(row, vj)
+                    if _changed(row["status"] or {}, vj.status):
+                        batch.append((row["id"], status_json(vj.status)))
                 elif known is not None and vid not in known:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
+            await self.store.apply_statuses(batch, "sync")  # one transaction per page
+            stats.updated += len(batch)
             if not page:
                 break
         for vid in unseen:

@@ -231,3 +231,26 @@ def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int |
     for k, v in extra.items():
         raw[k] = v
     return parse_config(raw)
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Any]:
+    """A gateway (SQLite, both backends simulated in-process) and a client for it."""
+    from tests.gwkit import start_gateway
+
+    g = await start_gateway(gateway_config(f"sqlite+aiosqlite:///{tmp_path}/tjg.db"))
+    yield g
+    await g.c.close()
+
+
+async def eventually(check: Any, within: float = 15.0, step: float = 0.1) -> Any:
+    """Call async `check` until it returns something truthy or `within` seconds pass; returns the last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    value = await check()
+    for _ in range(int(within / step) + 1):
+        if value or loop.time() > deadline:
+            break
+        await asyncio.sleep(step)
+        value = await check()
+    return value

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.webhooks import verify_signature
-from tests.conftest import free_port, fresh_pg_database, require_postgres
+from tests.conftest import eventually, free_port, fresh_pg_database, require_postgres
 from tests.procs import Proc, Simulators, wait_http, write_config
 from tests.test_sync import Receiver
 
@@ -78,9 +78,10 @@ async def test_three_replicas_one_killed(tmp_path: Path) -> None:
         for backend, names in vendor.items():
             assert len(names) == len(set(names)), f"duplicate job on {backend}"
         want = {f"{j}:{e['seq']}" for j, evs in histories.items() for e in evs}
-        deadline = time.monotonic() + 30
-        while {h["X-TJG-Event-Id"] for h, _ in rx.got} < want and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        async def delivered() -> bool:
+            return {h["X-TJG-Event-Id"] for h, _ in rx.got} >= want
+
+        await eventually(delivered, within=30)
         got = Counter(h["X-TJG-Event-Id"] for h, _ in rx.got)
         assert set(got) == want, "one delivery per transition"
         for headers, body in rx.got:

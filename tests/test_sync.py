@@ -24,8 +24,16 @@ from gateway.models import JobStatus, Phase
 from gateway.store import Store, jobs
 from gateway.sync import BackendSync
 from gateway.webhooks import verify_signature
-from tests.conftest import CLUSTER, PROJECT, base_config, free_port, gateway_config, start_loop_sim
-from tests.test_gateway import ALPHA, BETA, GW, OPS, gw, spec, start_gateway  # noqa: F401
+from tests.conftest import (
+    CLUSTER,
+    PROJECT,
+    base_config,
+    eventually,
+    free_port,
+    gateway_config,
+    start_loop_sim,
+)
+from tests.gwkit import ALPHA, BETA, GW, OPS, spec, start_gateway
 
 
 async def seed_store(store: Store, backend: str, vendor_ids: list[str], kind: str = "training") -> None:
@@ -223,9 +231,10 @@ async def test_webhooks_signed_once_per_transition_with_retries(tmp_path: Path) 
         await gw.wait_phase(job["id"], {"SUCCEEDED"})
         _, evs = await gw.call("GET", f"/v1/jobs/{job['id']}/events")
         want = [f"{job['id']}:{e['seq']}" for e in evs["events"]]
-        deadline = time.monotonic() + 15
-        while len({h["X-TJG-Event-Id"] for h, _ in rx.got}) < len(want) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        async def all_delivered() -> bool:
+            return len({h["X-TJG-Event-Id"] for h, _ in rx.got}) >= len(want)
+
+        await eventually(all_delivered)
         ids = [h["X-TJG-Event-Id"] for h, _ in rx.got]
         assert sorted(set(ids)) == sorted(want)
         for headers, body in rx.got:
