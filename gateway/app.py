@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -266,12 +267,44 @@ async def delete_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICE]
     who, job_id = request[PRINCIPAL], request.match_info["id"]
-    only_query(request, "watch")
+    only_query(request, "watch", "vendor")
     if qbool(request, "watch"):
         from gateway.watch import watch_job
 
         return await watch_job(request, svc, who, job_id)
-    return reply({"events": await svc.events(who, job_id)})
+    events = await svc.events(who, job_id)
+    body: dict[str, Any] = {}
+    if request.query.get("vendor", "true").lower() not in ("false", "0", "no"):
+        try:
+            events = sorted(events + await svc.vendor_events(who, job_id), key=_event_time)
+        except GatewayError as err:  # the history is ours; the vendor's part is best effort
+            body["vendor_events_error"] = err.detail
+    body["events"] = events
+    return reply(body)
+
+
+def _event_time(e: dict[str, Any]) -> datetime:
+    at = e.get("at")
+    return at if isinstance(at, datetime) else datetime.min.replace(tzinfo=UTC)
+
+
+async def job_logs(request: web.Request) -> web.Response:
+    only_query(request, "task", "tail")
+    tail = qint(request, "tail", 0, 0, 100_000) or None
+    return reply(await request.app[SERVICE].logs(request[PRINCIPAL], request.match_info["id"],
+                                                 request.query.get("task") or None, tail))
+
+
+async def migrate_job(request: web.Request) -> web.Response:
+    from gateway.migrate import migrate
+
+    only_query(request, "dry_run")
+    dry = qbool(request, "dry_run")
+    result, created = await migrate(request.app[SERVICE], request[PRINCIPAL], request.match_info["id"],
+                                    await read_json(request), dry)
+    if not created:
+        return reply(result)
+    return reply(result, 201, {"Location": f"/v1/jobs/{result.id}"})
 
 
 async def all_events(request: web.Request) -> web.StreamResponse:
@@ -400,6 +433,8 @@ def create_app(config: Config) -> web.Application:
     r.add_delete("/v1/jobs/{id}", delete_job)
     r.add_post("/v1/jobs/{id}/{action:cancel|suspend|resume}", job_action)
     r.add_get("/v1/jobs/{id}/events", job_events)
+    r.add_get("/v1/jobs/{id}/logs", job_logs)
+    r.add_post("/v1/jobs/{id}/migrate", migrate_job)
     r.add_get("/v1/backends", backends)
     r.add_get("/v1/events", all_events)
     r.add_get("/healthz", healthz)

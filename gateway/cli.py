@@ -21,6 +21,8 @@ examples:
   tjg simulate runai --port 9101 --faults http503=0.2,reset=0.05 --seed 7
   tjg submit examples/single-gpu.yaml         # against a running gateway (TJG_URL, TJG_API_KEY)
   tjg list --phase RUNNING,QUEUED
+  tjg migrate ID --to modelarts --source-action cancel --dry-run
+  tjg logs ID --tail 50
 """
 
 
@@ -205,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = client_parser("get", "show one job")
     c.add_argument("id", metavar="ID")
     c.add_argument("--watch", action="store_true", help="follow its transitions until it ends")
+    c = client_parser("migrate", "move a job to another backend")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("--to", required=True, metavar="BACKEND", help="target backend")
+    c.add_argument("--source-action", choices=["keep", "suspend", "cancel"], default="keep",
+                   help="what happens to the source job once the target accepted (default keep)")
+    c.add_argument("--strict", action="store_true", help="refuse if the target would drop a field")
+    c.add_argument("--override", metavar="JSON", help='partial spec merged in, e.g. \'{"env": {"K": "v"}}\'')
+    c.add_argument("--dry-run", action="store_true", help="show the target request and a side-by-side report")
+    c = client_parser("logs", "print a preview of a job's log")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("--task", help="task, e.g. worker-0 (default: the first)")
+    c.add_argument("--tail", type=int, help="only the last N lines")
     for name, help_ in (("cancel", "cancel a job (the record is kept)"),
                         ("suspend", "suspend a job"), ("resume", "resume a suspended job"),
                         ("events", "show a job's phase transitions"), ("delete", "delete a job")):

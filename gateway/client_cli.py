@@ -101,6 +101,16 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         job = client.call("POST", f"/v1/jobs/{args.id}/{cmd}")
         print(json.dumps(job, indent=2) if as_json else f"{job['id']}: {job['status']['phase']}")
         return 0
+    if cmd == "migrate":
+        return _migrate(args, client)
+    if cmd == "logs":
+        params = {k: str(v) for k, v in (("task", args.task), ("tail", args.tail)) if v}
+        res = client.call("GET", f"/v1/jobs/{args.id}/logs", params=params)
+        if as_json:
+            print(json.dumps(res, indent=2))
+        else:
+            sys.stdout.write(res["content"])
+        return 0
     if cmd == "delete":
         client.call("DELETE", f"/v1/jobs/{args.id}")
         print(f"{args.id}: deleted")
@@ -110,14 +120,40 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         if as_json:
             print(json.dumps(evs, indent=2))
         else:
-            rows = [{"seq": str(e["seq"]), "at": str(e["at"]), "from": str(e["from_phase"] or "-"),
-                     "to": e["to_phase"], "vendor": str(e["vendor_phase"] or "-"), "source": e["source"],
-                     "message": str(e["message"] or "")} for e in evs]
+            rows = [{"seq": str(e.get("seq") or "-"), "at": str(e.get("at") or "-"),
+                     "from": str(e.get("from_phase") or "-"), "to": str(e.get("to_phase") or e.get("reason") or "-"),
+                     "vendor": str(e.get("vendor_phase") or e.get("type") or "-"), "source": str(e["source"]),
+                     "message": str(e.get("message") or "")} for e in evs]
             print(table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
                                ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
         return 0
     print(f"tjg: unknown command {cmd}", file=sys.stderr)
     return 2
+
+
+def _migrate(args: argparse.Namespace, client: GatewayClient) -> int:
+    body: dict[str, Any] = {"backend": args.to, "source_action": args.source_action, "strict": args.strict}
+    if args.override:
+        try:
+            body["overrides"] = json.loads(args.override)
+        except ValueError as err:
+            print(f"tjg migrate: --override is not JSON: {err}", file=sys.stderr)
+            return 2
+    params = {"dry_run": "true"} if args.dry_run else None
+    res = client.call("POST", f"/v1/jobs/{args.id}/migrate", params=params, body=body)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    elif args.dry_run:
+        rows = [{"field": c["field"], "src": f"{c['source']['outcome'] or '-'}",
+                 "tgt": f"{c['target']['outcome'] or '-'}", "detail": c["target"]["detail"]}
+                for c in res["comparison"]]
+        print(f"{res['source']['backend']} -> {res['backend']}: {res['request']['method']} {res['request']['path']}")
+        print(table(rows, (("FIELD", "field"), ("SOURCE", "src"), ("TARGET", "tgt"), ("TARGET DETAIL", "detail"))))
+    else:
+        print(f"migrated {args.id} -> {res['id']} on {res['backend']}: {res['status']['phase']}")
+        for w in res.get("warnings") or []:
+            print(f"  warning: {w}")
+    return 0
 
 
 def _list(args: argparse.Namespace, client: GatewayClient) -> int:

@@ -218,6 +218,8 @@ class Job(BaseModel):
     migrated_from: str | None = None
     migrated_to: str | None = None
     deleted: bool = Field(False, description="Removed from the backend with DELETE; the record stays.")
+    warnings: list[str] = Field(default_factory=list, description="Things that went wrong but did not stop "
+                                "the request (e.g. a migration's source action).")
 
 
 def parse_spec(data: Any) -> JobSpec:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
+from gateway.migrate import MigrateRequest
 from gateway.models import DryRun, Job, JobSpec, Phase
 
 
@@ -30,21 +31,44 @@ class JobList(BaseModel):
 
 
 class Transition(BaseModel):
-    """A phase transition."""
+    """A phase transition (kind=transition) or a vendor event (kind=vendor), by time."""
 
-    seq: int
-    from_phase: Phase | None
-    to_phase: Phase
+    kind: Literal["transition", "vendor"]
+    seq: int | None = None
+    from_phase: Phase | None = None
+    to_phase: Phase | None = None
     vendor_phase: str | None = None
+    type: str | None = None
+    reason: str | None = None
     message: str | None = None
     source: str
-    at: str
+    at: str | None
 
 
 class EventList(BaseModel):
-    """A job's transitions, oldest first."""
+    """A job's transitions merged with the vendor's events, oldest first."""
 
     events: list[Transition]
+    vendor_events_error: str | None = None
+
+
+class LogPreview(BaseModel):
+    """A preview of a job's log."""
+
+    job_id: str
+    task: str
+    content: str
+    full_size: int
+
+
+class MigrateDryRun(BaseModel):
+    """What a migration would send, and how each field fares on both vendors."""
+
+    backend: str
+    request: dict[str, Any]
+    report: list[dict[str, Any]]
+    source: dict[str, Any]
+    comparison: list[dict[str, Any]]
 
 
 class Backend(BaseModel):
@@ -79,8 +103,9 @@ JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "stri
 def openapi_document() -> dict[str, Any]:
     """The document served at /openapi.json."""
     _, schemas = models_json_schema(
-        [(m, "serialization") for m in (Job, DryRun, JobList, EventList, Backend, Problem)]
-        + [(JobSpec, "validation")], ref_template="#/components/schemas/{model}")
+        [(m, "serialization") for m in (Job, DryRun, JobList, EventList, Backend, Problem, LogPreview,
+                                        MigrateDryRun)]
+        + [(JobSpec, "validation"), (MigrateRequest, "validation")], ref_template="#/components/schemas/{model}")
     components = schemas.get("$defs", {})
     auth = _problem_responses(401)
     paths: dict[str, Any] = {
@@ -127,11 +152,30 @@ def openapi_document() -> dict[str, Any]:
         "/v1/jobs/{id}/events": {
             "get": {"summary": "A job's phase transitions (watch=true: Server-Sent Events until it ends)",
                     "operationId": "jobEvents",
-                    "parameters": [JOB_ID, {"name": "watch", "in": "query", "schema": {"type": "boolean"}}],
+                    "parameters": [JOB_ID, {"name": "watch", "in": "query", "schema": {"type": "boolean"}},
+                                   {"name": "vendor", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "Merge in the vendor's events (default true)"}],
                     "responses": {"200": {"description": "OK", "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/EventList"}},
                         "text/event-stream": {"schema": {"type": "string"}}}},
                         **_problem_responses(400, 404), **auth}},
+        },
+        "/v1/jobs/{id}/logs": {
+            "get": {"summary": "A preview of the job's log (409 where the backend has no logs)",
+                    "operationId": "jobLogs",
+                    "parameters": [JOB_ID, {"name": "task", "in": "query", "schema": {"type": "string"}},
+                                   {"name": "tail", "in": "query",
+                                    "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}],
+                    "responses": {"200": _json("LogPreview"), **_problem_responses(400, 404, 409, 502, 503),
+                                  **auth}},
+        },
+        "/v1/jobs/{id}/migrate": {
+            "post": {"summary": "Move a job to another backend", "operationId": "migrateJob",
+                     "parameters": [JOB_ID, {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}],
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/MigrateRequest"}}}},
+                     "responses": {"201": _json("Job", "The new job"), "200": _json("MigrateDryRun", "Dry run"),
+                                   **_problem_responses(400, 404, 409, 413, 422, 502, 503), **auth}},
         },
         "/v1/backends": {
             "get": {"summary": "Configured backends", "operationId": "listBackends",

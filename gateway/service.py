@@ -121,7 +121,8 @@ class JobService:
 
     # -- submit -------------------------------------------------------------------------
     async def submit(self, who: Principal, raw: Any, strict: bool = False,
-                     idempotency_key: str | None = None) -> SubmitResult:
+                     idempotency_key: str | None = None, migrated_from: str | None = None,
+                     job_id: str | None = None, extra_report: list[ReportEntry] | None = None) -> SubmitResult:
         """Accept a job: store it first (QUEUED, no vendor id), then create it on the vendor."""
         idem = None
         if idempotency_key is not None:
@@ -133,17 +134,18 @@ class JobService:
             if found is not None:
                 return await self._replay(found, digest)
             idem = (who.tenant, idempotency_key, digest)
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         spec, tr = self.translate(raw, strict, job_id)
         now = time.time()
         row = {
             "id": job_id, "tenant": who.tenant, "name": spec.name, "backend": spec.backend,
             "project": tr.project, "vendor_name": tr.vendor_name, "vendor_kind": tr.kind, "backend_job_id": None,
             "spec": spec.model_dump(mode="json", exclude_none=True, exclude_unset=True),
-            "report": [e.model_dump() for e in tr.report], "labels": spec.labels or {},
+            "report": [e.model_dump() for e in (extra_report or []) + tr.report], "labels": spec.labels or {},
             "phase": Phase.QUEUED.value, "terminal": False, "status": status_json(JobStatus(phase=Phase.QUEUED)),
             "origin": "gateway", "submit_state": "pending", "submit_error": None, "cancel_requested": False,
-            "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": None, "migrated_to": None,
+            "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": migrated_from,
+            "migrated_to": None,
         }
         try:
             await self.store.create_job(row, idem)
@@ -309,9 +311,35 @@ class JobService:
     async def events(self, who: Principal, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         """A job's phase transitions, oldest first."""
         await self._row(who, job_id)
-        return [{"seq": t["seq"], "from_phase": t["from_phase"], "to_phase": t["to_phase"],
+        return [{"kind": "transition", "seq": t["seq"], "from_phase": t["from_phase"], "to_phase": t["to_phase"],
                  "vendor_phase": t["vendor_phase"], "message": t["message"], "source": t["source"],
                  "at": _dt(t["at"])} for t in await self.store.transitions(job_id, after_seq)]
+
+    async def vendor_events(self, who: Principal, job_id: str) -> list[dict[str, Any]]:
+        """The vendor's own events for a job, marked by source (empty when it has none or cannot say)."""
+        row = await self._row(who, job_id)
+        adapter = self.adapter(row["backend"])
+        if not row["backend_job_id"] or Capability.EVENTS in adapter.unsupported:
+            return []
+        out = []
+        for e in await adapter.events(handle_of(row)):
+            try:
+                at: datetime | None = datetime.fromisoformat(str(e.get("time")))
+            except ValueError:
+                at = None
+            out.append({"kind": "vendor", "source": e.get("source") or row["backend"], "at": at,
+                        "type": e.get("type"), "reason": e.get("reason"), "message": e.get("message")})
+        return out
+
+    async def logs(self, who: Principal, job_id: str, task: str | None, tail: int | None) -> dict[str, Any]:
+        """A preview of the job's log where the backend can give one (a 409 saying why otherwise)."""
+        row = await self._row(who, job_id)
+        adapter = self.adapter(row["backend"])
+        adapter.require(Capability.LOGS)
+        if not row["backend_job_id"]:
+            raise Conflict(f"job {job_id} is not on the backend yet; no logs")
+        chunk = await adapter.logs(handle_of(row), task, tail)
+        return {"job_id": job_id, "task": chunk.task, "content": chunk.content, "full_size": chunk.full_size}
 
     # -- actions ------------------------------------------------------------------------
     async def cancel(self, who: Principal, job_id: str) -> Job:

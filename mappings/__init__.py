@@ -162,3 +162,31 @@ def rewrite_uri(uri: str, target: str) -> tuple[str, StorageRule] | None:
                 new = new[:-1]
             return new, rule
     return None
+
+
+@cache
+def image_rules() -> tuple[StorageRule, ...]:
+    """The image registry rewrite table (same shape as the storage rules)."""
+    data = yaml.safe_load((HERE / "images.yaml").read_text()) or {}
+    return tuple(StorageRule(str(r["target"]), str(r["from"]), str(r["to"])) for r in data.get("rules") or [])
+
+
+def rewrite_image(image: str, target: str) -> str | None:
+    """The image as the `target` kind pulls it, or None when no rule applies."""
+    for rule in image_rules():
+        if rule.target == target and image.startswith(rule.source):
+            return rule.dest + image[len(rule.source):]
+    return None
+
+
+def gpu_type_of_node_pool(pool: str) -> str | None:
+    """The GPU type whose Run:ai node pools include `pool`."""
+    for name, entry in gpu_types().items():
+        if pool in (entry.get("runai_node_pools") or []):
+            return name
+    return None
+
+
+def flavor_by_id(flavor_id: str) -> Flavor | None:
+    """A ModelArts flavor of the table by id."""
+    return next((f for f in flavors() if f.id == flavor_id), None)

@@ -68,7 +68,7 @@ async def test_three_replicas_one_killed(tmp_path: Path) -> None:
             assert all(jobs[j]["status"]["phase"] == "SUCCEEDED" for j in acked)
             histories = {}
             for job_id in jobs:
-                async with s.get(f"{survivor}/v1/jobs/{job_id}/events", headers=AUTH) as r:
+                async with s.get(f"{survivor}/v1/jobs/{job_id}/events?vendor=false", headers=AUTH) as r:
                     histories[job_id] = (await r.json())["events"]
         for job_id, evs in histories.items():
             assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "gaps or repeats in history"

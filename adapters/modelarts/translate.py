@@ -21,7 +21,15 @@ from adapters.translation import (
 from gateway.config import BackendConfig
 from gateway.errors import ValidationError
 from gateway.models import JobSpec, JobStatus, Phase
-from mappings import Flavor, canonical_gpu_type, flavors, phase_table, priorities, rewrite_uri
+from mappings import (
+    Flavor,
+    canonical_gpu_type,
+    flavors,
+    phase_table,
+    priorities,
+    rewrite_image,
+    rewrite_uri,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -83,8 +91,13 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
 
     metadata: dict[str, Any] = {"name": name, "workspace_id": workspace,
                                 "description": f"trainjob-gateway job {job_id}"}
-    algorithm: dict[str, Any] = {"engine": {"image_url": spec.image}}
-    rep.add("image", "exact", "algorithm.engine.image_url")
+    image = rewrite_image(spec.image, "modelarts")
+    algorithm: dict[str, Any] = {"engine": {"image_url": image or spec.image}}
+    if image:
+        rep.add("image", "approximated", f"algorithm.engine.image_url {image} (registry rewritten by "
+                "mappings/images.yaml)")
+    else:
+        rep.add("image", "exact", "algorithm.engine.image_url")
     argv = (spec.command or []) + (spec.args or [])
     if argv:
         algorithm["command"] = shell_join(argv)

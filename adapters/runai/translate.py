@@ -19,7 +19,14 @@ from adapters.translation import (
 from gateway.config import BackendConfig
 from gateway.errors import ValidationError
 from gateway.models import JobSpec, JobStatus, Phase
-from mappings import canonical_gpu_type, gpu_types, phase_table, priorities, rewrite_uri
+from mappings import (
+    canonical_gpu_type,
+    gpu_types,
+    phase_table,
+    priorities,
+    rewrite_image,
+    rewrite_uri,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +59,12 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
                               errors=[{"loc": ["config", "backends", backend.name, "cluster_id"],
                                        "msg": "required for Run:ai"}])
 
-    s: dict[str, Any] = {"image": spec.image}
-    rep.add("image", "exact", "spec.image")
+    image = rewrite_image(spec.image, "runai")
+    s: dict[str, Any] = {"image": image or spec.image}
+    if image:
+        rep.add("image", "approximated", f"spec.image {image} (registry rewritten by mappings/images.yaml)")
+    else:
+        rep.add("image", "exact", "spec.image")
     if spec.command:
         s["command"] = shell_join(spec.command)
         rep.add("command", "exact", "spec.command (shell-quoted)")

@@ -1,0 +1,143 @@
+"""Moving a job to another backend: spec conversion through mappings/, a side-by-side report,
+submit on the target, then the source action (keep, suspend or cancel)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import pydantic
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.base import Capability
+from adapters.translation import deep_merge, enforce_strict
+from gateway.errors import BackendError, Conflict, ValidationError
+from gateway.ids import new_job_id
+from gateway.models import Job, JobSpec, Phase, ReportEntry, parse_spec
+from gateway.service import SUSPENDABLE, JobService, Principal, to_job
+from mappings import canonical_gpu_type, flavor_by_id, gpu_type_of_node_pool, gpu_types
+
+log = structlog.get_logger(__name__)
+
+
+class MigrateRequest(BaseModel):
+    """POST /v1/jobs/{id}/migrate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field(..., min_length=1, description="Target backend name.")
+    source_action: Literal["keep", "suspend", "cancel"] = Field(
+        "keep", description="What happens to the source job once the target accepted the new one.")
+    strict: bool = Field(False, description="Refuse if the target would drop any field.")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="A partial JobSpec deep-merged into the source's spec.")
+
+
+def convert_spec(spec: dict[str, Any], source_kind: str, target_kind: str,
+                 target_backend: str) -> tuple[dict[str, Any], list[ReportEntry]]:
+    """The source spec for the target backend: an explicit vendor flavor/node pool becomes GPU type and
+    size through mappings/ (or is dropped with the reason). Storage and images are mapped by the
+    target's translator."""
+    out = copy.deepcopy(spec)
+    out["backend"] = target_backend
+    notes: list[ReportEntry] = []
+    res = out.get("resources") or {}
+    flavor = res.get("flavor")
+    if flavor and source_kind != target_kind:
+        del res["flavor"]
+        if source_kind == "runai":
+            gpu = gpu_type_of_node_pool(flavor)
+            if gpu:
+                res.setdefault("gpu_type", gpu)
+                notes.append(ReportEntry(field="resources.flavor", outcome="approximated",
+                                         detail=f"Run:ai node pool {flavor} carries {gpu}: resources.gpu_type={gpu}"))
+            else:
+                notes.append(ReportEntry(field="resources.flavor", outcome="dropped",
+                                         detail=f"node pool {flavor} is not in mappings/gpus.yaml"))
+        else:
+            f = flavor_by_id(flavor)
+            if f is not None:
+                res.setdefault("gpus", f.gpus)
+                if f.gpu_type:
+                    res.setdefault("gpu_type", f.gpu_type)
+                res.setdefault("cpu", f.cpu)
+                res.setdefault("memory", f"{f.memory_gi:g}Gi")
+                pools = gpu_types().get(canonical_gpu_type(f.gpu_type or "") or "", {}).get("runai_node_pools")
+                notes.append(ReportEntry(field="resources.flavor", outcome="approximated",
+                                         detail=f"flavor {flavor} = {f.gpus} x {f.gpu_type or 'CPU'}, {f.cpu:g} "
+                                                f"cores, {f.memory_gi:g}Gi" + (f"; node pools {pools}" if pools
+                                                                              else "")))
+            else:
+                notes.append(ReportEntry(field="resources.flavor", outcome="dropped",
+                                         detail=f"flavor {flavor} is not in mappings/flavors.yaml"))
+        out["resources"] = res
+    return out, notes
+
+
+def compare(source: list[ReportEntry], target: list[ReportEntry]) -> list[dict[str, Any]]:
+    """Field by field: how the source backend expressed it and how the target will."""
+    src = {e.field: e for e in source}
+    tgt = {e.field: e for e in target}
+    fields = list(dict.fromkeys([*src, *tgt]))
+    none = {"outcome": None, "detail": "not set"}
+    return [{"field": f,
+             "source": src[f].model_dump() if f in src else none,
+             "target": tgt[f].model_dump() if f in tgt else none} for f in fields]
+
+
+async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_run: bool) -> tuple[Any, bool]:
+    """Returns (dry-run document, False) or (new Job, True)."""
+    try:
+        req = MigrateRequest.model_validate(body)
+    except pydantic.ValidationError as err:
+        errors = [{"loc": [str(x) for x in e["loc"]], "msg": "unknown field" if e["type"] == "extra_forbidden"
+                   else e["msg"]} for e in err.errors()]
+        raise ValidationError(f"invalid migrate request: {'.'.join(errors[0]['loc'])}: {errors[0]['msg']}",
+                              errors=errors) from err
+    row = await svc._row(who, job_id)
+    source = svc.adapter(row["backend"])
+    target = svc.adapter(req.backend)
+    if req.backend == row["backend"]:
+        raise ValidationError(f"job {job_id} is already on {req.backend}",
+                              errors=[{"loc": ["backend"], "msg": "same as the source backend"}])
+    if row["migrated_to"]:
+        raise Conflict(f"job {job_id} was already migrated to {row['migrated_to']}")
+    spec, notes = convert_spec(row["spec"], source.kind, target.kind, req.backend)
+    if req.overrides:
+        spec = deep_merge(spec, req.overrides)
+        spec["backend"] = req.backend
+    new_id = new_job_id()
+    parsed = parse_spec(spec)
+    tr = target.translate(parsed, new_id)
+    report = notes + tr.report
+    if req.strict:
+        enforce_strict(report)
+    phase = Phase(row["phase"])
+    if req.source_action == "suspend":
+        source.require(Capability.SUSPEND)
+        if phase not in SUSPENDABLE and phase not in (Phase.SUSPENDING, Phase.SUSPENDED):
+            raise Conflict(f"cannot suspend job {job_id} while it is {phase.value}")
+    if dry_run:
+        src_tr = source.translate(JobSpec.model_validate(row["spec"]), job_id)
+        return {"backend": req.backend, "request": {"method": tr.method, "path": tr.path, "body": tr.body},
+                "report": [e.model_dump() for e in report],
+                "source": {"backend": row["backend"], "request": {"method": src_tr.method, "path": src_tr.path,
+                                                                  "body": src_tr.body}},
+                "comparison": compare(src_tr.report, report)}, False
+    result = await svc.submit(who, spec, req.strict, migrated_from=job_id, job_id=new_id, extra_report=notes)
+    warnings: list[str] = []
+    try:
+        if req.source_action == "cancel" and not row["terminal"]:
+            await svc.cancel(who, job_id)
+        elif req.source_action == "suspend" and phase in SUSPENDABLE:
+            await svc.suspend(who, job_id)
+    except BackendError as err:
+        warnings.append(f"the new job was created but the source {req.source_action} failed: {err.detail}")
+        log.warning("migrate_source_action_failed", job_id=job_id, error=err.detail)
+    await svc.store.set_fields(job_id, migrated_to=result.job.id)
+    log.info("job_migrated", source=job_id, target=result.job.id, backend=req.backend,
+             source_action=req.source_action)
+    job: Job = to_job(await svc._row(who, result.job.id))
+    job.warnings = warnings
+    return job, True
