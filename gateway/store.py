@@ -6,15 +6,14 @@ every phase change is a transition row; terminal rows never change phase again.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import (
@@ -31,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    create_engine,
     delete,
     event,
     exists,
@@ -41,13 +41,14 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.errors import BadRequest, Conflict
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 metadata = MetaData()
 
@@ -207,74 +208,98 @@ def decode_token(token: str) -> str:
 
 
 class Store:
-    """Async access to the job tables."""
+    """The job tables. Every operation is one synchronous unit of work run in one transaction:
+    inline on the event loop for SQLite (its statements take microseconds, less than a thread hop),
+    through SQLAlchemy's greenlet bridge on asyncpg for PostgreSQL."""
 
     def __init__(self, url: str, echo: bool = False,
-                 webhook_targets: Callable[[str | None], list[str]] | None = None) -> None:
+                 webhook_targets: Callable[[str | None], list[str]] | None = None,
+                 cache_size: int = 100_000) -> None:
         self.url = url
         self.webhook_targets = webhook_targets or (lambda _tenant: [])
         u = make_url(url)
         self.is_sqlite = u.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo}
-        if self.is_sqlite and u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
-        else:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.engine: AsyncEngine | None = None
+        self.sync_engine: Engine | None = None
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        # SQLite allows one writer; a transaction that reads then writes fails (not waits) when
-        # another connection wrote in between, so this process serializes its write transactions.
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+            if u.database and u.database != ":memory:":
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            # The built-in driver whatever the URL says (sqlite+aiosqlite is accepted): see above.
+            self.sync_engine = create_engine(u.set(drivername="sqlite"), echo=echo, pool_size=2, max_overflow=4,
+                                             connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # SQLite mode is one writer process, so rows read back can be kept until this process changes them.
+        self._rows: OrderedDict[str, dict[str, Any]] | None = OrderedDict() if self.is_sqlite else None
+        self._cache_size = cache_size
 
-    @contextlib.asynccontextmanager
-    async def tx(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
+    async def run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+        """Run `fn(connection, *args)` in one transaction (write) or on a plain connection (read)."""
+        if self.sync_engine is not None:
+            with (self.sync_engine.begin() if write else self.sync_engine.connect()) as conn:
+                return fn(conn, *args)
+        assert self.engine is not None
+        async with (self.engine.begin() if write else self.engine.connect()) as aconn:
+            return await aconn.run_sync(fn, *args)
+
+    def _forget(self, ids: Iterable[str] | None = None) -> None:
+        if self._rows is None:
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        if ids is None:
+            self._rows.clear()
+        else:
+            for i in ids:
+                self._rows.pop(i, None)
 
     async def migrate(self) -> int:
         """Apply pending migrations; several replicas may race, so PostgreSQL serializes on a lock."""
-        async with self.tx() as conn:
-            if not self.is_sqlite:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
-            await conn.run_sync(lambda c: schema_migrations.create(c, checkfirst=True))
-            done = set((await conn.execute(select(schema_migrations.c.version))).scalars())
+        is_sqlite = self.is_sqlite
+
+        def work(conn: Connection) -> int:
+            if not is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
+            schema_migrations.create(conn, checkfirst=True)
+            done = set(conn.execute(select(schema_migrations.c.version)).scalars())
             for version, description, fn in MIGRATIONS:
                 if version in done:
                     continue
-                await conn.run_sync(fn)
-                await conn.execute(insert(schema_migrations).values(version=version, description=description,
-                                                                    applied_at=time.time()))
+                fn(conn)
+                conn.execute(insert(schema_migrations).values(version=version, description=description,
+                                                              applied_at=time.time()))
                 log.info("schema_migrated", version=version, description=description)
-            return max([v for v, _, _ in MIGRATIONS])
+            return max(v for v, _, _ in MIGRATIONS)
+
+        return await self.run(work)
 
     async def close(self) -> None:
-        """Dispose of the connection pool."""
-        await self.engine.dispose()
+        """Dispose of the connection pools."""
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
 
     # -- writes -------------------------------------------------------------------------
     async def create_job(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None) -> None:
         """Insert a job, its labels, its first transition and its idempotency key, atomically.
         A key already taken raises Conflict with the existing job id in `extra`."""
         now = row["created_at"]
+
+        def work(conn: Connection) -> None:
+            if idem is not None:
+                conn.execute(insert(idempotency_keys).values(tenant=idem[0], key=idem[1], body_hash=idem[2],
+                                                             job_id=row["id"], created_at=now))
+            conn.execute(insert(jobs).values(**row))
+            if row["labels"]:
+                conn.execute(insert(job_labels), [{"job_id": row["id"], "key": k, "value": v}
+                                                  for k, v in row["labels"].items()])
+            self._transitions(conn, [(row, 1, None, row["phase"], row["status"].get("vendor_phase"),
+                                      "accepted by the gateway" if row["origin"] == "gateway"
+                                      else "imported from the vendor")], row["origin"], now)
+
+        self._forget([row["id"]])
         try:
-            async with self.tx() as conn:
-                if idem is not None:
-                    await conn.execute(insert(idempotency_keys).values(
-                        tenant=idem[0], key=idem[1], body_hash=idem[2], job_id=row["id"], created_at=now))
-                await conn.execute(insert(jobs).values(**row))
-                if row["labels"]:
-                    await conn.execute(insert(job_labels), [{"job_id": row["id"], "key": k, "value": v}
-                                                            for k, v in row["labels"].items()])
-                await self._transition(conn, row, 1, None, row["phase"], row["status"].get("vendor_phase"),
-                                       "accepted by the gateway" if row["origin"] == "gateway"
-                                       else "imported from the vendor", row["origin"], now)
+            await self.run(work)
         except IntegrityError as err:
             if idem is not None:
                 found = await self.idempotent(idem[0], idem[1])
@@ -285,58 +310,81 @@ class Store:
 
     async def idempotent(self, tenant: str, key: str) -> tuple[str, str] | None:
         """(body_hash, job_id) stored for an idempotency key."""
-        async with self.engine.connect() as conn:
-            r = (await conn.execute(select(idempotency_keys.c.body_hash, idempotency_keys.c.job_id).where(
-                idempotency_keys.c.tenant == tenant, idempotency_keys.c.key == key))).first()
-        return (r[0], r[1]) if r else None
+        def work(conn: Connection) -> tuple[str, str] | None:
+            r = conn.execute(select(idempotency_keys.c.body_hash, idempotency_keys.c.job_id).where(
+                idempotency_keys.c.tenant == tenant, idempotency_keys.c.key == key)).first()
+            return (r[0], r[1]) if r else None
+
+        return await self.run(work, write=False)
 
     async def set_fields(self, job_id: str, **values: Any) -> None:
         """Update columns of one job (not its phase: use apply_status)."""
         values["updated_at"] = time.time()
-        async with self.tx() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+        self._forget([job_id])
+        await self.run(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values)))
 
-    async def apply_status(self, job_id: str, status: dict[str, Any], source: str,
-                           conn: AsyncConnection | None = None, **extra: Any) -> bool:
+    async def apply_status(self, job_id: str, status: dict[str, Any], source: str, **extra: Any) -> bool:
         """Store a new status; a phase change adds a transition. A terminal job keeps its phase.
         Returns True when the phase changed."""
-        if conn is None:
-            async with self.tx() as c:
-                return await self.apply_status(job_id, status, source, c, **extra)
-        row = (await conn.execute(select(jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant,
-                                         jobs.c.name, jobs.c.backend).where(
-            jobs.c.id == job_id).with_for_update())).first()
-        if row is None:
-            return False
-        now = time.time()
-        old_phase, terminal, old_status = row[0], bool(row[1]), row[2] or {}
-        if terminal:
-            if status.get("stale") is False and old_status.get("stale"):
-                await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                    status={**old_status, "stale": False}, updated_at=now))
-            return False
-        changed = bool(status["phase"] != old_phase)
-        await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-            phase=status["phase"], terminal=bool(status.get("terminal")), status=status, updated_at=now, **extra))
-        if changed:
-            seq = (await conn.execute(select(func.coalesce(func.max(transitions.c.seq), 0)).where(
-                transitions.c.job_id == job_id))).scalar_one()
-            job = {"id": job_id, "tenant": row[3], "name": row[4], "backend": row[5]}
-            await self._transition(conn, job, int(seq) + 1, old_phase, status["phase"], status.get("vendor_phase"),
-                                   status.get("message"), source, now)
+        self._forget([job_id])
+        changed = await self.run(self._apply_many, [(job_id, status)], source, extra)
+        self._forget([job_id])
+        return changed > 0
+
+    async def apply_statuses(self, updates: Sequence[tuple[str, dict[str, Any]]], source: str) -> int:
+        """apply_status for many jobs in one transaction (a sync page): a handful of statements instead
+        of four per job. Returns the number of phase changes."""
+        if not updates:
+            return 0
+        ids = [job_id for job_id, _ in updates]
+        changed = await self.run(self._apply_many, list(updates), source, {})
+        self._forget(ids)
         return changed
 
-    async def _transition(self, conn: AsyncConnection, job: dict[str, Any], seq: int, from_phase: str | None,
-                          to_phase: str, vendor_phase: str | None, message: str | None, source: str,
-                          at: float) -> None:
-        """Insert one transition (and its webhook deliveries)."""
-        await self._transitions(conn, [(job, seq, from_phase, to_phase, vendor_phase, message)], source, at)
+    def _apply_many(self, conn: Connection, updates: list[tuple[str, dict[str, Any]]], source: str,
+                    extra: dict[str, Any]) -> int:
+        now = time.time()
+        ids = [job_id for job_id, _ in updates]
+        q = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
+                   jobs.c.backend).where(jobs.c.id.in_(ids))
+        if not self.is_sqlite:
+            q = q.order_by(jobs.c.id).with_for_update()
+        current = {r[0]: r for r in conn.execute(q)}
+        params: list[dict[str, Any]] = []
+        moved: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+        for job_id, status in updates:
+            r = current.get(job_id)
+            if r is None:
+                continue
+            old_status = r[3] or {}
+            if r[2]:  # terminal: only a stale flag may be cleared (and extra columns set)
+                if status.get("stale") is False and old_status.get("stale"):
+                    params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": True,
+                                   "b_status": {**old_status, "stale": False}})
+                elif extra:
+                    params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": True, "b_status": old_status})
+                continue
+            params.append({"b_id": job_id, "b_phase": status["phase"], "b_terminal": bool(status.get("terminal")),
+                           "b_status": status})
+            if status["phase"] != r[1]:
+                moved.append(({"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}, r[1], status))
+        if params:
+            conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(
+                phase=bindparam("b_phase"), terminal=bindparam("b_terminal"), status=bindparam("b_status"),
+                updated_at=now, **extra), params)
+        if moved:
+            seqs = dict(conn.execute(select(transitions.c.job_id, func.max(transitions.c.seq)).where(
+                transitions.c.job_id.in_([m[0]["id"] for m in moved])).group_by(transitions.c.job_id)).all())
+            self._transitions(conn, [(job, int(seqs.get(job["id"]) or 0) + 1, old, st["phase"],
+                                      st.get("vendor_phase"), st.get("message")) for job, old, st in moved],
+                              source, now)
+        return len(moved)
 
-    async def _transitions(self, conn: AsyncConnection,
-                           items: Sequence[tuple[dict[str, Any], int, str | None, str, str | None, str | None]],
-                           source: str, at: float) -> None:
+    def _transitions(self, conn: Connection,
+                     items: Sequence[tuple[dict[str, Any], int, str | None, str, str | None, str | None]],
+                     source: str, at: float) -> None:
         """Insert transitions and, in the same transaction, their webhook deliveries (the outbox)."""
-        await conn.execute(insert(transitions), [
+        conn.execute(insert(transitions), [
             {"job_id": job["id"], "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp,
              "message": msg, "source": source, "at": at} for job, seq, frm, to, vp, msg in items])
         deliveries = []
@@ -351,104 +399,73 @@ class Store:
             deliveries += [{"event_id": event_id, "tenant": job.get("tenant") or "", "url": u, "payload": payload,
                             "attempts": 0, "next_attempt_at": at} for u in urls]
         if deliveries:
-            await conn.execute(insert(outbox), deliveries)
-
-    async def apply_statuses(self, updates: Sequence[tuple[str, dict[str, Any]]], source: str) -> int:
-        """apply_status for many jobs at once (a sync page): a handful of statements in one
-        transaction instead of four per job. Returns the number of phase changes."""
-        if not updates:
-            return 0
-        ids = [job_id for job_id, _ in updates]
-        now = time.time()
-        async with self.tx() as conn:
-            q = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
-                       jobs.c.backend).where(jobs.c.id.in_(ids))
-            if not self.is_sqlite:
-                q = q.order_by(jobs.c.id).with_for_update()
-            current = {r[0]: r for r in await conn.execute(q)}
-            params: list[dict[str, Any]] = []
-            moved: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
-            for job_id, status in updates:
-                r = current.get(job_id)
-                if r is None:
-                    continue
-                old_status = r[3] or {}
-                if r[2]:  # terminal: only a stale flag may be cleared
-                    if status.get("stale") is False and old_status.get("stale"):
-                        params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": True,
-                                       "b_status": {**old_status, "stale": False}})
-                    continue
-                params.append({"b_id": job_id, "b_phase": status["phase"], "b_terminal": bool(status.get("terminal")),
-                               "b_status": status})
-                if status["phase"] != r[1]:
-                    moved.append(({"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}, r[1], status))
-            if params:
-                await conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(
-                    phase=bindparam("b_phase"), terminal=bindparam("b_terminal"), status=bindparam("b_status"),
-                    updated_at=now), params)
-            if moved:
-                seqs = dict((await conn.execute(
-                    select(transitions.c.job_id, func.max(transitions.c.seq)).where(
-                        transitions.c.job_id.in_([m[0]["id"] for m in moved])).group_by(transitions.c.job_id))).all())
-                await self._transitions(conn, [
-                    (job, int(seqs.get(job["id"]) or 0) + 1, old, st["phase"], st.get("vendor_phase"),
-                     st.get("message")) for job, old, st in moved], source, now)
-        return len(moved)
+            conn.execute(insert(outbox), deliveries)
 
     async def mark_stale(self, backend: str, stale: bool) -> int:
         """Flag (or clear) every live job of a backend as stale; phases and observed_at stay."""
-        async with self.tx() as conn:
-            rows = (await conn.execute(select(jobs.c.id, jobs.c.status).where(
-                jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.deleted_at.is_(None)))).all()
-            n = 0
-            for job_id, status in rows:
-                if bool((status or {}).get("stale")) != stale:
-                    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                        status={**(status or {}), "stale": stale}))
-                    n += 1
-            return n
+        def work(conn: Connection) -> list[str]:
+            rows = conn.execute(select(jobs.c.id, jobs.c.status).where(
+                jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.deleted_at.is_(None))).all()
+            flip = [{"b_id": job_id, "b_status": {**(status or {}), "stale": stale}} for job_id, status in rows
+                    if bool((status or {}).get("stale")) != stale]
+            if flip:
+                conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(status=bindparam("b_status")),
+                             flip)
+            return [f["b_id"] for f in flip]
+
+        flipped = await self.run(work)
+        self._forget(flipped)
+        return len(flipped)
 
     # -- leases (several replicas on one database) ----------------------------------------
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         """Take or renew a named lease; True while `owner` holds it."""
-        now = time.time()
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
-        stmt = upsert(leases).values(name=name, owner=owner, expires_at=now + ttl)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[leases.c.name], set_={"owner": owner, "expires_at": now + ttl},
-            where=or_(leases.c.expires_at < now, leases.c.owner == owner))
-        async with self.tx() as conn:
-            await conn.execute(stmt)
-            holder = (await conn.execute(select(leases.c.owner).where(leases.c.name == name))).scalar_one()
-        return bool(holder == owner)
+        is_sqlite = self.is_sqlite
+
+        def work(conn: Connection) -> bool:
+            now = time.time()
+            if is_sqlite:
+                from sqlalchemy.dialects.sqlite import insert as upsert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+            stmt = upsert(leases).values(name=name, owner=owner, expires_at=now + ttl)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[leases.c.name], set_={"owner": owner, "expires_at": now + ttl},
+                where=or_(leases.c.expires_at < now, leases.c.owner == owner))
+            conn.execute(stmt)
+            holder = conn.execute(select(leases.c.owner).where(leases.c.name == name)).scalar_one()
+            return bool(holder == owner)
+
+        return await self.run(work)
 
     async def release_lease(self, name: str, owner: str) -> None:
         """Give a lease up (on shutdown) so another replica takes over at once."""
-        async with self.tx() as conn:
-            await conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))
+        await self.run(lambda conn: conn.execute(delete(leases).where(leases.c.name == name,
+                                                                      leases.c.owner == owner)))
 
     # -- webhook outbox -----------------------------------------------------------------
     async def claim_outbox(self, owner: str, limit: int = 50, lease_seconds: float = 30.0) -> list[dict[str, Any]]:
         """Due deliveries, leased to `owner` so no other replica sends them meanwhile."""
-        now = time.time()
-        due = select(outbox.c.id).where(
-            outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now,
-            or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now)).order_by(outbox.c.id).limit(limit)
-        if not self.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
-        async with self.tx() as conn:
-            ids = [r[0] for r in await conn.execute(due)]
+        is_sqlite = self.is_sqlite
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            now = time.time()
+            due = select(outbox.c.id).where(
+                outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now,
+                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now)).order_by(outbox.c.id).limit(limit)
+            if not is_sqlite:
+                due = due.with_for_update(skip_locked=True)
+            ids = [r[0] for r in conn.execute(due)]
             if not ids:
                 return []
             # Counting the attempt before sending marks any later send of the same event as a redelivery,
             # even when this replica dies after sending and before recording the result.
-            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
                 leased_until=now + lease_seconds, lease_owner=owner, attempts=outbox.c.attempts + 1))
-            rows = await conn.execute(select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id))
-            return [dict(r) for r in rows.mappings()]
+            return [dict(r) for r in conn.execute(select(outbox).where(outbox.c.id.in_(ids))
+                                                  .order_by(outbox.c.id)).mappings()]
+
+        return await self.run(work)
 
     async def outbox_result(self, row_id: int, owner: str, delivered: bool,
                             next_attempt_at: float | None = None, error: str | None = None) -> None:
@@ -458,33 +475,45 @@ class Store:
             values["delivered_at"] = time.time()
         else:
             values["next_attempt_at"] = next_attempt_at or time.time()
-        async with self.tx() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id, outbox.c.lease_owner == owner)
-                               .values(**values))
+        await self.run(lambda conn: conn.execute(update(outbox).where(
+            outbox.c.id == row_id, outbox.c.lease_owner == owner).values(**values)))
 
     async def outbox_pending(self) -> int:
         """Deliveries not yet made."""
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(outbox).where(
-                outbox.c.delivered_at.is_(None)))).scalar_one())
+        return await self.run(lambda conn: int(conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.delivered_at.is_(None))).scalar_one()), write=False)
 
     # -- reads --------------------------------------------------------------------------
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        """One job row."""
-        async with self.engine.connect() as conn:
-            r = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().first()
-        return dict(r) if r else None
+        """One job row (callers must not change it: in SQLite mode it is the cached row)."""
+        if self._rows is not None:
+            row = self._rows.get(job_id)
+            if row is not None:
+                self._rows.move_to_end(job_id)
+                return row
+
+        def work(conn: Connection) -> dict[str, Any] | None:
+            r = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            return dict(r) if r else None
+
+        row = await self.run(work, write=False)
+        if row is not None and self._rows is not None:
+            self._rows[job_id] = row
+            if len(self._rows) > self._cache_size:
+                self._rows.popitem(last=False)
+        return row
 
     async def by_vendor_id(self, backend: str, backend_job_id: str) -> dict[str, Any] | None:
         """The job a vendor id belongs to."""
-        async with self.engine.connect() as conn:
-            r = (await conn.execute(select(jobs).where(jobs.c.backend == backend,
-                                                       jobs.c.backend_job_id == backend_job_id))).mappings().first()
-        return dict(r) if r else None
+        def work(conn: Connection) -> dict[str, Any] | None:
+            r = conn.execute(select(jobs).where(jobs.c.backend == backend,
+                                                jobs.c.backend_job_id == backend_job_id)).mappings().first()
+            return dict(r) if r else None
+
+        return await self.run(work, write=False)
 
     async def list_jobs(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on the (time-ordered) id."""
-        q = select(jobs)
         conds: list[Any] = []
         if f.tenant is not None:
             own = jobs.c.tenant == f.tenant
@@ -508,40 +537,33 @@ class Store:
                                         job_labels.c.value == v))
         if after:
             conds.append(jobs.c.id < after)
-        q = q.where(*conds).order_by(jobs.c.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            return [dict(r) for r in (await conn.execute(q)).mappings()]
+        q = select(jobs).where(*conds).order_by(jobs.c.id.desc()).limit(limit)
+        return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def live_jobs(self, backend: str) -> list[dict[str, Any]]:
         """Submitted, non-terminal, not deleted jobs of a backend (what a sync cycle looks at)."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(jobs).where(
-                jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
-                jobs.c.deleted_at.is_(None)))).mappings()
-            return [dict(r) for r in rows]
+        q = select(jobs).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
+                               jobs.c.submit_state == "submitted", jobs.c.deleted_at.is_(None))
+        return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def pending(self, backend: str | None = None, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Jobs accepted but not yet confirmed on the vendor."""
         conds = [jobs.c.submit_state == "pending", jobs.c.created_at <= time.time() - older_than]
         if backend:
             conds.append(jobs.c.backend == backend)
-        async with self.engine.connect() as conn:
-            return [dict(r) for r in (await conn.execute(select(jobs).where(*conds).order_by(jobs.c.id)))
-                    .mappings()]
+        q = select(jobs).where(*conds).order_by(jobs.c.id)
+        return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def known_vendor_ids(self, backend: str) -> set[str]:
         """Vendor ids of every job of a backend the store has."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(jobs.c.backend_job_id).where(
-                jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None)))
-            return {r[0] for r in rows}
+        q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None))
+        return await self.run(lambda conn: {r[0] for r in conn.execute(q)}, write=False)
 
     async def transitions(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         """A job's phase transitions, oldest first."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(transitions).where(
-                transitions.c.job_id == job_id, transitions.c.seq > after_seq).order_by(transitions.c.seq))
-            return [dict(r) for r in rows.mappings()]
+        q = select(transitions).where(transitions.c.job_id == job_id, transitions.c.seq > after_seq) \
+            .order_by(transitions.c.seq)
+        return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def transitions_since(self, last_id: int, tenant: str | None, projects: Sequence[str] = (),
                                 limit: int = 500) -> list[dict[str, Any]]:
@@ -553,28 +575,35 @@ class Store:
             if projects:
                 own = or_(own, and_(jobs.c.origin == "external", jobs.c.project.in_(list(projects))))
             q = q.where(own)
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(q.order_by(transitions.c.id).limit(limit))
-            return [dict(r) for r in rows.mappings()]
+        q = q.order_by(transitions.c.id).limit(limit)
+        return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def last_transition_id(self) -> int:
         """The newest transition id (0 when none)."""
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.coalesce(func.max(transitions.c.id), 0)))).scalar_one())
+        return await self.run(lambda conn: int(conn.execute(
+            select(func.coalesce(func.max(transitions.c.id), 0))).scalar_one()), write=False)
 
     async def phase_counts(self) -> list[tuple[str, str, int]]:
         """(backend, phase, count) of jobs not deleted, for /metrics."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(jobs.c.backend, jobs.c.phase, func.count()).where(
-                jobs.c.deleted_at.is_(None)).group_by(jobs.c.backend, jobs.c.phase))
-            return [(r[0], r[1], int(r[2])) for r in rows]
+        q = select(jobs.c.backend, jobs.c.phase, func.count()).where(jobs.c.deleted_at.is_(None)) \
+            .group_by(jobs.c.backend, jobs.c.phase)
+        return await self.run(lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(q)], write=False)
+
+    async def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Bulk-insert job rows as they are (benchmark and test set-up)."""
+        for start in range(0, len(rows), 5000):
+            chunk = rows[start:start + 5000]
+            await self.run(lambda conn, c=chunk: conn.execute(insert(jobs), c))
 
     async def delete_job_rows(self, job_id: str) -> None:
         """Remove a job completely (tests and tooling only; the API marks deleted instead)."""
-        async with self.tx() as conn:
+        def work(conn: Connection) -> None:
             for t, col in ((jobs, jobs.c.id), (job_labels, job_labels.c.job_id),
                            (transitions, transitions.c.job_id)):
-                await conn.execute(delete(t).where(col == job_id))
+                conn.execute(delete(t).where(col == job_id))
+
+        self._forget([job_id])
+        await self.run(work)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:

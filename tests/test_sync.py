@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import insert
 from structlog.testing import capture_logs
 
 import adapters  # noqa: F401
@@ -21,7 +20,7 @@ from adapters.modelarts.simulator import SIM_KEY as MA_KEY
 from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
 from gateway.app import SYNCS
 from gateway.models import JobStatus, Phase
-from gateway.store import Store, jobs
+from gateway.store import Store
 from gateway.sync import BackendSync
 from gateway.webhooks import verify_signature
 from tests.conftest import (
@@ -46,8 +45,7 @@ async def seed_store(store: Store, backend: str, vendor_ids: list[str], kind: st
              "submit_state": "submitted", "submit_error": None, "cancel_requested": False, "created_at": now,
              "updated_at": now, "deleted_at": None, "migrated_from": None, "migrated_to": None}
             for i, vid in enumerate(vendor_ids)]
-    async with store.tx() as conn:
-        await conn.execute(insert(jobs), rows)
+    await store.insert_rows(rows)
 
 
 @pytest.mark.parametrize(("vendor", "page"), [("runai", 500), ("modelarts", 50)])

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: `python -m benchmarks` prints a table and writes docs/benchmarks.md."""

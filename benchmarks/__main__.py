@@ -1,0 +1,402 @@
+"""python -m benchmarks [--quick] [--only NAME ...]: measure, print a table, write docs/benchmarks.md.
+
+Every figure is measured in the same run, side by side with its baseline where one exists, with
+the load generated from a separate process (benchmarks.load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from benchmarks.load import load
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+CLUSTER = "71f69d83-ba66-4822-adf5-55ce55efd210"
+PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    name: str
+    value: str
+    baseline: str = "-"
+    ratio: str = "-"
+    target: str = "-"
+    holds: str = "-"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Proc:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log.open("ab")
+        self.p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+async def wait_up(url: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    await r.read()
+                    return
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+class Lab:
+    """Simulators and gateways as processes, in a scratch directory."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[Proc] = []
+        self.runai_port, self.ma_port = free_port(), free_port()
+
+    def start_sims(self) -> None:
+        for vendor, port in (("runai", self.runai_port), ("modelarts", self.ma_port)):
+            self.procs.append(Proc(["-m", "gateway", "simulate", vendor, "--port", str(port), "--speed", "50"],
+                                   self.tmp / f"sim-{vendor}.log"))
+        asyncio.run(wait_up(f"http://127.0.0.1:{self.runai_port}/_sim/stats"))
+        asyncio.run(wait_up(f"http://127.0.0.1:{self.ma_port}/_sim/stats"))
+
+    def gateway(self, db: Path) -> tuple[str, Proc]:
+        port = free_port()
+        cfg = {"server": {"host": "127.0.0.1", "port": port}, "store": {"url": f"sqlite+aiosqlite:///{db}"},
+               "log_level": "warning",
+               "tenants": [{"name": "bench", "api_keys": [KEY], "role": "admin"}],
+               "backends": [
+                   {"name": "runai", "kind": "runai", "url": f"http://127.0.0.1:{self.runai_port}",
+                    "cluster_id": CLUSTER, "default_project": "1", "sync_interval": 5,
+                    "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret"}},
+                   {"name": "modelarts", "kind": "modelarts", "url": f"http://127.0.0.1:{self.ma_port}",
+                    "project_id": PROJECT, "sync_interval": 5,
+                    "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}}]}
+        path = self.tmp / f"gw-{port}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = Proc(["-m", "gateway", "serve", "--config", str(path)], self.tmp / f"gw-{port}.log")
+        self.procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_up(url + "/healthz"))
+        return url, proc
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def spec(name: str, **kw: Any) -> dict[str, Any]:
+    d = {"name": name, "backend": "runai", "image": "python:3.11", "command": ["python", "train.py"],
+         "env": {"SIM_OUTCOME": "hang"}, "resources": {"gpus": 1, "gpu_type": "A100"}, "labels": {"bench": "yes"}}
+    d.update(kw)
+    return d
+
+
+async def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    async with aiohttp.ClientSession() as s, s.request(method, url, json=body, headers=headers or AUTH) as r:
+        return await r.json(content_type=None)
+
+
+async def seed(db: Path, n: int) -> None:
+    """A store with `n` finished jobs (bulk insert)."""
+    from gateway.models import JobStatus, Phase
+    from gateway.store import Store
+
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.migrate()
+    status = JobStatus(phase=Phase.SUCCEEDED, terminal=True, vendor_phase="Completed").model_dump(mode="json")
+    now = time.time()
+    sp = spec("seed")
+    for start in range(0, n, 5000):
+        rows = [{"id": f"{int(now * 1000) - n + i:012x}{i:020x}", "tenant": "bench", "name": f"seed-{i}",
+                 "backend": "runai", "project": "1", "vendor_name": f"seed-{i}", "vendor_kind": "training",
+                 "backend_job_id": f"v-{i}", "spec": sp, "report": [], "labels": {}, "phase": "SUCCEEDED",
+                 "terminal": True, "status": status, "origin": "gateway", "submit_state": "submitted",
+                 "submit_error": None, "cancel_requested": False, "created_at": now, "updated_at": now,
+                 "deleted_at": None, "migrated_from": None, "migrated_to": None}
+                for i in range(start, min(n, start + 5000))]
+        await store.insert_rows(rows)
+    await store.close()
+
+
+# -- the benchmarks -------------------------------------------------------------------------
+def bench_get(lab: Lab, gw: str, duration: float) -> list[Row]:
+    job = asyncio.run(http("POST", gw + "/v1/jobs", spec("get-bench")))
+    body = asyncio.run(http("GET", f"{gw}/v1/jobs/{job['id']}"))
+    body_file = lab.tmp / "job.json"
+    body_file.write_text(json.dumps(body))
+    port = free_port()
+    bare = Proc(["-m", "benchmarks.bare", str(port), str(body_file)], lab.tmp / "bare.log")
+    lab.procs.append(bare)
+    asyncio.run(wait_up(f"http://127.0.0.1:{port}/v1/jobs/x"))
+    b = load(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration)
+    g = load(f"{gw}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration)
+    bare.stop()
+    ratio = g["rps"] / b["rps"]
+    return [Row("GET /v1/jobs/{id} throughput (req/s)", f"{g['rps']:.0f}", f"{b['rps']:.0f} bare aiohttp",
+                f"{ratio:.2f}", ">= 0.6", "yes" if ratio >= 0.6 and not g["errors"] else "NO")]
+
+
+def bench_submit(lab: Lab, gw: str, duration: float) -> list[Row]:
+    dry = asyncio.run(http("POST", gw + "/v1/jobs?dry_run=true", spec("direct")))
+    runai = f"http://127.0.0.1:{lab.runai_port}"
+    token = asyncio.run(http("POST", runai + "/api/v1/token", {"grantType": "client_credentials",
+                                                               "clientID": "tjg-demo",
+                                                               "clientSecret": "tjg-demo-secret"}, {}))["accessToken"]
+    vendor_headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    d = load(runai + dry["request"]["path"], method="POST", headers=vendor_headers, body=dry["request"]["body"],
+             concurrency=4, duration=duration, body_factory="unique-name")
+    g = load(gw + "/v1/jobs", method="POST", headers=AUTH, body=spec("via-gw"), concurrency=4, duration=duration,
+             body_factory="unique-name")
+    ratio = g["p50_ms"] / d["p50_ms"]
+    ok = ratio <= 2.0 and not g["errors"]
+    return [Row("submit p50 latency (ms), 4 concurrent", f"{g['p50_ms']:.2f}", f"{d['p50_ms']:.2f} direct to sim",
+                f"{ratio:.2f}", "<= 2.0", "yes" if ok else "NO"),
+            Row("submit p99 latency (ms)", f"{g['p99_ms']:.2f}", f"{d['p99_ms']:.2f} direct to sim",
+                f"{g['p99_ms'] / d['p99_ms']:.2f}"),
+            Row("submit throughput (jobs/s)", f"{g['rps']:.0f}", f"{d['rps']:.0f} direct to sim",
+                f"{g['rps'] / d['rps']:.2f}")]
+
+
+def bench_list(lab: Lab, duration: float, big: int) -> tuple[list[Row], Path]:
+    small_db, big_db = lab.tmp / "small.db", lab.tmp / "big.db"
+    asyncio.run(seed(small_db, 1_000))
+    asyncio.run(seed(big_db, big))
+    out = {}
+    for label, db in (("small", small_db), ("big", big_db)):
+        url, proc = lab.gateway(db)
+        out[label] = load(f"{url}/v1/jobs?limit=100", headers=AUTH, concurrency=2, duration=duration)
+        proc.stop()
+    ratio = out["big"]["p50_ms"] / out["small"]["p50_ms"]
+    return [Row(f"GET /v1/jobs?limit=100 p50 (ms), {big:,} jobs", f"{out['big']['p50_ms']:.2f}",
+                f"{out['small']['p50_ms']:.2f} with 1,000", f"{ratio:.2f}", "<= 1.5",
+                "yes" if ratio <= 1.5 else "NO")], big_db
+
+
+def bench_rss(lab: Lab, big_db: Path, n: int) -> list[Row]:
+    url, proc = lab.gateway(big_db)
+    load(f"{url}/v1/jobs?limit=500", headers=AUTH, concurrency=4, duration=2)
+    asyncio.run(http("GET", f"{url}/v1/jobs?phase=SUCCEEDED&limit=500"))
+    asyncio.run(http("GET", f"{url}/metrics", headers={}))
+    rss = proc.rss_mb()
+    proc.stop()
+    return [Row(f"gateway RSS with {n:,} jobs stored (MB)", f"{rss:.0f}", target="<= 200",
+                holds="yes" if rss <= 200 else "NO")]
+
+
+def bench_sync(n: int) -> list[Row]:
+    async def run(vendor: str) -> tuple[int, float]:
+        import adapters  # noqa: F401
+        from adapters.base import REGISTRY
+        from adapters.simkit import start_simulator
+        from gateway.config import parse_config
+        from gateway.models import JobStatus, Phase
+        from gateway.store import Store
+        from gateway.sync import BackendSync
+
+        port = free_port()
+        runner = await start_simulator(vendor, "127.0.0.1", port, speed=50.0)
+        from adapters.modelarts.simulator import SIM_KEY as MA_KEY
+        from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
+
+        sim: Any = runner.app[RUNAI_KEY] if vendor == "runai" else runner.app[MA_KEY]
+        ids = sim.bulk_create(n, project="1", cluster=CLUSTER) if vendor == "runai" else \
+            sim.bulk_create(n, project=PROJECT)
+        tmp = Path(tempfile.mkdtemp())
+        store = Store(f"sqlite+aiosqlite:///{tmp}/sync.db")
+        await store.migrate()
+        status = JobStatus(phase=Phase.QUEUED).model_dump(mode="json")
+        now = time.time()
+        rows = [{"id": f"{i:032x}", "tenant": "bench", "name": f"b-{i}", "backend": vendor, "project": "1",
+                 "vendor_name": f"bulk-{i}", "vendor_kind": "training", "backend_job_id": vid, "spec": {},
+                 "report": [], "labels": {}, "phase": "QUEUED", "terminal": False, "status": status,
+                 "origin": "gateway", "submit_state": "submitted", "submit_error": None, "cancel_requested": False,
+                 "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": None,
+                 "migrated_to": None} for i, vid in enumerate(ids)]
+        await store.insert_rows(rows)
+        await asyncio.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        cfg = parse_config({"backends": [
+            {"name": vendor, "kind": vendor, "url": url, "cluster_id": CLUSTER, "project_id": PROJECT,
+             "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret", "ak": "TJGDEMOAK",
+                             "sk": "TJGDEMOSK"}}]})
+        async with aiohttp.ClientSession() as s:
+            sync = BackendSync(REGISTRY.create(cfg.backend(vendor), s), store,
+                               page_size=500 if vendor == "runai" else 50)
+            await sync.adapter.find_by_name("warm-up")  # token/connection set-up is not part of the cycle
+            async with s.delete(url + "/_sim/stats"):
+                pass
+            t0 = time.perf_counter()
+            await sync.cycle()
+            secs = time.perf_counter() - t0
+            async with s.get(url + "/_sim/stats") as r:
+                served = int((await r.json())["total"])
+        await store.close()
+        await runner.cleanup()
+        return served, secs
+
+    rows = []
+    for vendor, page in (("runai", 500), ("modelarts", 50)):
+        served, secs = asyncio.run(run(vendor))
+        bound = -(-n // page) + 5
+        rows.append(Row(f"sync cycle, {n:,} active {vendor} jobs (vendor requests / s)",
+                        f"{served} req / {secs:.2f} s", f"page size {page}", "-", f"<= {bound} req",
+                        "yes" if served <= bound else "NO"))
+    return rows
+
+
+def bench_translate(seconds: float) -> list[Row]:
+    import adapters
+    from gateway.config import parse_config
+    from gateway.models import parse_spec
+
+    cfg = parse_config({"backends": [
+        {"name": "runai", "kind": "runai", "url": "http://x", "cluster_id": CLUSTER, "default_project": "1"},
+        {"name": "modelarts", "kind": "modelarts", "url": "http://y", "project_id": PROJECT}]})
+    raws = []
+    for p in sorted((ROOT / "examples").glob("*.yaml")):
+        raw = yaml.safe_load(p.read_text())
+        for b in ("runai", "modelarts"):
+            if p.stem == "modelarts-ascend" and b == "runai":
+                continue
+            raws.append({**raw, "backend": b})
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for raw in raws:
+            sp = parse_spec(raw)
+            adapters.translate_spec(sp, cfg.backend(sp.backend), "0" * 32)
+            n += 1
+    rate = n / (time.perf_counter() - t0)
+    return [Row("translations per second per core (validate + translate)", f"{rate:.0f}", target=">= 5000",
+                holds="yes" if rate >= 5000 else "NO")]
+
+
+def write_doc(rows: list[Row], args: argparse.Namespace, elapsed: float) -> str:
+    head = ["| benchmark | value | baseline | ratio | target | holds |", "|---|---|---|---|---|---|"]
+    lines = head + [f"| {r.name} | {r.value} | {r.baseline} | {r.ratio} | {r.target} | {r.holds} |" for r in rows]
+    doc = f"""# Benchmarks
+
+Latest run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {platform.platform()},
+{os.cpu_count()} cores, Python {platform.python_version()}; {'quick' if args.quick else 'full'} mode,
+{elapsed:.0f} s in all.
+
+{chr(10).join(lines)}
+
+How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submit list rss sync translate`):
+
+* **GET /v1/jobs/{{id}}**: the gateway (`tjg serve`, SQLite store, log level warning) and a bare aiohttp
+  handler returning the very same JSON, each loaded for the same time by the same client (an aiohttp
+  pool of 32 connections in a separate process, `benchmarks/load.py`).
+* **submit**: `POST /v1/jobs` through the gateway against `POST /api/v1/workloads/trainings` straight to
+  the same Run:ai simulator process with the body the gateway would send (4 concurrent clients). The
+  gateway's figure includes validation, translation, two store transactions and the vendor call.
+* **list**: `GET /v1/jobs?limit=100` p50 on a store holding 1,000 jobs and on one holding the large count
+  (keyset pagination on the time-ordered id, so the page cost does not grow with the table).
+* **RSS**: the gateway process's resident memory after serving list pages over the large store.
+* **sync cycle**: one `BackendSync.cycle()` over that many live jobs created in the simulator, counting
+  the requests the simulator served; the bound is one request per page plus 5.
+* **translations**: `parse_spec` + translate of every example for both vendors, in one process.
+"""
+    (ROOT / "docs" / "benchmarks.md").write_text(doc)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="shorter runs and 20,000 instead of 100,000 jobs")
+    p.add_argument("--only", nargs="*", default=None,
+                   choices=["get", "submit", "list", "rss", "sync", "translate"])
+    p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    args = p.parse_args()
+    duration = 3.0 if args.quick else 8.0
+    big = 20_000 if args.quick else 100_000
+    only = set(args.only or ["get", "submit", "list", "rss", "sync", "translate"])
+    started = time.perf_counter()
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="tjg-bench-"))
+    lab = Lab(tmp)
+    steps: list[tuple[str, Callable[[], list[Row]]]] = []
+    try:
+        lab.start_sims()
+        gw, _ = lab.gateway(tmp / "main.db")
+        big_db: list[Path] = []
+
+        def list_step() -> list[Row]:
+            r, db = bench_list(lab, duration, big)
+            big_db.append(db)
+            return r
+
+        def rss_step() -> list[Row]:
+            if not big_db:
+                db = tmp / "rss.db"
+                asyncio.run(seed(db, big))
+                big_db.append(db)
+            return bench_rss(lab, big_db[0], big)
+
+        steps = [("get", lambda: bench_get(lab, gw, duration)), ("submit", lambda: bench_submit(lab, gw, duration)),
+                 ("list", list_step), ("rss", rss_step), ("sync", lambda: bench_sync(10_000)),
+                 ("translate", lambda: bench_translate(2.0 if args.quick else 5.0))]
+        for name, fn in steps:
+            if name in only:
+                print(f"... {name}", file=sys.stderr, flush=True)
+                rows += fn()
+    finally:
+        lab.stop()
+    elapsed = time.perf_counter() - started
+    table = write_doc(rows, args, elapsed) if not args.no_doc else ""
+    fields = ("name", "value", "baseline", "ratio", "target", "holds")
+    header = Row("benchmark", "value", "baseline", "ratio", "target", "holds")
+    widths = [max(len(getattr(r, f)) for r in [header, *rows]) for f in fields]
+    for r in [header, *rows]:
+        print("  ".join(getattr(r, f).ljust(w) for f, w in zip(fields, widths, strict=True)).rstrip())
+    if table:
+        print(f"\nwritten to {ROOT / 'docs' / 'benchmarks.md'}")
+    return 0 if all(r.holds != "NO" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
