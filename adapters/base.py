@@ -162,8 +162,10 @@ class Adapter(abc.ABC):
         """Current state; None when the vendor no longer has the job."""
 
     @abc.abstractmethod
-    async def list_page(self, offset: int, limit: int, active_only: bool = False) -> tuple[list[VendorJob], bool]:
-        """One page of the vendor's job list and whether more pages follow."""
+    async def list_page(self, offset: int, limit: int, active_only: bool = False,
+                        since: float | None = None) -> tuple[list[VendorJob], bool]:
+        """One page of the vendor's job list (oldest first; only jobs created at or after `since`, epoch
+        seconds, when given) and whether more pages follow."""
 
     @abc.abstractmethod
     async def cancel(self, handle: Handle) -> None:

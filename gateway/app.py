@@ -383,7 +383,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         service = JobService(config, store, adapters_)
         app[STORE] = store
         app[SERVICE] = service
-        syncs = {name: BackendSync(a, store) for name, a in adapters_.items()}
+        syncs = {name: BackendSync(a, store, flush=service.flush_completions) for name, a in adapters_.items()}
         app[SYNCS] = syncs
         await service.recover()
         tasks = [asyncio.create_task(leased(store, f"sync:{n}", owner, ttl, s.step), name=f"sync-{n}")

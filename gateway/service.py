@@ -29,6 +29,7 @@ from gateway.store import ListFilters, Store, decode_token, encode_token
 
 log = structlog.get_logger(__name__)
 
+COMPLETION_BATCH_SECONDS = 0.01
 SUSPENDABLE = {Phase.QUEUED, Phase.STARTING, Phase.RUNNING}
 RESUMABLE = {Phase.SUSPENDED, Phase.SUSPENDING}
 
@@ -99,6 +100,8 @@ class JobService:
     inline_submit_seconds: float = 15.0
     _inflight: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _completions: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def adapter(self, backend: str) -> Adapter:
         """The adapter of a configured backend (a 422 naming `backend` otherwise)."""
@@ -188,16 +191,43 @@ class JobService:
             self._inflight.discard(job_id)
             raise
         try:
-            await self._adopted(job_id, vj.handle, vj.status)
+            await self._adopted(job_id, vj.handle, vj.status, write_behind=True)
         finally:
             self._inflight.discard(job_id)
 
-    async def _adopted(self, job_id: str, handle: Handle, status: JobStatus) -> None:
-        await self.store.apply_status(job_id, status_json(status), "vendor", backend_job_id=handle.backend_job_id,
-                                      vendor_kind=handle.vendor_kind, submit_state="submitted")
+    async def _adopted(self, job_id: str, handle: Handle, status: JobStatus, write_behind: bool = False) -> None:
+        cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
+                "submit_state": "submitted"}
+        st = status_json(status)
+        # Single-writer SQLite: the row cache is the truth for this process, so the completion can be
+        # written just behind the response, batched. A crash before that write leaves the job pending,
+        # and pending jobs are settled by the vendor-name lookup: nothing is lost or doubled.
+        if write_behind and self.store.remember(job_id, phase=st["phase"], terminal=bool(st["terminal"]),
+                                                status=st, **cols):
+            self._completions.append((job_id, st, cols))
+            if len(self._completions) == 1:
+                self._later(self.flush_completions(delay=COMPLETION_BATCH_SECONDS))
+        else:
+            await self.store.apply_status(job_id, st, "vendor", **cols)
         row = await self.store.get(job_id)
         if row and row["cancel_requested"] and not row["terminal"]:
+            await self.flush_completions()
             await self._vendor_cancel(row)
+
+    async def flush_completions(self, delay: float = 0.0) -> None:
+        """Write the submit completions kept in memory (one transaction for all of them)."""
+        if delay:
+            await asyncio.sleep(delay)  # let a few more arrive: one commit for the lot
+        async with self._flushing:
+            batch, self._completions = self._completions, []
+            if not batch:
+                return
+            try:
+                await self.store.apply_statuses([(j, st) for j, st, _ in batch], "vendor",
+                                                extra={j: cols for j, _, cols in batch}, keep_cache=True)
+            except Exception as err:
+                log.error("completion_write_failed", count=len(batch), error=str(err))
+                self.store._forget([j for j, _, _ in batch])  # the store says pending: recovery settles them
 
     async def _reject(self, job_id: str, err: BackendError) -> None:
         status = JobStatus(phase=Phase.FAILED, terminal=True, message=f"rejected by the backend: {err.detail}",
@@ -267,10 +297,12 @@ class JobService:
         return len(rows)
 
     async def close(self) -> None:
-        """Stop background work."""
+        """Stop background work; write what is still kept in memory."""
+        await self.flush_completions()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.flush_completions()
 
     # -- reads --------------------------------------------------------------------------
     async def get_any(self, job_id: str) -> Job:
@@ -344,6 +376,7 @@ class JobService:
     # -- actions ------------------------------------------------------------------------
     async def cancel(self, who: Principal, job_id: str) -> Job:
         """Stop a job for good; the record stays."""
+        await self.flush_completions()
         row = await self._row(who, job_id)
         adapter = self.adapter(row["backend"])
         adapter.require(Capability.CANCEL)
@@ -373,6 +406,7 @@ class JobService:
         return await self._pause(who, job_id, Capability.RESUME, RESUMABLE, Phase.STARTING)
 
     async def _pause(self, who: Principal, job_id: str, cap: Capability, allowed: set[Phase], then: Phase) -> Job:
+        await self.flush_completions()
         row = await self._row(who, job_id)
         adapter = self.adapter(row["backend"])
         adapter.require(cap)
@@ -391,6 +425,7 @@ class JobService:
 
     async def delete(self, who: Principal, job_id: str) -> None:
         """Remove the job from the backend and mark it deleted (the record stays)."""
+        await self.flush_completions()
         row = await self._row(who, job_id)
         if row["deleted_at"] is not None:
             return

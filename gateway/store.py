@@ -286,10 +286,11 @@ class Store:
         now = row["created_at"]
 
         def work(conn: Connection) -> None:
+            # Parameters, not .values(): the statement stays the same, so its compiled form is reused.
             if idem is not None:
-                conn.execute(insert(idempotency_keys).values(tenant=idem[0], key=idem[1], body_hash=idem[2],
-                                                             job_id=row["id"], created_at=now))
-            conn.execute(insert(jobs).values(**row))
+                conn.execute(insert(idempotency_keys), {"tenant": idem[0], "key": idem[1], "body_hash": idem[2],
+                                                        "job_id": row["id"], "created_at": now})
+            conn.execute(insert(jobs), row)
             if row["labels"]:
                 conn.execute(insert(job_labels), [{"job_id": row["id"], "key": k, "value": v}
                                                   for k, v in row["labels"].items()])
@@ -307,6 +308,21 @@ class Store:
                     raise Conflict("idempotency key already used", extra={"job_id": found[1],
                                                                           "body_hash": found[0]}) from err
             raise
+        self._keep(dict(row))
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        if self._rows is None:
+            return
+        self._rows[row["id"]] = row
+        if len(self._rows) > self._cache_size:
+            self._rows.popitem(last=False)
+
+    def remember(self, job_id: str, **changes: Any) -> bool:
+        """SQLite mode: update the cached row ahead of a write-behind (False when not cached)."""
+        if self._rows is None or job_id not in self._rows:
+            return False
+        self._rows[job_id] = {**self._rows[job_id], **changes}
+        return True
 
     async def idempotent(self, tenant: str, key: str) -> tuple[str, str] | None:
         """(body_hash, job_id) stored for an idempotency key."""
@@ -321,28 +337,32 @@ class Store:
         """Update columns of one job (not its phase: use apply_status)."""
         values["updated_at"] = time.time()
         self._forget([job_id])
-        await self.run(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values)))
+        stmt = update(jobs).where(jobs.c.id == bindparam("b_id")).values({k: bindparam(f"b_{k}") for k in values})
+        params = {"b_id": job_id, **{f"b_{k}": v for k, v in values.items()}}
+        await self.run(lambda conn: conn.execute(stmt, params))
 
     async def apply_status(self, job_id: str, status: dict[str, Any], source: str, **extra: Any) -> bool:
         """Store a new status; a phase change adds a transition. A terminal job keeps its phase.
         Returns True when the phase changed."""
         self._forget([job_id])
-        changed = await self.run(self._apply_many, [(job_id, status)], source, extra)
+        changed = await self.run(self._apply_many, [(job_id, status)], source, extra, {})
         self._forget([job_id])
         return changed > 0
 
-    async def apply_statuses(self, updates: Sequence[tuple[str, dict[str, Any]]], source: str) -> int:
+    async def apply_statuses(self, updates: Sequence[tuple[str, dict[str, Any]]], source: str,
+                             extra: dict[str, Any] | None = None, keep_cache: bool = False) -> int:
         """apply_status for many jobs in one transaction (a sync page): a handful of statements instead
-        of four per job. Returns the number of phase changes."""
+        of four per job. `extra` maps a job id to more columns for it. Returns the phase changes."""
         if not updates:
             return 0
         ids = [job_id for job_id, _ in updates]
-        changed = await self.run(self._apply_many, list(updates), source, {})
-        self._forget(ids)
+        changed = await self.run(self._apply_many, list(updates), source, {}, extra or {})
+        if not keep_cache:
+            self._forget(ids)
         return changed
 
     def _apply_many(self, conn: Connection, updates: list[tuple[str, dict[str, Any]]], source: str,
-                    extra: dict[str, Any]) -> int:
+                    extra: dict[str, Any], per_job: dict[str, dict[str, Any]]) -> int:
         now = time.time()
         ids = [job_id for job_id, _ in updates]
         q = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
@@ -372,6 +392,14 @@ class Store:
             conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(
                 phase=bindparam("b_phase"), terminal=bindparam("b_terminal"), status=bindparam("b_status"),
                 updated_at=now, **extra), params)
+        by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for job_id, cols in per_job.items():
+            if job_id in current:
+                by_keys.setdefault(tuple(sorted(cols)), []).append(
+                    {"b_id": job_id, **{f"b_{k}": v for k, v in cols.items()}})
+        for keys, rows in by_keys.items():
+            conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(
+                **{k: bindparam(f"b_{k}") for k in keys}), rows)
         if moved:
             seqs = dict(conn.execute(select(transitions.c.job_id, func.max(transitions.c.seq)).where(
                 transitions.c.job_id.in_([m[0]["id"] for m in moved])).group_by(transitions.c.job_id)).all())
@@ -541,8 +569,10 @@ class Store:
         return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def live_jobs(self, backend: str) -> list[dict[str, Any]]:
-        """Submitted, non-terminal, not deleted jobs of a backend (what a sync cycle looks at)."""
-        q = select(jobs).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
+        """Submitted, non-terminal, not deleted jobs of a backend (what a sync cycle looks at): only the
+        columns a sync needs, so a cycle over thousands of jobs decodes no specs or reports."""
+        q = select(jobs.c.id, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.phase,
+                   jobs.c.status, jobs.c.cancel_requested, jobs.c.created_at).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
                                jobs.c.submit_state == "submitted", jobs.c.deleted_at.is_(None))
         return await self.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 

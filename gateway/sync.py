@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.store import Store
 
 log = structlog.get_logger(__name__)
 
+CLOCK_SLACK_SECONDS = 300.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
 
@@ -51,6 +53,7 @@ class BackendSync:
     adapter: Adapter
     store: Store
     page_size: int = 500
+    flush: Callable[[], Awaitable[None]] | None = None
     failing: bool = False
     last: CycleStats = field(default_factory=CycleStats)
     last_ok: float | None = None
@@ -63,6 +66,8 @@ class BackendSync:
         """One pass over the backend; raises the vendor error when the poll fails."""
         started = time.monotonic()
         stats = CycleStats()
+        if self.flush is not None:
+            await self.flush()
         live = await self.store.live_jobs(self.backend)
         adopt = self.adapter.config.adopt_external
         if not live and not adopt:
@@ -71,9 +76,12 @@ class BackendSync:
         by_vid = {r["backend_job_id"]: r for r in live}
         unseen = set(by_vid)
         known: set[str] | None = await self.store.known_vendor_ids(self.backend) if adopt else None
+        # Only vendor jobs created since our oldest live job can be ours (minus slack for clock skew);
+        # older vendor jobs would cost pages and no news.
+        since = None if adopt else min(r["created_at"] for r in live) - CLOCK_SLACK_SECONDS
         offset, more = 0, True
         while more and (unseen or adopt):
-            page, more = await self.adapter.list_page(offset, self.page_size, active_only=not adopt)
+            page, more = await self.adapter.list_page(offset, self.page_size, active_only=not adopt, since=since)
             stats.list_requests += 1
             offset += len(page)
             batch: list[tuple[str, dict[str, Any]]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -63,10 +64,16 @@ class ModelArtsAdapter(Adapter):
         except BackendNotFound:
             return None
 
-    async def list_page(self, offset: int, limit: int, active_only: bool = False) -> tuple[list[VendorJob], bool]:
-        filters = [{"key": "phase", "operator": "in", "value": ["Creating", "Pending", "Running", "Terminating"]}] \
-            if active_only else None
-        res = await self.client.search(offset, min(limit, 50), filters)
+    async def list_page(self, offset: int, limit: int, active_only: bool = False,
+                        since: float | None = None) -> tuple[list[VendorJob], bool]:
+        filters: list[dict[str, Any]] = []
+        if active_only:
+            filters.append({"key": "phase", "operator": "in",
+                            "value": ["Creating", "Pending", "Running", "Terminating"]})
+        if since is not None:
+            filters.append({"key": "create_time", "operator": "between",
+                            "value": [int(since * 1000), int((time.time() + 86400) * 1000)]})
+        res = await self.client.search(offset, min(limit, 50), filters or None)
         items = res.get("items") or []
         return [self._job(i) for i in items], offset + len(items) < int(res.get("total") or 0)
 

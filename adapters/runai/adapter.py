@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -62,9 +63,13 @@ class RunaiAdapter(Adapter):
         except BackendNotFound:
             return None
 
-    async def list_page(self, offset: int, limit: int, active_only: bool = False) -> tuple[list[VendorJob], bool]:
-        filters = ["phase!=Completed", "phase!=Failed"] if active_only else None
-        page = await self.client.list_workloads(offset, min(limit, 500), filters)
+    async def list_page(self, offset: int, limit: int, active_only: bool = False,
+                        since: float | None = None) -> tuple[list[VendorJob], bool]:
+        filters = ["phase!=Completed", "phase!=Failed"] if active_only else []
+        if since is not None:
+            stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            filters.append(f"createdAt>={stamp}")
+        page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt")
         jobs = [self._job(w) for w in page.get("workloads") or [] if w.get("type") in ("Training", "Distributed")]
         return jobs, page.get("next") is not None
 
