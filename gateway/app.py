@@ -391,6 +391,8 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         tasks.append(asyncio.create_task(leased(store, "reconcile", owner, ttl, reconcile_step(service, config)),
                                          name="reconcile"))
         tasks.append(asyncio.create_task(WebhookDeliverer(store, config, session, owner).run(), name="webhooks"))
+        if store.is_sqlite:
+            tasks.append(asyncio.create_task(store.checkpoint_loop(), name="sqlite-checkpoint"))
         yield
         for t in tasks:
             t.cancel()

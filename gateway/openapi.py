@@ -96,6 +96,11 @@ def _json(ref: str, description: str = "OK") -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
+# OpenAPI links: what a client (and schemathesis' stateful tests) can do next with a new job.
+JOB_LINKS = {name: {"operationId": op, "parameters": {"id": "$response.body#/id"}}
+             for name, op in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("SuspendJob", "suspendJob"),
+                              ("ResumeJob", "resumeJob"), ("JobEvents", "jobEvents"), ("JobLogs", "jobLogs"),
+                              ("DeleteJob", "deleteJob"), ("MigrateJob", "migrateJob"))}
 JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
@@ -120,7 +125,8 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/JobSpec"}}}},
-                "responses": {"201": _json("Job", "Created (or replayed)"), "200": _json("DryRun", "Dry run"),
+                "responses": {"201": {**_json("Job", "Created (or replayed)"), "links": JOB_LINKS},
+                              "200": _json("DryRun", "Dry run"),
                               **_problem_responses(400, 409, 413, 422, 502, 503), **auth},
             },
             "get": {

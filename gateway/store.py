@@ -6,6 +6,7 @@ every phase change is a transition row; terminal rows never change phase again.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -271,6 +272,29 @@ class Store:
             return max(v for v, _, _ in MIGRATIONS)
 
         return await self.run(work)
+
+    async def checkpoint_loop(self, every: float = 0.5) -> None:
+        """SQLite: move the WAL into the database from a worker thread, so that no commit on the event
+        loop ever pays for a checkpoint's fsync (auto-checkpoints are off on the loop's connections)."""
+        if self.sync_engine is None:
+            return
+        import sqlite3
+
+        path = make_url(self.url).database or ":memory:"
+
+        def run() -> None:
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(run)
+            except Exception as err:
+                log.warning("sqlite_checkpoint_failed", error=str(err))
 
     async def close(self) -> None:
         """Dispose of the connection pools."""
@@ -641,4 +665,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA wal_autocheckpoint=0")  # Store.checkpoint_loop does it off the event loop
     cur.close()

@@ -25,6 +25,7 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 CLOCK_SLACK_SECONDS = 300.0
+YIELD_EVERY = 100
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
 
@@ -95,7 +96,9 @@ class BackendSync:
                 elif known is not None and vid not in known:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
-            await self.store.apply_statuses(batch, "sync")  # one transaction per page
+            for start in range(0, len(batch), YIELD_EVERY):
+                await self.store.apply_statuses(batch[start:start + YIELD_EVERY], "sync")
+                await asyncio.sleep(0)  # let API requests in between: the SQLite store works inline
             stats.updated += len(batch)
             if not page:
                 break

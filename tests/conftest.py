@@ -21,6 +21,29 @@ CLUSTER = "71f69d83-ba66-4822-adf5-55ce55efd210"
 PROJECT = "0123456789abcdef0123456789abcdef"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the reliability suite in its long mode (more jobs, longer outages)")
+
+
+@pytest.fixture(scope="session")
+def long_mode(request: pytest.FixtureRequest) -> bool:
+    """True under --long."""
+    return bool(request.config.getoption("--long"))
+
+
+def record_figures(test: str, **figures: Any) -> None:
+    """Append a reliability test's figures to $TJG_FIGURES (JSON lines), when set."""
+    import json
+    import os
+    import time
+
+    path = os.environ.get("TJG_FIGURES")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, "at": time.time(), **figures}) + "\n")
+
+
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1."""
     with socket.socket() as s:

@@ -66,7 +66,7 @@ async def wait_http(url: str, within: float = 30) -> None:
 
 
 def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port: int,
-                 **extra: Any) -> Path:
+                 backend_extra: dict[str, Any] | None = None, **extra: Any) -> Path:
     """A gateway config whose backends are external simulator processes."""
     cfg: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port},
@@ -81,6 +81,8 @@ def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port
              "sync_interval": 0.5, "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}},
         ],
     }
+    for b in cfg["backends"]:
+        b.update(backend_extra or {})
     cfg.update(extra)
     path.write_text(yaml.safe_dump(cfg))
     return path
