@@ -70,6 +70,11 @@ class LogChunk:
     full_size: int
 
 
+# Status polls are repeated by the sync loop anyway: a poll gives up sooner than other reads, so a
+# backend outage shows as `stale` within seconds rather than after a full retry budget.
+POLL_ATTEMPTS = 2
+
+
 class Adapter(abc.ABC):
     """One vendor behind the neutral model. Subclasses declare what they cannot do, with a reason."""
 

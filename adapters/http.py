@@ -189,7 +189,7 @@ class Transport:
         return delay
 
     async def request(self, method: str, path: str, *, query: Query | None = None, body: Any = None,
-                      idempotent: bool = True) -> Response:
+                      idempotent: bool = True, attempts: int | None = None) -> Response:
         """Send with retries: idempotent calls retry on 429, 5xx and network errors; others only
         when the vendor certainly did not apply them (429, not sent). Ambiguous outcomes raise
         AmbiguousCreate for the caller to resolve."""
@@ -211,7 +211,7 @@ class Transport:
                     raise
                 retry_after = err.retry_after
             attempt += 1
-            if attempt >= self.config.retry.attempts or not self.budget.take():
+            if attempt >= (attempts or self.config.retry.attempts) or not self.budget.take():
                 raise BackendUnavailable(f"{self.config.name}: gave up after {attempt} attempts",
                                          backend=self.config.name)
             await asyncio.sleep(self.backoff(attempt, retry_after))

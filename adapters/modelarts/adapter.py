@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.base import REGISTRY, Adapter, Capability, Handle, LogChunk, VendorJob
+from adapters.base import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, LogChunk, VendorJob
 from adapters.modelarts import translate as tr
 from adapters.modelarts.client import ModelArtsClient
 from adapters.translation import Translation
@@ -60,7 +60,7 @@ class ModelArtsAdapter(Adapter):
 
     async def get(self, handle: Handle) -> VendorJob | None:
         try:
-            return self._job(await self.client.show(handle.backend_job_id))
+            return self._job(await self.client.show(handle.backend_job_id, attempts=POLL_ATTEMPTS))
         except BackendNotFound:
             return None
 
@@ -73,7 +73,7 @@ class ModelArtsAdapter(Adapter):
         if since is not None:
             filters.append({"key": "create_time", "operator": "between",
                             "value": [int(since * 1000), int((time.time() + 86400) * 1000)]})
-        res = await self.client.search(offset, min(limit, 50), filters or None)
+        res = await self.client.search(offset, min(limit, 50), filters or None, attempts=POLL_ATTEMPTS)
         items = res.get("items") or []
         return [self._job(i) for i in items], offset + len(items) < int(res.get("total") or 0)
 

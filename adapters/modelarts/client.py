@@ -72,17 +72,18 @@ class ModelArtsClient:
         """POST /v2/{project}/training-jobs (never retried blindly)."""
         return await self.transport.request("POST", f"{self.base}/training-jobs", body=body, idempotent=False)
 
-    async def show(self, job_id: str) -> dict[str, Any]:
+    async def show(self, job_id: str, attempts: int | None = None) -> dict[str, Any]:
         """GET one job."""
-        return dict((await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}")).body or {})
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}", attempts=attempts)
+        return dict(r.body or {})
 
     async def search(self, offset: int = 0, limit: int = 50, filters: list[dict[str, Any]] | None = None,
-                     order: str = "asc") -> dict[str, Any]:
+                     order: str = "asc", attempts: int | None = None) -> dict[str, Any]:
         """POST training-job-searches (a read: retried like any idempotent call)."""
         body = {"offset": offset, "limit": limit, "sort_by": "create_time", "order": order,
                 "filters": filters or []}
-        return dict((await self.transport.request("POST", f"{self.base}/training-job-searches", body=body)).body
-                    or {})
+        r = await self.transport.request("POST", f"{self.base}/training-job-searches", body=body, attempts=attempts)
+        return dict(r.body or {})
 
     async def terminate(self, job_id: str) -> None:
         """POST actions {action_type: terminate}."""

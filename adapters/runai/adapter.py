@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.base import REGISTRY, Adapter, Capability, Handle, VendorJob
+from adapters.base import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
 from adapters.runai import translate as tr
 from adapters.runai.client import RunaiClient
 from adapters.translation import Translation
@@ -59,7 +59,8 @@ class RunaiAdapter(Adapter):
 
     async def get(self, handle: Handle) -> VendorJob | None:
         try:
-            return self._job(await self.client.workload(handle.backend_job_id), handle.vendor_kind)
+            return self._job(await self.client.workload(handle.backend_job_id, attempts=POLL_ATTEMPTS),
+                             handle.vendor_kind)
         except BackendNotFound:
             return None
 
@@ -69,7 +70,8 @@ class RunaiAdapter(Adapter):
         if since is not None:
             stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
             filters.append(f"createdAt>={stamp}")
-        page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt")
+        page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt",
+                                                attempts=POLL_ATTEMPTS)
         jobs = [self._job(w) for w in page.get("workloads") or [] if w.get("type") in ("Training", "Distributed")]
         return jobs, page.get("next") is not None
 

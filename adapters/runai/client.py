@@ -132,9 +132,9 @@ class RunaiClient:
         """POST /api/v1/workloads/{trainings|distributed} (never retried blindly)."""
         return await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}", body=body, idempotent=False)
 
-    async def workload(self, workload_id: str) -> dict[str, Any]:
+    async def workload(self, workload_id: str, attempts: int | None = None) -> dict[str, Any]:
         """GET /api/v1/workloads/{id}."""
-        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}")
+        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}", attempts=attempts)
         return dict(r.body or {})
 
     async def training(self, kind: str, workload_id: str) -> dict[str, Any]:
@@ -143,7 +143,8 @@ class RunaiClient:
         return dict(r.body or {})
 
     async def list_workloads(self, offset: int = 0, limit: int = 50, filters: list[str] | None = None,
-                   deleted: bool | None = None, sort_by: str | None = None) -> dict[str, Any]:
+                   deleted: bool | None = None, sort_by: str | None = None,
+                   attempts: int | None = None) -> dict[str, Any]:
         """GET /api/v1/workloads with filterBy (comma-joined)."""
         q: Query = [("offset", str(offset)), ("limit", str(limit))]
         if filters:
@@ -152,7 +153,7 @@ class RunaiClient:
             q.append(("deleted", "true" if deleted else "false"))
         if sort_by:
             q += [("sortBy", sort_by), ("sortOrder", "asc")]
-        r = await self.transport.request("GET", "/api/v1/workloads", query=q)
+        r = await self.transport.request("GET", "/api/v1/workloads", query=q, attempts=attempts)
         return dict(r.body or {})
 
     async def action(self, kind: str, workload_id: str, action: str) -> None:
