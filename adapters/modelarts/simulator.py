@@ -147,8 +147,14 @@ class ModelArtsSimulator:
             return None
         return j
 
-    def _not_found(self, request: web.Request) -> web.Response:
-        return _fail(400, "ModelArts.2775", f"Training job {request.match_info['job_id']} not found.")
+    async def _target(self, request: web.Request) -> TrainingJob | web.Response:
+        """The authenticated request's job, or the 401 / 400 ModelArts.2775 to answer."""
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        j = self._get(request)
+        if j is None:
+            return _fail(400, "ModelArts.2775", f"Training job {request.match_info['job_id']} not found.")
+        return j
 
     # -- handlers ----------------------------------------------------------------------
     async def create(self, request: web.Request) -> web.Response:
@@ -219,30 +225,24 @@ class ModelArtsSimulator:
         return ids
 
     async def show(self, request: web.Request) -> web.Response:
-        if (denied := await self._auth(request)) is not None:
-            return denied
-        j = self._get(request)
-        if j is None:
-            return self._not_found(request)
+        j = await self._target(request)
+        if isinstance(j, web.Response):
+            return j
         return _reply(200, self.record(j, time.monotonic()))
 
     async def delete(self, request: web.Request) -> web.Response:
-        if (denied := await self._auth(request)) is not None:
-            return denied
-        j = self._get(request)
-        if j is None:
-            return self._not_found(request)
+        j = await self._target(request)
+        if isinstance(j, web.Response):
+            return j
         j.deleted = True
         self.names.pop((j.project_id, j.name), None)
         request[COMMITTED] = True
         return _reply(202, {})
 
     async def action(self, request: web.Request) -> web.Response:
-        if (denied := await self._auth(request)) is not None:
-            return denied
-        j = self._get(request)
-        if j is None:
-            return self._not_found(request)
+        j = await self._target(request)
+        if isinstance(j, web.Response):
+            return j
         try:
             body = await request.json()
         except ValueError:
@@ -329,11 +329,9 @@ class ModelArtsSimulator:
                             "items": [self.record(j, now) for j in page]})
 
     async def logs(self, request: web.Request) -> web.Response:
-        if (denied := await self._auth(request)) is not None:
-            return denied
-        j = self._get(request)
-        if j is None:
-            return self._not_found(request)
+        j = await self._target(request)
+        if isinstance(j, web.Response):
+            return j
         task = request.match_info["task_id"]
         if task not in {f"worker-{i}" for i in range(j.node_count)}:
             return _fail(400, "ModelArts.2775", f"Task {task} of training job {j.id} not found.")
@@ -349,11 +347,9 @@ class ModelArtsSimulator:
         return _reply(200, {"content": content, "current_size": len(content), "full_size": len(content)})
 
     async def events(self, request: web.Request) -> web.Response:
-        if (denied := await self._auth(request)) is not None:
-            return denied
-        j = self._get(request)
-        if j is None:
-            return self._not_found(request)
+        j = await self._target(request)
+        if isinstance(j, web.Response):
+            return j
         q = request.query
         try:
             offset = int(q.get("offset", "0"))

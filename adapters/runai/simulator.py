@@ -291,20 +291,25 @@ class RunaiSimulator:
             return None
         return w
 
-    async def get_training(self, request: web.Request) -> web.Response:
+    async def _target(self, request: web.Request, kind: str | None) -> Workload | web.Response:
+        """The authenticated request's workload, or the 401/404 to answer."""
         if (denied := await self._authed(request)) is not None:
             return denied
-        w = self._find(request, _kind(request))
+        w = self._find(request, kind)
         if w is None:
             return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        return w
+
+    async def get_training(self, request: web.Request) -> web.Response:
+        w = await self._target(request, _kind(request))
+        if isinstance(w, web.Response):
+            return w
         return _json(200, self.training_record(w, time.monotonic()))
 
     async def delete(self, request: web.Request) -> web.Response:
-        if (denied := await self._authed(request)) is not None:
-            return denied
-        w = self._find(request, _kind(request))
-        if w is None:
-            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        w = await self._target(request, _kind(request))
+        if isinstance(w, web.Response):
+            return w
         now = time.monotonic()
         if w.deleted_at is None:
             w.deleted_at = now
@@ -315,11 +320,9 @@ class RunaiSimulator:
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
     async def suspend(self, request: web.Request) -> web.Response:
-        if (denied := await self._authed(request)) is not None:
-            return denied
-        w = self._find(request, _kind(request))
-        if w is None:
-            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        w = await self._target(request, _kind(request))
+        if isinstance(w, web.Response):
+            return w
         now = time.monotonic()
         phase = self.phase(w, now)
         if phase in TERMINAL or phase == "Deleting":
@@ -331,11 +334,9 @@ class RunaiSimulator:
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
     async def resume(self, request: web.Request) -> web.Response:
-        if (denied := await self._authed(request)) is not None:
-            return denied
-        w = self._find(request, _kind(request))
-        if w is None:
-            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        w = await self._target(request, _kind(request))
+        if isinstance(w, web.Response):
+            return w
         now = time.monotonic()
         phase = self.phase(w, now)
         if phase in TERMINAL or phase == "Deleting":
@@ -468,11 +469,9 @@ class RunaiSimulator:
         return _json(200, {"count": len(rows)})
 
     async def get_workload(self, request: web.Request) -> web.Response:
-        if (denied := await self._authed(request)) is not None:
-            return denied
-        w = self._find(request, None)
-        if w is None:
-            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        w = await self._target(request, None)
+        if isinstance(w, web.Response):
+            return w
         return _json(200, self.workload_record(w, time.monotonic()))
 
     async def events(self, request: web.Request) -> web.Response:
