@@ -386,7 +386,8 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         syncs = {name: BackendSync(a, store, flush=service.flush_completions) for name, a in adapters_.items()}
         app[SYNCS] = syncs
         await service.recover()
-        tasks = [asyncio.create_task(leased(store, f"sync:{n}", owner, ttl, s.step), name=f"sync-{n}")
+        service.on_submitted = {n: s.wake for n, s in syncs.items()}
+        tasks = [asyncio.create_task(leased(store, f"sync:{n}", owner, ttl, s.step, s.wake), name=f"sync-{n}")
                  for n, s in syncs.items()]
         tasks.append(asyncio.create_task(leased(store, "reconcile", owner, ttl, reconcile_step(service, config)),
                                          name="reconcile"))

@@ -20,9 +20,10 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable[[], Awaitable[float]]) -> None:
-    """Run `step` repeatedly while holding lease `name`; it returns how long to wait before the next.
-    Another replica takes over within `ttl` after this one dies."""
+async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable[[], Awaitable[float]],
+                 wake: asyncio.Event | None = None) -> None:
+    """Run `step` repeatedly while holding lease `name`; it returns how long to wait before the next
+    (cut short when `wake` is set). Another replica takes over within `ttl` after this one dies."""
     holding = False
     try:
         while True:
@@ -40,7 +41,15 @@ async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable
             wait = await step()
             while wait > 0:  # sleep in slices, renewing the lease in between
                 chunk = min(wait, ttl / 3)
-                await asyncio.sleep(chunk)
+                if wake is None:
+                    await asyncio.sleep(chunk)
+                else:
+                    try:
+                        await asyncio.wait_for(wake.wait(), chunk)
+                        wake.clear()
+                        break
+                    except TimeoutError:
+                        pass
                 wait -= chunk
                 if wait > 0 and not await store.acquire_lease(name, owner, ttl):
                     break

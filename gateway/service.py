@@ -101,6 +101,7 @@ class JobService:
     _inflight: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _completions: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)
     _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def adapter(self, backend: str) -> Adapter:
@@ -202,6 +203,10 @@ class JobService:
         # Single-writer SQLite: the row cache is the truth for this process, so the completion can be
         # written just behind the response, batched. A crash before that write leaves the job pending,
         # and pending jobs are settled by the vendor-name lookup: nothing is lost or doubled.
+        if row_backend := (await self.store.get(job_id) or {}).get("backend"):
+            wake = self.on_submitted.get(row_backend)
+            if wake is not None:
+                wake.set()  # a new live job: poll soon rather than at the quiet interval
         if write_behind and self.store.remember(job_id, phase=st["phase"], terminal=bool(st["terminal"]),
                                                 status=st, **cols):
             self._completions.append((job_id, st, cols))

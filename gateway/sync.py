@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 CLOCK_SLACK_SECONDS = 300.0
 YIELD_EVERY = 100
+MIN_CYCLE_GAP = 0.25
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
 
@@ -55,6 +56,8 @@ class BackendSync:
     store: Store
     page_size: int = 500
     flush: Callable[[], Awaitable[None]] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_start: float = 0.0
     failing: bool = False
     last: CycleStats = field(default_factory=CycleStats)
     last_ok: float | None = None
@@ -144,6 +147,10 @@ class BackendSync:
 
     async def step(self) -> float:
         """One guarded cycle; returns the seconds to wait before the next."""
+        gap = MIN_CYCLE_GAP - (time.monotonic() - self._last_start)
+        if gap > 0:  # woken by a burst of submits: still at most a few cycles a second
+            await asyncio.sleep(gap)
+        self._last_start = time.monotonic()
         try:
             await self.cycle()
             if self.failing:
