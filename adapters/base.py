@@ -56,7 +56,7 @@ class VendorJob:
     handle: Handle
     status: JobStatus
     project: str | None = None
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)  # filled by Adapter.describe (imports only)
     raw: dict[str, Any] = field(default_factory=dict)
     job_id_hint: str | None = None  # the gateway job id the vendor record carries, if any
 

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 CLOCK_SLACK_SECONDS = 300.0
 YIELD_EVERY = 100
-MIN_CYCLE_GAP = 0.25
+MIN_CYCLE_GAP = 1.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
 

@@ -44,8 +44,13 @@ class ModelArtsAdapter(Adapter):
         status = tr.normalize_phase(st.get("phase"), st.get("secondary_phase"), failed[0] if failed else None)
         m = JOB_ID_IN_DESCRIPTION.search(str(meta.get("description") or ""))
         return VendorJob(handle=Handle(str(meta.get("id")), str(meta.get("name")), "training"), status=status,
-                         project=str(meta.get("workspace_id") or "0"), spec=tr.spec_from_vendor(record, self.name),
+                         project=str(meta.get("workspace_id") or "0"),
                          raw=record, job_id_hint=m.group(1) if m else None)
+
+    async def describe(self, job: VendorJob) -> VendorJob:
+        # The spec is only rebuilt for jobs being imported: a sync page skips that work.
+        job.spec = tr.spec_from_vendor(job.raw, self.name)
+        return job
 
     async def _create(self, translation: Translation) -> VendorJob:
         r = await self.client.create(translation.body)

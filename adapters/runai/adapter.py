@@ -43,7 +43,7 @@ class RunaiAdapter(Adapter):
                 hint = a.get("value")
         return VendorJob(handle=Handle(wid, str(record.get("name")), vkind), status=status,
                          project=str(record["projectId"]) if record.get("projectId") is not None else None,
-                         spec=tr.spec_from_vendor(record, self.name), raw=record, job_id_hint=hint)
+                         raw=record, job_id_hint=hint)
 
     async def _create(self, translation: Translation) -> VendorJob:
         r = await self.client.create(translation.kind, translation.body)
@@ -83,6 +83,7 @@ class RunaiAdapter(Adapter):
             return job
         full = self._job(record, job.handle.vendor_kind)
         full.status = job.status
+        full.spec = tr.spec_from_vendor(record, self.name)
         return full
 
     async def cancel(self, handle: Handle) -> None:

@@ -55,6 +55,14 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
 
 
+def _epoch(iso: str) -> float:
+    """An ISO 8601 timestamp (Z or offset) as epoch seconds."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError as err:
+        raise ValueError(f"invalid timestamp {iso!r}") from err
+
+
 def _kind(request: web.Request) -> str:
     """`trainings` or `distributed`, from /api/v1/workloads/<kind>/..."""
     return request.path.split("/")[4]
@@ -414,18 +422,28 @@ class RunaiSimulator:
         deleted = q.get("deleted", "false").lower() == "true"
         search = (q.get("search") or "").lower()
         now = time.monotonic()
+        # createdAt bounds are compared as numbers: formatting every job's timestamp made a list of
+        # thousands of jobs slow enough to hold up the simulator's other requests.
+        since = [_epoch(v) for k, op, v in filters if k == "createdAt" and op == ">="]
+        rest = [(k, op, v) for k, op, v in filters if not (k == "createdAt" and op == ">=")]
+        floor = max(since) if since else None
         out = []
         for w in self.order:
+            if floor is not None and w.created_at < floor:
+                continue
             gone = self.phase(w, now) == GONE
             if deleted != (w.deleted_at is not None) or (not deleted and gone):
                 continue
             if search and search not in w.name.lower():
                 continue
-            if all(self._match(self._value(w, k, now), op, v) for k, op, v in filters):
+            if all(self._match(self._value(w, k, now), op, v) for k, op, v in rest):
                 out.append(w)
         sort_by = q.get("sortBy")
         desc = q.get("sortOrder", "asc").lower() == "desc"
-        if sort_by:
+        if sort_by == "createdAt":  # self.order is creation order already
+            if desc:
+                out.reverse()
+        elif sort_by:
             out.sort(key=lambda w: str(self._value(w, sort_by, now) or ""), reverse=desc)
         elif desc:
             out.reverse()
