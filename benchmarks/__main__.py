@@ -375,9 +375,10 @@ How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submi
 **The submit target does not hold here, and why.** On loopback the simulator answers a create in
 about 0.5 ms. The gateway makes that same call, plus a durable store write before it (the job must
 exist before the vendor is asked) and an HTTP hop in front of it; in this Python service that costs
-about 2 ms, so p50 comes out 3-5x the direct figure, not 2x. With the vendor answering in 50 ms, as
-real control planes roughly do, the same path is within 1.1x (the "context" row). Under 16 concurrent
-clients the gateway is CPU-bound on one core next to the load generator and the simulator.
+about 2 ms, so p50 comes out 2.6-5x the direct figure, not 2x. The "context" row repeats the
+measurement with the vendor answering in 50 ms, as real control planes roughly do; across runs on
+this machine it ranged from 1.07x to 2.4x, and the cause of the high end is not yet found. Under 16
+concurrent clients the gateway is CPU-bound on one core next to the load generator and the simulator.
 """
     (ROOT / "docs" / "benchmarks.md").write_text(doc)
     return "\n".join(lines)
