@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -49,16 +49,22 @@ class GatewayClient:
             if r.status >= 400:
                 text = await r.text()
                 raise _problem(r.status, json.loads(text) if text else None)
+            async for item in iter_sse(r.content):
+                yield item
+
+
+async def iter_sse(lines: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, Any]]:
+    """Parse a Server-Sent Events stream into (event, JSON data) pairs."""
+    event, data = "message", ""
+    async for raw in lines:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+        elif line == "" and data:
+            yield event, json.loads(data)
             event, data = "message", ""
-            async for raw in r.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif line == "" and data:
-                    yield event, json.loads(data)
-                    event, data = "message", ""
 
 
 def _problem(status: int, data: Any) -> GatewayError:

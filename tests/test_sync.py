@@ -152,22 +152,15 @@ async def test_external_runai_job_shows_up_in_the_unified_list(tmp_path: Path) -
 
 async def read_sse(resp: aiohttp.ClientResponse, until_event: str | None = None, limit: int = 50,
                    within: float = 15) -> list[tuple[str, Any]]:
+    from gateway.client import iter_sse
+
     out: list[tuple[str, Any]] = []
-    event, data = "message", ""
 
     async def pump() -> None:
-        nonlocal event, data
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data += line[5:].strip()
-            elif line == "" and data:
-                out.append((event, json.loads(data)))
-                if event == until_event or len(out) >= limit:
-                    return
-                event, data = "message", ""
+        async for event, data in iter_sse(resp.content):
+            out.append((event, data))
+            if event == until_event or len(out) >= limit:
+                return
 
     await asyncio.wait_for(pump(), within)
     return out
