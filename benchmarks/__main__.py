@@ -11,9 +11,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +24,7 @@ import aiohttp
 import yaml
 
 from benchmarks.load import load
+from benchmarks.procs import Proc, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key-0123456789"
@@ -47,47 +45,6 @@ class Row:
     holds: str = "-"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Proc:
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log.open("ab")
-        self.p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-
-
-async def wait_up(url: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as s:
-        while True:
-            try:
-                async with s.get(url) as r:
-                    await r.read()
-                    return
-            except aiohttp.ClientError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
-
 class Lab:
     """Simulators and gateways as processes, in a scratch directory."""
 
@@ -98,10 +55,10 @@ class Lab:
 
     def start_sims(self) -> None:
         for vendor, port in (("runai", self.runai_port), ("modelarts", self.ma_port)):
-            self.procs.append(Proc(["-m", "gateway", "simulate", vendor, "--port", str(port), "--speed", "50"],
-                                   self.tmp / f"sim-{vendor}.log"))
-        asyncio.run(wait_up(f"http://127.0.0.1:{self.runai_port}/_sim/stats"))
-        asyncio.run(wait_up(f"http://127.0.0.1:{self.ma_port}/_sim/stats"))
+            self.procs.append(Proc(["simulate", vendor, "--port", str(port), "--speed", "50"],
+                                   self.tmp / f"sim-{vendor}.log").start())
+        asyncio.run(wait_http(f"http://127.0.0.1:{self.runai_port}/_sim/stats"))
+        asyncio.run(wait_http(f"http://127.0.0.1:{self.ma_port}/_sim/stats"))
 
     def gateway(self, db: Path) -> tuple[str, Proc]:
         port = free_port()
@@ -117,10 +74,10 @@ class Lab:
                     "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}}]}
         path = self.tmp / f"gw-{port}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = Proc(["-m", "gateway", "serve", "--config", str(path)], self.tmp / f"gw-{port}.log")
+        proc = Proc(["serve", "--config", str(path)], self.tmp / f"gw-{port}.log").start()
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        asyncio.run(wait_up(url + "/healthz"))
+        asyncio.run(wait_http(url + "/healthz"))
         return url, proc
 
     def stop(self) -> None:
@@ -173,9 +130,9 @@ def bench_get(lab: Lab, gw: str, duration: float) -> list[Row]:
     body_file = lab.tmp / "job.json"
     body_file.write_text(json.dumps(body))
     port = free_port()
-    bare = Proc(["-m", "benchmarks.bare", str(port), str(body_file)], lab.tmp / "bare.log")
+    bare = Proc([str(port), str(body_file)], lab.tmp / "bare.log", module="benchmarks.bare").start()
     lab.procs.append(bare)
-    asyncio.run(wait_up(f"http://127.0.0.1:{port}/v1/jobs/x"))
+    asyncio.run(wait_http(f"http://127.0.0.1:{port}/v1/jobs/x"))
     b = load(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration)
     g = load(f"{gw}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration)
     bare.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from adapters.simkit import build_simulator
+from benchmarks.procs import free_port
 from gateway.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +42,6 @@ def record_figures(test: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"test": test, "at": time.time(), **figures}) + "\n")
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def base_config(runai_url: str = "http://127.0.0.1:9101", ma_url: str = "http://127.0.0.1:9102",
@@ -208,20 +200,19 @@ async def fresh_pg_database(url: str) -> tuple[str, Any]:
 
     u = make_url(url)
     name = f"tjg_{_uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                  database=u.database)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
 
-    async def drop() -> None:
+    async def admin(sql: str) -> None:
         conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
                                      database=u.database)
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(sql)
         finally:
             await conn.close()
+
+    await admin(f'CREATE DATABASE "{name}"')
+
+    async def drop() -> None:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return str(u.set(database=name).render_as_string(hide_password=False)), drop
 
@@ -277,3 +268,14 @@ async def eventually(check: Any, within: float = 15.0, step: float = 0.1) -> Any
         await asyncio.sleep(step)
         value = await check()
     return value
+
+
+@pytest.fixture(scope="module")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
+    """A gateway (SQLite, simulated backends) served from its own thread, for synchronous clients."""
+    from gateway.app import create_app
+
+    db = Path(tmp_path_factory.mktemp("live")) / "tjg.db"
+    cfg = gateway_config(f"sqlite+aiosqlite:///{db}")
+    with AppThread(lambda: create_app(cfg)) as gw:
+        yield gw

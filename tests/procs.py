@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,55 +9,10 @@ import aiohttp
 import yaml
 
 from adapters.base import REGISTRY
-from tests.conftest import CLUSTER, PROJECT, base_config, free_port
+from benchmarks.procs import Proc, free_port, wait_http
+from tests.conftest import CLUSTER, PROJECT, base_config
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Proc:
-    """A child process with its output in a file."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.log = log
-        self.env = {**os.environ, **(env or {})}
-        self.p: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        out = self.log.open("ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "gateway", *self.args], cwd=ROOT, stdout=out,
-                                  stderr=subprocess.STDOUT, env=self.env)
-        return self
-
-    def kill(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.send_signal(signal.SIGKILL)
-            self.p.wait(10)
-
-    def stop(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-
-
-async def wait_http(url: str, within: float = 30) -> None:
-    """Until `url` answers (any status)."""
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as s:
-        while True:
-            try:
-                async with s.get(url) as r:
-                    await r.read()
-                    return
-            except aiohttp.ClientError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
+__all__ = ["Proc", "Simulators", "free_port", "wait_http", "write_config"]
 
 def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port: int,
                  backend_extra: dict[str, Any] | None = None, **extra: Any) -> Path:

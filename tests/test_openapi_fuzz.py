@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.app import create_app
 from gateway.openapi import openapi_document
-from tests.conftest import AppThread, gateway_config
+from tests.conftest import AppThread
 
 # /v1/events streams forever by design; it has its own tests.
 schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/events")
-
-
-@pytest.fixture(scope="module")
-def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
-    db = Path(tmp_path_factory.mktemp("fuzz")) / "tjg.db"
-    cfg = gateway_config(f"sqlite+aiosqlite:///{db}")
-    with AppThread(lambda: create_app(cfg)) as gw:
-        yield gw
 
 
 def test_document_is_valid_openapi() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.logs import configure_logging
 from gateway.openapi import openapi_document
@@ -28,17 +26,9 @@ pytestmark = pytest.mark.reliability
 OPS_KEY = {"Authorization": "Bearer ops-key-789"}
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
-    db = Path(tmp_path_factory.mktemp("rel")) / "tjg.db"
-    cfg = gateway_config(f"sqlite+aiosqlite:///{db}")
-    with AppThread(lambda: create_app(cfg)) as gw:
-        yield gw
-
-
-def test_stateful_schemathesis_finds_no_5xx(live: AppThread, long_mode: bool) -> None:
+def test_stateful_schemathesis_finds_no_5xx(live_gateway: AppThread, long_mode: bool) -> None:
     schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/events")
-    base = live.url
+    base = live_gateway.url
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
@@ -63,9 +53,9 @@ def test_stateful_schemathesis_finds_no_5xx(live: AppThread, long_mode: bool) ->
                                  lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
                                                                                      max_size=3),
                                  max_leaves=8))))
-def test_any_jobspec_is_422_or_accepted_never_500(live: AppThread, body: dict[str, Any]) -> None:
+def test_any_jobspec_is_422_or_accepted_never_500(live_gateway: AppThread, body: dict[str, Any]) -> None:
     async def post() -> int:
-        async with aiohttp.ClientSession() as s, s.post(live.url + "/v1/jobs?dry_run=true", json=body,
+        async with aiohttp.ClientSession() as s, s.post(live_gateway.url + "/v1/jobs?dry_run=true", json=body,
                                                         headers=OPS_KEY) as r:
             payload = await r.json(content_type=None)
             if r.status >= 400:
