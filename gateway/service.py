@@ -197,16 +197,18 @@ class JobService:
             self._inflight.discard(job_id)
 
     async def _adopted(self, job_id: str, handle: Handle, status: JobStatus, write_behind: bool = False) -> None:
+        row = await self.store.get(job_id)
+        if row is None:
+            return
+        wake = self.on_submitted.get(row["backend"])
+        if wake is not None:
+            wake.set()  # a new live job: poll soon rather than at the quiet interval
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
         st = status_json(status)
         # Single-writer SQLite: the row cache is the truth for this process, so the completion can be
         # written just behind the response, batched. A crash before that write leaves the job pending,
         # and pending jobs are settled by the vendor-name lookup: nothing is lost or doubled.
-        if row_backend := (await self.store.get(job_id) or {}).get("backend"):
-            wake = self.on_submitted.get(row_backend)
-            if wake is not None:
-                wake.set()  # a new live job: poll soon rather than at the quiet interval
         if write_behind and self.store.remember(job_id, phase=st["phase"], terminal=bool(st["terminal"]),
                                                 status=st, **cols):
             self._completions.append((job_id, st, cols))
@@ -214,10 +216,11 @@ class JobService:
                 self._later(self.flush_completions(delay=COMPLETION_BATCH_SECONDS))
         else:
             await self.store.apply_status(job_id, st, "vendor", **cols)
-        row = await self.store.get(job_id)
-        if row and row["cancel_requested"] and not row["terminal"]:
+        if row["cancel_requested"] and not st["terminal"]:
             await self.flush_completions()
-            await self._vendor_cancel(row)
+            adopted = await self.store.get(job_id)  # now with the vendor id
+            if adopted is not None:
+                await self._vendor_cancel(adopted)
 
     async def flush_completions(self, delay: float = 0.0) -> None:
         """Write the submit completions kept in memory (one transaction for all of them)."""

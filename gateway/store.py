@@ -368,7 +368,6 @@ class Store:
     async def apply_status(self, job_id: str, status: dict[str, Any], source: str, **extra: Any) -> bool:
         """Store a new status; a phase change adds a transition. A terminal job keeps its phase.
         Returns True when the phase changed."""
-        self._forget([job_id])
         changed = await self.run(self._apply_many, [(job_id, status)], source, extra, {})
         self._forget([job_id])
         return changed > 0
@@ -530,12 +529,6 @@ class Store:
         await self.run(lambda conn: conn.execute(update(outbox).where(
             outbox.c.id == row_id, outbox.c.lease_owner == owner).values(**values)))
 
-    async def outbox_pending(self) -> int:
-        """Deliveries not yet made."""
-        return await self.run(lambda conn: int(conn.execute(select(func.count()).select_from(outbox).where(
-            outbox.c.delivered_at.is_(None))).scalar_one()), write=False)
-
-    # -- reads --------------------------------------------------------------------------
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """One job row (callers must not change it: in SQLite mode it is the cached row)."""
         if self._rows is not None:
@@ -554,15 +547,6 @@ class Store:
             if len(self._rows) > self._cache_size:
                 self._rows.popitem(last=False)
         return row
-
-    async def by_vendor_id(self, backend: str, backend_job_id: str) -> dict[str, Any] | None:
-        """The job a vendor id belongs to."""
-        def work(conn: Connection) -> dict[str, Any] | None:
-            r = conn.execute(select(jobs).where(jobs.c.backend == backend,
-                                                jobs.c.backend_job_id == backend_job_id)).mappings().first()
-            return dict(r) if r else None
-
-        return await self.run(work, write=False)
 
     async def list_jobs(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on the (time-ordered) id."""
@@ -648,16 +632,6 @@ class Store:
         for start in range(0, len(rows), 5000):
             chunk = rows[start:start + 5000]
             await self.run(lambda conn, c=chunk: conn.execute(insert(jobs), c))
-
-    async def delete_job_rows(self, job_id: str) -> None:
-        """Remove a job completely (tests and tooling only; the API marks deleted instead)."""
-        def work(conn: Connection) -> None:
-            for t, col in ((jobs, jobs.c.id), (job_labels, job_labels.c.job_id),
-                           (transitions, transitions.c.job_id)):
-                conn.execute(delete(t).where(col == job_id))
-
-        self._forget([job_id])
-        await self.run(work)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
