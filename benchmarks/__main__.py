@@ -133,12 +133,22 @@ def bench_get(lab: Lab, gw: str, duration: float) -> list[Row]:
     bare = Proc([str(port), str(body_file)], lab.tmp / "bare.log", module="benchmarks.bare").start()
     lab.procs.append(bare)
     asyncio.run(wait_http(f"http://127.0.0.1:{port}/v1/jobs/x"))
-    b = load(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration)
-    g = load(f"{gw}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration)
+    # Alternate the two for several rounds and take the median ratio: on a small machine a single
+    # pair of runs swung from 0.4 to 0.9 with whatever else the scheduler was doing.
+    rounds = []
+    for _ in range(5):
+        b = load(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32,
+                 duration=duration / 2)
+        g = load(f"{gw}/v1/jobs/{job['id']}", headers=AUTH, concurrency=32, duration=duration / 2)
+        rounds.append((g["rps"] / b["rps"], g, b))
     bare.stop()
-    ratio = g["rps"] / b["rps"]
-    return [Row("GET /v1/jobs/{id} throughput (req/s)", f"{g['rps']:.0f}", f"{b['rps']:.0f} bare aiohttp",
-                f"{ratio:.2f}", ">= 0.6", "yes" if ratio >= 0.6 and not g["errors"] else "NO")]
+    rounds.sort(key=lambda r: r[0])
+    ratio, g, b = rounds[len(rounds) // 2]
+    spread = f"{rounds[0][0]:.2f}-{rounds[-1][0]:.2f}"
+    errors = sum(r[1]["errors"] for r in rounds)
+    return [Row(f"GET /v1/jobs/{{id}} throughput (req/s), median of 5 (ratio range {spread})", f"{g['rps']:.0f}",
+                f"{b['rps']:.0f} bare aiohttp", f"{ratio:.2f}", ">= 0.6",
+                "yes" if ratio >= 0.6 and not errors else "NO")]
 
 
 def bench_submit(lab: Lab, gw: str, duration: float) -> list[Row]:
@@ -317,8 +327,9 @@ Latest run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {platform.plat
 How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submit list rss sync translate`):
 
 * **GET /v1/jobs/{{id}}**: the gateway (`tjg serve`, SQLite store, log level warning) and a bare aiohttp
-  handler returning the very same JSON, each loaded for the same time by the same client (an aiohttp
-  pool of 32 connections in a separate process, `benchmarks/load.py`).
+  handler returning the very same JSON, loaded alternately (5 rounds each) by the same client (an
+  aiohttp pool of 32 connections in a separate process, `benchmarks/load.py`); the median round's
+  ratio is reported with the range of all five.
 * **submit**: `POST /v1/jobs` through the gateway against `POST /api/v1/workloads/trainings` straight to
   the same Run:ai simulator process with the body the gateway would send (4 concurrent clients). The
   gateway's figure includes validation, translation, two store transactions and the vendor call.
