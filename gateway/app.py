@@ -247,7 +247,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     only_query(request)
-    return reply(await request.app[SERVICE].get(request[PRINCIPAL], request.match_info["id"]))
+    body = await request.app[SERVICE].get_json(request[PRINCIPAL], request.match_info["id"])
+    return web.Response(body=body, content_type="application/json")
 
 
 async def job_action(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from gateway.store import ListFilters, Store, decode_token, encode_token
 log = structlog.get_logger(__name__)
 
 COMPLETION_BATCH_SECONDS = 0.01
+JSON_CACHE_SIZE = 10_000
 SUSPENDABLE = {Phase.QUEUED, Phase.STARTING, Phase.RUNNING}
 RESUMABLE = {Phase.SUSPENDED, Phase.SUSPENDING}
 
@@ -102,6 +103,7 @@ class JobService:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _completions: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)
+    _json: dict[str, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
     _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def adapter(self, backend: str) -> Adapter:
@@ -334,6 +336,19 @@ class JobService:
     async def get(self, who: Principal, job_id: str) -> Job:
         """One job the caller may see (another tenant's job is a 404)."""
         return to_job(await self._row(who, job_id))
+
+    async def get_json(self, who: Principal, job_id: str) -> bytes:
+        """get() as response bytes. In SQLite mode the store hands back the same row object until the
+        job changes, so the bytes made for that object are reused (PostgreSQL rows are new each time)."""
+        row = await self._row(who, job_id)
+        hit = self._json.get(job_id)
+        if hit is not None and hit[0] is row:
+            return hit[1]
+        body = to_job(row).model_dump_json().encode()
+        if len(self._json) >= JSON_CACHE_SIZE:
+            self._json.pop(next(iter(self._json)))
+        self._json[job_id] = (row, body)
+        return body
 
     async def list_jobs(self, who: Principal, f: ListFilters, limit: int, page_token: str | None) -> tuple[list[Job],
                                                                                                  str | None]:
