@@ -8,9 +8,9 @@ import adapters.modelarts.adapter
 import adapters.runai.adapter  # noqa: F401  (registers the adapters)
 from adapters.modelarts import translate as modelarts_translate
 from adapters.runai import translate as runai_translate
-from adapters.translation import Translation
-from gateway.config import BackendConfig
-from gateway.models import JobSpec
+from gateway.core.config import BackendConfig
+from gateway.core.models import JobSpec
+from gateway.core.translation import Translation
 
 Translator = Callable[[JobSpec, BackendConfig, str], Translation]
 

@@ -16,8 +16,8 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from gateway.config import BackendConfig
-from gateway.errors import (
+from gateway.core.config import BackendConfig
+from gateway.core.errors import (
     AmbiguousCreate,
     BackendAuthError,
     BackendConflict,
@@ -27,7 +27,7 @@ from gateway.errors import (
     BackendRejected,
     BackendUnavailable,
 )
-from gateway.metrics import BREAKER_OPEN, VENDOR_CALLS, VENDOR_LATENCY
+from gateway.core.metrics import BREAKER_OPEN, VENDOR_CALLS, VENDOR_LATENCY
 
 log = structlog.get_logger(__name__)
 

@@ -103,8 +103,8 @@ async def http(method: str, url: str, body: Any = None, headers: dict[str, str] 
 
 async def seed(db: Path, n: int) -> None:
     """A store with `n` finished jobs (bulk insert)."""
-    from gateway.models import JobStatus, Phase
-    from gateway.store import Store
+    from gateway.core.models import JobStatus, Phase
+    from gateway.store.jobs import Store
 
     store = Store(f"sqlite+aiosqlite:///{db}")
     await store.migrate()
@@ -229,12 +229,12 @@ def bench_rss(lab: Lab, big_db: Path, n: int) -> list[Row]:
 def bench_sync(n: int) -> list[Row]:
     async def run(vendor: str) -> tuple[int, float]:
         import adapters  # noqa: F401
-        from adapters.base import REGISTRY
         from adapters.simkit import start_simulator
-        from gateway.config import parse_config
-        from gateway.models import JobStatus, Phase
-        from gateway.store import Store
-        from gateway.sync import BackendSync
+        from gateway.background.sync import BackendSync
+        from gateway.core.adapter import REGISTRY
+        from gateway.core.config import parse_config
+        from gateway.core.models import JobStatus, Phase
+        from gateway.store.jobs import Store
 
         port = free_port()
         runner = await start_simulator(vendor, "127.0.0.1", port, speed=50.0)
@@ -289,8 +289,8 @@ def bench_sync(n: int) -> list[Row]:
 
 def bench_translate(seconds: float) -> list[Row]:
     import adapters
-    from gateway.config import parse_config
-    from gateway.models import parse_spec
+    from gateway.core.config import parse_config
+    from gateway.core.models import parse_spec
 
     cfg = parse_config({"backends": [
         {"name": "runai", "kind": "runai", "url": "http://x", "cluster_id": CLUSTER, "default_project": "1"},

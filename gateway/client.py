@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.errors import BadRequest, GatewayError
+from gateway.core.errors import BadRequest, GatewayError
 
 
 class GatewayClient:

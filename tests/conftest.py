@@ -13,7 +13,7 @@ from aiohttp import web
 
 from adapters.simkit import build_simulator
 from benchmarks.procs import free_port
-from gateway.config import Config, parse_config
+from gateway.core.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -273,7 +273,7 @@ async def eventually(check: Any, within: float = 15.0, step: float = 0.1) -> Any
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
     """A gateway (SQLite, simulated backends) served from its own thread, for synchronous clients."""
-    from gateway.app import create_app
+    from gateway.api.app import create_app
 
     db = Path(tmp_path_factory.mktemp("live")) / "tjg.db"
     cfg = gateway_config(f"sqlite+aiosqlite:///{db}")

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
-from gateway.config import Config
+from gateway.api.app import create_app
+from gateway.core.config import Config
 
 ALPHA = {"Authorization": "Bearer alpha-key-123"}
 BETA = {"Authorization": "Bearer beta-key-456"}

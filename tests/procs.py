@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from adapters.base import REGISTRY
 from benchmarks.procs import Proc, free_port, wait_http
+from gateway.core.adapter import REGISTRY
 from tests.conftest import CLUSTER, PROJECT, base_config
 
 __all__ = ["Proc", "Simulators", "free_port", "wait_http", "write_config"]

@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 
 import adapters  # noqa: F401  (registers the adapters)
-from adapters.base import REGISTRY, Adapter, Capability, Handle, Registry
-from adapters.translation import Translation
-from gateway.errors import BackendAuthError, BackendConflict, UnsupportedByBackend
-from gateway.ids import new_job_id
-from gateway.logs import configure_logging, register_secrets
-from gateway.models import Phase, parse_spec
+from gateway.core.adapter import REGISTRY, Adapter, Capability, Handle, Registry
+from gateway.core.errors import BackendAuthError, BackendConflict, UnsupportedByBackend
+from gateway.core.ids import new_job_id
+from gateway.core.logs import configure_logging, register_secrets
+from gateway.core.models import Phase, parse_spec
+from gateway.core.translation import Translation
 from tests.conftest import LoopSim, base_config, start_loop_sim
 
 SECRETS = ("tjg-demo-secret", "TJGDEMOSK")

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from adapters import translate_spec
-from gateway.config import Config
-from gateway.migrate import convert_spec
-from gateway.models import parse_spec
+from gateway.core.config import Config
+from gateway.core.models import parse_spec
+from gateway.service.migrate import convert_spec
 from tests.conftest import EXAMPLES, gateway_config
 from tests.gwkit import ALPHA, BETA, GW, spec, start_gateway
 
@@ -170,7 +170,7 @@ def test_cli_logs_prints_the_preview(tmp_path: Path) -> None:
 
     import aiohttp
 
-    from gateway.app import create_app
+    from gateway.api.app import create_app
     from tests.conftest import AppThread
 
     cfg = gateway_config(f"sqlite+aiosqlite:///{tmp_path}/cli.db")

@@ -6,7 +6,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.openapi import openapi_document
+from gateway.api.openapi import openapi_document
 from tests.conftest import AppThread
 
 # /v1/events streams forever by design; it has its own tests.

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.modelarts.translate import normalize_phase as ma_phase
 from adapters.runai.translate import normalize_phase as runai_phase
-from gateway.models import TERMINAL_PHASES, Phase
+from gateway.core.models import TERMINAL_PHASES, Phase
 from mappings import (
     MODELARTS_PHASES,
     MODELARTS_SECONDARY,

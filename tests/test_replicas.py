@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.webhooks import verify_signature
+from gateway.background.webhooks import verify_signature
 from tests.conftest import eventually, free_port, fresh_pg_database, require_postgres
 from tests.procs import Proc, Simulators, wait_http, write_config
 from tests.test_sync import Receiver

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ValidationError
-from gateway.models import parse_spec
+from gateway.core.errors import ValidationError
+from gateway.core.models import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,14 +15,14 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 import adapters  # noqa: F401
-from adapters.base import REGISTRY
 from adapters.modelarts.simulator import SIM_KEY as MA_KEY
 from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
-from gateway.app import SYNCS
-from gateway.models import JobStatus, Phase
-from gateway.store import Store
-from gateway.sync import BackendSync
-from gateway.webhooks import verify_signature
+from gateway.api.app import SYNCS
+from gateway.background.sync import BackendSync
+from gateway.background.webhooks import verify_signature
+from gateway.core.adapter import REGISTRY
+from gateway.core.models import JobStatus, Phase
+from gateway.store.jobs import Store
 from tests.conftest import (
     CLUSTER,
     PROJECT,

@@ -9,10 +9,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from adapters import translate_spec
-from adapters.translation import enforce_strict, spec_fields, vendor_name
-from gateway.config import Config
-from gateway.errors import ValidationError
-from gateway.models import parse_spec
+from gateway.core.config import Config
+from gateway.core.errors import ValidationError
+from gateway.core.models import parse_spec
+from gateway.core.translation import enforce_strict, spec_fields, vendor_name
 from tests.conftest import EXAMPLES
 from tests.oracles import check_modelarts_body, load_runapy, validate_runai
 from tests.strategies import job_specs

@@ -12,8 +12,8 @@ import pytest
 
 from adapters.http import Transport
 from adapters.runai.client import parse_error
-from gateway.config import BackendConfig
-from gateway.errors import (
+from gateway.core.config import BackendConfig
+from gateway.core.errors import (
     AmbiguousCreate,
     BackendNotFound,
     BackendRejected,

@@ -8,13 +8,21 @@ from typing import Any
 
 import aiohttp
 
-from adapters.base import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, LogChunk, VendorJob
 from adapters.modelarts import translate as tr
 from adapters.modelarts.client import ModelArtsClient
-from adapters.translation import Translation
-from gateway.config import BackendConfig
-from gateway.errors import BackendConflict, BackendNotFound
-from gateway.models import JobSpec
+from gateway.core.adapter import (
+    POLL_ATTEMPTS,
+    REGISTRY,
+    Adapter,
+    Capability,
+    Handle,
+    LogChunk,
+    VendorJob,
+)
+from gateway.core.config import BackendConfig
+from gateway.core.errors import BackendConflict, BackendNotFound
+from gateway.core.models import JobSpec
+from gateway.core.translation import Translation
 
 JOB_ID_IN_DESCRIPTION = re.compile(r"trainjob-gateway job ([0-9a-f]{32})")
 

@@ -9,8 +9,8 @@ import aiohttp
 
 from adapters.http import Query, Response, Transport, classify
 from adapters.modelarts.signer import sign
-from gateway.config import BackendConfig
-from gateway.errors import BackendAuthError, BackendError
+from gateway.core.config import BackendConfig
+from gateway.core.errors import BackendAuthError, BackendError
 
 NOT_FOUND = "ModelArts.2775"
 DUPLICATE = "ModelArts.2751"

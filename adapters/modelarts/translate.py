@@ -9,7 +9,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from adapters.translation import (
+from gateway.core.config import BackendConfig
+from gateway.core.errors import ValidationError
+from gateway.core.models import JobSpec, JobStatus, Phase
+from gateway.core.translation import (
     ReportBuilder,
     Translation,
     deep_merge,
@@ -18,9 +21,6 @@ from adapters.translation import (
     shell_join,
     vendor_name,
 )
-from gateway.config import BackendConfig
-from gateway.errors import ValidationError
-from gateway.models import JobSpec, JobStatus, Phase
 from mappings import (
     Flavor,
     canonical_gpu_type,

@@ -7,13 +7,13 @@ from typing import Any
 
 import aiohttp
 
-from adapters.base import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
 from adapters.runai import translate as tr
 from adapters.runai.client import RunaiClient
-from adapters.translation import Translation
-from gateway.config import BackendConfig
-from gateway.errors import BackendNotFound
-from gateway.models import JobSpec
+from gateway.core.adapter import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
+from gateway.core.config import BackendConfig
+from gateway.core.errors import BackendNotFound
+from gateway.core.models import JobSpec
+from gateway.core.translation import Translation
 
 
 @REGISTRY.register

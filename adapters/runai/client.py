@@ -13,8 +13,8 @@ import aiohttp
 import structlog
 
 from adapters.http import Query, Response, Transport, classify
-from gateway.config import BackendConfig
-from gateway.errors import BackendAuthError, BackendError, BackendUnavailable
+from gateway.core.config import BackendConfig
+from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable
 
 log = structlog.get_logger(__name__)
 

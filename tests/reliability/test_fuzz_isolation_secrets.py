@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.config import parse_config
-from gateway.logs import configure_logging
-from gateway.openapi import openapi_document
+from gateway.api.openapi import openapi_document
+from gateway.core.config import parse_config
+from gateway.core.logs import configure_logging
 from tests.conftest import AppThread, gateway_config, record_figures, start_loop_sim
 from tests.gwkit import ALPHA, BETA, GW, spec, start_gateway
 from tests.strategies import job_specs

@@ -22,7 +22,7 @@ EXPECT = {"completed": "SUCCEEDED", "failed": "FAILED"}
 async def vendor_names(gw: GW) -> dict[str, Counter[str]]:
     """Every job name on each simulated vendor, through the vendor's own list API."""
     import adapters  # noqa: F401
-    from adapters.base import REGISTRY
+    from gateway.core.adapter import REGISTRY
 
     out: dict[str, Counter[str]] = {}
     async with aiohttp.ClientSession() as s:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from gateway.errors import GatewayError, ValidationError
+from gateway.core.errors import GatewayError, ValidationError
 
 EPILOG = """\
 examples:
@@ -50,10 +50,10 @@ def read_spec_file(path: str) -> Any:
 def cmd_translate(args: argparse.Namespace) -> int:
     """Print the dry-run JSON for a spec without a server."""
     from adapters import translate_spec
-    from adapters.translation import enforce_strict
-    from gateway.config import load_config
-    from gateway.ids import new_job_id
-    from gateway.models import parse_spec
+    from gateway.core.config import load_config
+    from gateway.core.ids import new_job_id
+    from gateway.core.models import parse_spec
+    from gateway.core.translation import enforce_strict
 
     try:
         cfg = load_config(args.config)
@@ -102,8 +102,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway."""
-    from gateway.config import load_config
-    from gateway.server import serve
+    from gateway.api.server import serve
+    from gateway.core.config import load_config
 
     try:
         cfg = load_config(args.config)
@@ -127,7 +127,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_client(args: argparse.Namespace) -> int:
     """Client commands against a running gateway."""
-    from gateway import client_cli
+    from gateway.cli import client_cmds as client_cli
 
     try:
         rc: int = client_cli.run(args, _client(args))

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.service import JobService, Principal
+from gateway.service.jobs import JobService, Principal
 
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
     cmd = args.client_command
     as_json = args.json
     if cmd == "submit":
-        from gateway.cli import read_spec_file
+        from gateway.cli.main import read_spec_file
 
         raw = read_spec_file(args.spec)
         if args.backend and isinstance(raw, dict):

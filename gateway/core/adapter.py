@@ -13,15 +13,15 @@ from typing import Any, ClassVar
 import aiohttp
 import structlog
 
-from adapters.translation import Translation
-from gateway.config import BackendConfig
-from gateway.errors import (
+from gateway.core.config import BackendConfig
+from gateway.core.errors import (
     AmbiguousCreate,
     BackendConflict,
     BackendUnavailable,
     UnsupportedByBackend,
 )
-from gateway.models import JobSpec, JobStatus
+from gateway.core.models import JobSpec, JobStatus
+from gateway.core.translation import Translation
 
 log = structlog.get_logger(__name__)
 

@@ -10,12 +10,12 @@ import pydantic
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base import Capability
-from adapters.translation import deep_merge, enforce_strict
-from gateway.errors import BackendError, Conflict, ValidationError
-from gateway.ids import new_job_id
-from gateway.models import Job, JobSpec, Phase, ReportEntry, parse_spec
-from gateway.service import SUSPENDABLE, JobService, Principal, to_job
+from gateway.core.adapter import Capability
+from gateway.core.errors import BackendError, Conflict, ValidationError
+from gateway.core.ids import new_job_id
+from gateway.core.models import Job, JobSpec, Phase, ReportEntry, parse_spec
+from gateway.core.translation import deep_merge, enforce_strict
+from gateway.service.jobs import SUSPENDABLE, JobService, Principal, to_job
 from mappings import canonical_gpu_type, flavor_by_id, gpu_type_of_node_pool, gpu_types
 
 log = structlog.get_logger(__name__)

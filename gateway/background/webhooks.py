@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gateway.config import Config
-from gateway.store import Store
+from gateway.core.config import Config
+from gateway.store.jobs import Store
 
 log = structlog.get_logger(__name__)
 

@@ -6,9 +6,9 @@ import sys
 
 from aiohttp import web
 
-from gateway.app import create_app
-from gateway.config import Config
-from gateway.logs import configure_logging
+from gateway.api.app import create_app
+from gateway.core.config import Config
+from gateway.core.logs import configure_logging
 
 DEMO_KEY = "demo-key"
 

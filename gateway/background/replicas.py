@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from gateway.store import Store
+from gateway.store.jobs import Store
 
 log = structlog.get_logger(__name__)
 

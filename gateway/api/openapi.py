@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
-from gateway.migrate import MigrateRequest
-from gateway.models import DryRun, Job, JobSpec, Phase
+from gateway.core.models import DryRun, Job, JobSpec, Phase
+from gateway.service.migrate import MigrateRequest
 
 
 class Problem(BaseModel):

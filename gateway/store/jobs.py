@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gateway.errors import BadRequest, Conflict
+from gateway.core.errors import BadRequest, Conflict
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -8,9 +8,9 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from adapters.base import Adapter, VendorJob
-from gateway.ids import new_job_id
-from gateway.store import Store
+from gateway.core.adapter import Adapter, VendorJob
+from gateway.core.ids import new_job_id
+from gateway.store.jobs import Store
 
 log = structlog.get_logger(__name__)
 

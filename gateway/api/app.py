@@ -18,20 +18,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 import adapters  # noqa: F401  (registers the adapters)
-from adapters.base import REGISTRY, Adapter
 from adapters.simkit import start_simulator
-from gateway.config import Config
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
-from gateway.logs import register_secrets
-from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, JOBS_BY_PHASE
-from gateway.metrics import REGISTRY as METRICS
-from gateway.models import Phase
-from gateway.openapi import openapi_document
-from gateway.replicas import leased, replica_id
-from gateway.service import JobService, Principal
-from gateway.store import ListFilters, Store
-from gateway.sync import BackendSync
-from gateway.webhooks import WebhookDeliverer, targets
+from gateway.api.openapi import openapi_document
+from gateway.background.replicas import leased, replica_id
+from gateway.background.sync import BackendSync
+from gateway.background.webhooks import WebhookDeliverer, targets
+from gateway.core.adapter import REGISTRY, Adapter
+from gateway.core.config import Config
+from gateway.core.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
+from gateway.core.logs import register_secrets
+from gateway.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, JOBS_BY_PHASE
+from gateway.core.metrics import REGISTRY as METRICS
+from gateway.core.models import Phase
+from gateway.service.jobs import JobService, Principal
+from gateway.store.jobs import ListFilters, Store
 
 log = structlog.get_logger(__name__)
 
@@ -270,7 +270,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     who, job_id = request[PRINCIPAL], request.match_info["id"]
     only_query(request, "watch", "vendor")
     if qbool(request, "watch"):
-        from gateway.watch import watch_job
+        from gateway.api.watch import watch_job
 
         return await watch_job(request, svc, who, job_id)
     events = await svc.events(who, job_id)
@@ -297,7 +297,7 @@ async def job_logs(request: web.Request) -> web.Response:
 
 
 async def migrate_job(request: web.Request) -> web.Response:
-    from gateway.migrate import migrate
+    from gateway.service.migrate import migrate
 
     only_query(request, "dry_run")
     dry = qbool(request, "dry_run")
@@ -310,7 +310,7 @@ async def migrate_job(request: web.Request) -> web.Response:
 
 async def all_events(request: web.Request) -> web.StreamResponse:
     """The caller's jobs' transitions as Server-Sent Events (from now, or after Last-Event-ID)."""
-    from gateway.watch import watch_all
+    from gateway.api.watch import watch_all
 
     only_query(request)
     return await watch_all(request, request.app[SERVICE], request[PRINCIPAL])

@@ -16,11 +16,11 @@ from typing import Any
 
 import structlog
 
-from adapters.base import Adapter, VendorJob
-from gateway.errors import GatewayError
-from gateway.models import JobStatus, Phase
-from gateway.service import handle_of, status_json
-from gateway.store import Store
+from gateway.core.adapter import Adapter, VendorJob
+from gateway.core.errors import GatewayError
+from gateway.core.models import JobStatus, Phase
+from gateway.service.jobs import handle_of, status_json
+from gateway.store.jobs import Store
 
 log = structlog.get_logger(__name__)
 
@@ -133,8 +133,8 @@ class BackendSync:
         return 1
 
     async def import_external(self, vj: VendorJob) -> int:
-        """Hook for jobs made outside the gateway (see gateway.external)."""
-        from gateway.external import import_job
+        """Hook for jobs made outside the gateway (see gateway.background.external)."""
+        from gateway.background.external import import_job
 
         return await import_job(self.store, self.adapter, vj)
 

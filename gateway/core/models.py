@@ -226,7 +226,7 @@ def parse_spec(data: Any) -> JobSpec:
     """Validate user input as a JobSpec; errors become a 422 naming each field path."""
     import pydantic
 
-    from gateway.errors import ValidationError
+    from gateway.core.errors import ValidationError
 
     if not isinstance(data, dict):
         raise ValidationError("a job spec must be a JSON/YAML object",

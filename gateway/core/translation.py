@@ -6,8 +6,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import ValidationError
-from gateway.models import DryRun, JobSpec, Outcome, ReportEntry, VendorRequest
+from gateway.core.errors import ValidationError
+from gateway.core.models import DryRun, JobSpec, Outcome, ReportEntry, VendorRequest
 
 
 @dataclass

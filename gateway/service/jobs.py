@@ -12,10 +12,9 @@ from typing import Any
 
 import structlog
 
-from adapters.base import Adapter, Capability, Handle
-from adapters.translation import Translation, enforce_strict
-from gateway.config import Config
-from gateway.errors import (
+from gateway.core.adapter import Adapter, Capability, Handle
+from gateway.core.config import Config
+from gateway.core.errors import (
     AmbiguousCreate,
     BackendError,
     BackendUnavailable,
@@ -23,9 +22,10 @@ from gateway.errors import (
     NotFound,
     ValidationError,
 )
-from gateway.ids import new_job_id
-from gateway.models import DryRun, Job, JobSpec, JobStatus, Phase, ReportEntry, parse_spec
-from gateway.store import ListFilters, Store, decode_token, encode_token
+from gateway.core.ids import new_job_id
+from gateway.core.models import DryRun, Job, JobSpec, JobStatus, Phase, ReportEntry, parse_spec
+from gateway.core.translation import Translation, enforce_strict
+from gateway.store.jobs import ListFilters, Store, decode_token, encode_token
 
 log = structlog.get_logger(__name__)
 

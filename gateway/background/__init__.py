@@ -1,0 +1,1 @@
+"""Background work: status sync, external-job import, webhook delivery, replica leases."""

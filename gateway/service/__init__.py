@@ -1,0 +1,1 @@
+"""Job operations behind every API: submit, read, act (cancel, suspend, resume, delete), migrate."""

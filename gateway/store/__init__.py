@@ -1,0 +1,1 @@
+"""The job store: jobs, transitions and the webhook outbox, idempotency keys, leases."""
