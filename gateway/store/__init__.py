@@ -1,1 +1,53 @@
-"""The job store: jobs, transitions and the webhook outbox, idempotency keys, leases."""
+"""The job store, one object per concern over one database:
+
+- `jobs` (gateway.store.jobs): job rows, their statuses and the submit confirmations;
+- `events` (gateway.store.events): transitions and the webhook outbox written with them;
+- `keys` (gateway.store.keys): idempotency keys;
+- `leases` (gateway.store.leases): which replica runs which background work;
+- `db` (gateway.store.db) and `schema` (gateway.store.schema): the engine, tables and migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.store.db import Database
+from gateway.store.events import Events
+from gateway.store.jobs import JobRows, ListFilters
+from gateway.store.keys import IdempotencyKeys
+from gateway.store.leases import Leases
+from gateway.store.paging import decode_token, encode_token
+
+__all__ = ["ListFilters", "Store", "decode_token", "encode_token"]
+
+
+class Store:
+    """The store's parts, sharing one database."""
+
+    def __init__(self, url: str, echo: bool = False,
+                 webhook_targets: Callable[[str | None], list[str]] | None = None,
+                 cache_size: int = 100_000) -> None:
+        self.db = Database(url, echo)
+        self.events = Events(self.db, webhook_targets)
+        self.jobs = JobRows(self.db, self.events, cache_size)
+        self.keys = IdempotencyKeys(self.db)
+        self.leases = Leases(self.db)
+
+    @property
+    def url(self) -> str:
+        """The database URL."""
+        return self.db.url
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the single-process SQLite store."""
+        return self.db.is_sqlite
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations."""
+        return await self.db.migrate()
+
+    async def close(self) -> None:
+        """Write what is kept in memory, then close the database."""
+        await self.jobs.close()
+        await self.db.close()

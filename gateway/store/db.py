@@ -1,0 +1,108 @@
+"""The database under the store: one engine, one way to run a unit of work, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.store.schema import MIGRATIONS, schema_migrations
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class Database:
+    """SQLAlchemy 2 over SQLite (WAL, the default) or PostgreSQL. Every operation is one synchronous
+    unit of work run in one transaction: inline on the event loop for SQLite (its statements take
+    microseconds, less than a thread hop), through SQLAlchemy's greenlet bridge on asyncpg."""
+
+    def __init__(self, url: str, echo: bool = False) -> None:
+        self.url = url
+        u = make_url(url)
+        self.is_sqlite = u.get_backend_name() == "sqlite"
+        self.engine: AsyncEngine | None = None
+        self.sync_engine: Engine | None = None
+        if self.is_sqlite:
+            if u.database and u.database != ":memory:":
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            # The built-in driver whatever the URL says (sqlite+aiosqlite is accepted): see above.
+            self.sync_engine = create_engine(u.set(drivername="sqlite"), echo=echo, pool_size=2, max_overflow=4,
+                                             connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+    async def run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+        """Run `fn(connection, *args)` in one transaction (write) or on a plain connection (read)."""
+        if self.sync_engine is not None:
+            with (self.sync_engine.begin() if write else self.sync_engine.connect()) as conn:
+                return fn(conn, *args)
+        assert self.engine is not None
+        async with (self.engine.begin() if write else self.engine.connect()) as aconn:
+            return await aconn.run_sync(fn, *args)
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; several replicas may race, so PostgreSQL serializes on a lock."""
+        is_sqlite = self.is_sqlite
+
+        def work(conn: Connection) -> int:
+            if not is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
+            schema_migrations.create(conn, checkfirst=True)
+            done = set(conn.execute(select(schema_migrations.c.version)).scalars())
+            for version, description, fn in MIGRATIONS:
+                if version in done:
+                    continue
+                fn(conn)
+                conn.execute(insert(schema_migrations).values(version=version, description=description,
+                                                              applied_at=time.time()))
+                log.info("schema_migrated", version=version, description=description)
+            return max(v for v, _, _ in MIGRATIONS)
+
+        return await self.run(work)
+
+    async def checkpoint_loop(self, every: float = 0.5) -> None:
+        """SQLite: move the WAL into the database from a worker thread, so that no commit on the event
+        loop ever pays for a checkpoint's fsync (auto-checkpoints are off on the loop's connections)."""
+        if self.sync_engine is None:
+            return
+        path = make_url(self.url).database or ":memory:"
+
+        def run() -> None:
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(run)
+            except Exception as err:
+                log.warning("sqlite_checkpoint_failed", error=str(err))
+
+    async def close(self) -> None:
+        """Dispose of the connection pools."""
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA wal_autocheckpoint=0")  # Database.checkpoint_loop does it off the event loop
+    cur.close()

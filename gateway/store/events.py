@@ -1,0 +1,109 @@
+"""Transitions (every phase change of a job) and the webhook outbox written beside them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from gateway.store.db import Database
+from gateway.store.schema import jobs, outbox, transitions
+
+# (job {id, tenant, name, backend}, seq, from_phase, to_phase, vendor_phase, message)
+Transition = tuple[dict[str, Any], int, str | None, str, str | None, str | None]
+
+
+class Events:
+    """A job's history and the deliveries it owes to webhooks."""
+
+    def __init__(self, db: Database, webhook_targets: Callable[[str | None], list[str]] | None = None) -> None:
+        self.db = db
+        self.webhook_targets = webhook_targets or (lambda _tenant: [])
+
+    def append(self, conn: Connection, items: Sequence[Transition], source: str, at: float) -> None:
+        """Insert transitions and, in the caller's transaction, their webhook deliveries (the outbox)."""
+        conn.execute(insert(transitions), [
+            {"job_id": job["id"], "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp,
+             "message": msg, "source": source, "at": at} for job, seq, frm, to, vp, msg in items])
+        deliveries = []
+        for job, seq, frm, to, vp, msg in items:
+            urls = self.webhook_targets(job.get("tenant"))
+            if not urls:
+                continue
+            event_id = f"{job['id']}:{seq}"
+            payload = {"event_id": event_id, "type": "job.transition", "job_id": job["id"],
+                       "job_name": job["name"], "backend": job["backend"], "tenant": job.get("tenant"),
+                       "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp, "message": msg, "at": at}
+            deliveries += [{"event_id": event_id, "tenant": job.get("tenant") or "", "url": u, "payload": payload,
+                            "attempts": 0, "next_attempt_at": at} for u in urls]
+        if deliveries:
+            conn.execute(insert(outbox), deliveries)
+
+    @staticmethod
+    def last_seqs(conn: Connection, job_ids: Sequence[str]) -> dict[str, int]:
+        """The newest seq of each job (inside the caller's transaction)."""
+        rows = conn.execute(select(transitions.c.job_id, func.max(transitions.c.seq)).where(
+            transitions.c.job_id.in_(list(job_ids))).group_by(transitions.c.job_id)).all()
+        return {r[0]: int(r[1] or 0) for r in rows}
+
+    async def for_job(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        """A job's phase transitions, oldest first."""
+        q = select(transitions).where(transitions.c.job_id == job_id, transitions.c.seq > after_seq) \
+            .order_by(transitions.c.seq)
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    async def since(self, last_id: int, tenant: str | None, projects: Sequence[str] = (),
+                    limit: int = 500) -> list[dict[str, Any]]:
+        """Transitions after a global id, with their job's name and backend; `tenant` None means all."""
+        q = select(transitions, jobs.c.name, jobs.c.backend).join(jobs, jobs.c.id == transitions.c.job_id) \
+            .where(transitions.c.id > last_id)
+        if tenant is not None:
+            own = jobs.c.tenant == tenant
+            if projects:
+                own = or_(own, and_(jobs.c.origin == "external", jobs.c.project.in_(list(projects))))
+            q = q.where(own)
+        q = q.order_by(transitions.c.id).limit(limit)
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    async def last_id(self) -> int:
+        """The newest transition id (0 when none)."""
+        return await self.db.run(lambda conn: int(conn.execute(
+            select(func.coalesce(func.max(transitions.c.id), 0))).scalar_one()), write=False)
+
+    # -- the webhook outbox --------------------------------------------------------------
+    async def claim_outbox(self, owner: str, limit: int = 50, lease_seconds: float = 30.0) -> list[dict[str, Any]]:
+        """Due deliveries, leased to `owner` so no other replica sends them meanwhile."""
+        is_sqlite = self.db.is_sqlite
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            now = time.time()
+            due = select(outbox.c.id).where(
+                outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now,
+                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now)).order_by(outbox.c.id).limit(limit)
+            if not is_sqlite:
+                due = due.with_for_update(skip_locked=True)
+            ids = [r[0] for r in conn.execute(due)]
+            if not ids:
+                return []
+            # Counting the attempt before sending marks any later send of the same event as a redelivery,
+            # even when this replica dies after sending and before recording the result.
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
+                leased_until=now + lease_seconds, lease_owner=owner, attempts=outbox.c.attempts + 1))
+            return [dict(r) for r in conn.execute(select(outbox).where(outbox.c.id.in_(ids))
+                                                  .order_by(outbox.c.id)).mappings()]
+
+        return await self.db.run(work)
+
+    async def outbox_result(self, row_id: int, owner: str, delivered: bool,
+                            next_attempt_at: float | None = None, error: str | None = None) -> None:
+        """Record a delivery attempt."""
+        values: dict[str, Any] = {"leased_until": None, "lease_owner": None, "last_error": error}
+        if delivered:
+            values["delivered_at"] = time.time()
+        else:
+            values["next_attempt_at"] = next_attempt_at or time.time()
+        await self.db.run(lambda conn: conn.execute(update(outbox).where(
+            outbox.c.id == row_id, outbox.c.lease_owner == owner).values(**values)))
