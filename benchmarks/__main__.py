@@ -104,7 +104,7 @@ async def http(method: str, url: str, body: Any = None, headers: dict[str, str] 
 async def seed(db: Path, n: int) -> None:
     """A store with `n` finished jobs (bulk insert)."""
     from gateway.core.models import JobStatus, Phase
-    from gateway.store.jobs import Store
+    from gateway.store import Store
 
     store = Store(f"sqlite+aiosqlite:///{db}")
     await store.migrate()
@@ -119,7 +119,7 @@ async def seed(db: Path, n: int) -> None:
                  "submit_error": None, "cancel_requested": False, "created_at": now, "updated_at": now,
                  "deleted_at": None, "migrated_from": None, "migrated_to": None}
                 for i in range(start, min(n, start + 5000))]
-        await store.insert_rows(rows)
+        await store.jobs.insert_rows(rows)
     await store.close()
 
 
@@ -229,12 +229,12 @@ def bench_rss(lab: Lab, big_db: Path, n: int) -> list[Row]:
 def bench_sync(n: int) -> list[Row]:
     async def run(vendor: str) -> tuple[int, float]:
         import adapters  # noqa: F401
-        from adapters.simkit import start_simulator
+        from adapters.simulators import start_simulator
         from gateway.background.sync import BackendSync
         from gateway.core.adapter import REGISTRY
         from gateway.core.config import parse_config
         from gateway.core.models import JobStatus, Phase
-        from gateway.store.jobs import Store
+        from gateway.store import Store
 
         port = free_port()
         runner = await start_simulator(vendor, "127.0.0.1", port, speed=50.0)
@@ -255,7 +255,7 @@ def bench_sync(n: int) -> list[Row]:
                  "origin": "gateway", "submit_state": "submitted", "submit_error": None, "cancel_requested": False,
                  "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": None,
                  "migrated_to": None} for i, vid in enumerate(ids)]
-        await store.insert_rows(rows)
+        await store.jobs.insert_rows(rows)
         await asyncio.sleep(0.1)
         url = f"http://127.0.0.1:{port}"
         cfg = parse_config({"backends": [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.simkit import build_simulator
+from adapters.simulators import build_simulator
 from benchmarks.procs import free_port
 from gateway.core.config import Config, parse_config
 

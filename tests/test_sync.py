@@ -17,12 +17,12 @@ from structlog.testing import capture_logs
 import adapters  # noqa: F401
 from adapters.modelarts.simulator import SIM_KEY as MA_KEY
 from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
-from gateway.api.app import SYNCS
+from gateway.api.http import SYNCS
 from gateway.background.sync import BackendSync
 from gateway.background.webhooks import verify_signature
 from gateway.core.adapter import REGISTRY
 from gateway.core.models import JobStatus, Phase
-from gateway.store.jobs import Store
+from gateway.store import Store
 from tests.conftest import (
     CLUSTER,
     PROJECT,
@@ -45,7 +45,7 @@ async def seed_store(store: Store, backend: str, vendor_ids: list[str], kind: st
              "submit_state": "submitted", "submit_error": None, "cancel_requested": False, "created_at": now,
              "updated_at": now, "deleted_at": None, "migrated_from": None, "migrated_to": None}
             for i, vid in enumerate(vendor_ids)]
-    await store.insert_rows(rows)
+    await store.jobs.insert_rows(rows)
 
 
 @pytest.mark.parametrize(("vendor", "page"), [("runai", 500), ("modelarts", 50)])
@@ -71,7 +71,7 @@ async def test_one_cycle_over_2000_jobs_costs_about_one_request_per_page(tmp_pat
                 served = (await r.json())["total"]
         assert stats.updated == 2000 and stats.get_requests == 0
         assert served <= math.ceil(2000 / page) + 5, served
-        live = await store.live_jobs(vendor)
+        live = await store.jobs.live(vendor)
         assert {r["phase"] for r in live} == {"RUNNING"}
     finally:
         await store.close()
@@ -249,14 +249,14 @@ async def test_leases_move_to_another_owner_when_one_expires(tmp_path: Path) -> 
     store = Store(f"sqlite+aiosqlite:///{tmp_path}/l.db")
     await store.migrate()
     try:
-        assert await store.acquire_lease("sync:x", "a", 0.3)
-        assert not await store.acquire_lease("sync:x", "b", 0.3)
-        assert await store.acquire_lease("sync:x", "a", 0.3)  # renewal
+        assert await store.leases.acquire("sync:x", "a", 0.3)
+        assert not await store.leases.acquire("sync:x", "b", 0.3)
+        assert await store.leases.acquire("sync:x", "a", 0.3)  # renewal
         await asyncio.sleep(0.35)
-        assert await store.acquire_lease("sync:x", "b", 0.3)
-        assert not await store.acquire_lease("sync:x", "a", 0.3)
-        await store.release_lease("sync:x", "b")
-        assert await store.acquire_lease("sync:x", "a", 0.3)
+        assert await store.leases.acquire("sync:x", "b", 0.3)
+        assert not await store.leases.acquire("sync:x", "a", 0.3)
+        await store.leases.release("sync:x", "b")
+        assert await store.leases.acquire("sync:x", "a", 0.3)
     finally:
         await store.close()
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.service.jobs import JobService, Principal
+from gateway.service.jobs import JobService
+from gateway.service.principal import Principal
 
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
@@ -49,14 +50,14 @@ async def watch_all(request: web.Request, svc: JobService, who: Principal) -> we
     """Stream every transition of the jobs the caller may see, as they are written."""
     store = svc.store
     header = request.headers.get("Last-Event-ID", "")
-    last = int(header) if header.isdigit() else await store.last_transition_id()
+    last = int(header) if header.isdigit() else await store.events.last_id()
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     await resp.write(b": watching\n\n")
     idle = 0.0
     tenant = None if who.admin else who.tenant
     while True:
-        rows = await store.transitions_since(last, tenant, who.projects)
+        rows = await store.events.since(last, tenant, who.projects)
         for t in rows:
             last = t["id"]
             data = {"job_id": t["job_id"], "job_name": t["name"], "backend": t["backend"], "seq": t["seq"],

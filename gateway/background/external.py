@@ -10,17 +10,17 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.ids import new_job_id
-from gateway.store.jobs import Store
+from gateway.store import Store
 
 log = structlog.get_logger(__name__)
 
 
 async def import_job(store: Store, adapter: Adapter, vj: VendorJob) -> int:
     """Store a vendor job the gateway did not submit, as `origin: external`. Returns 1 if imported."""
-    if vj.job_id_hint and await store.get(vj.job_id_hint) is not None:
+    if vj.job_id_hint and await store.jobs.get(vj.job_id_hint) is not None:
         return 0  # ours after all (e.g. adopted in another replica a moment ago)
     vj = await adapter.describe(vj)
-    if vj.job_id_hint and await store.get(vj.job_id_hint) is not None:
+    if vj.job_id_hint and await store.jobs.get(vj.job_id_hint) is not None:
         return 0
     now = time.time()
     spec: dict[str, Any] = dict(vj.spec)
@@ -34,7 +34,7 @@ async def import_job(store: Store, adapter: Adapter, vj: VendorJob) -> int:
         "updated_at": now, "deleted_at": None, "migrated_from": None, "migrated_to": None,
     }
     try:
-        await store.create_job(row)
+        await store.jobs.create(row)
     except IntegrityError:
         return 0  # another replica imported it first
     log.info("external_job_imported", backend=adapter.name, vendor_id=vj.handle.backend_job_id,

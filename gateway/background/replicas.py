@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from gateway.store.jobs import Store
+from gateway.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable
     try:
         while True:
             try:
-                got = await store.acquire_lease(name, owner, ttl)
+                got = await store.leases.acquire(name, owner, ttl)
             except Exception as err:
                 log.warning("lease_unavailable", lease=name, error=str(err))
                 got = False
@@ -51,11 +51,11 @@ async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable
                     except TimeoutError:
                         pass
                 wait -= chunk
-                if wait > 0 and not await store.acquire_lease(name, owner, ttl):
+                if wait > 0 and not await store.leases.acquire(name, owner, ttl):
                     break
     finally:
         if holding:
             try:
-                await asyncio.shield(store.release_lease(name, owner))
+                await asyncio.shield(store.leases.release(name, owner))
             except Exception:
                 pass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +18,8 @@ import structlog
 from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase
-from gateway.service.jobs import handle_of, status_json
-from gateway.store.jobs import Store
+from gateway.service.rows import handle_of, status_json
+from gateway.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +54,6 @@ class BackendSync:
     adapter: Adapter
     store: Store
     page_size: int = 500
-    flush: Callable[[], Awaitable[None]] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _last_start: float = 0.0
     failing: bool = False
@@ -70,16 +68,14 @@ class BackendSync:
         """One pass over the backend; raises the vendor error when the poll fails."""
         started = time.monotonic()
         stats = CycleStats()
-        if self.flush is not None:
-            await self.flush()
-        live = await self.store.live_jobs(self.backend)
+        live = await self.store.jobs.live(self.backend)
         adopt = self.adapter.config.adopt_external
         if not live and not adopt:
             self.last = stats
             return stats
         by_vid = {r["backend_job_id"]: r for r in live}
         unseen = set(by_vid)
-        known: set[str] | None = await self.store.known_vendor_ids(self.backend) if adopt else None
+        known: set[str] | None = await self.store.jobs.known_vendor_ids(self.backend) if adopt else None
         # Only vendor jobs created since our oldest live job can be ours (minus slack for clock skew);
         # older vendor jobs would cost pages and no news.
         since = None if adopt else min(r["created_at"] for r in live) - CLOCK_SLACK_SECONDS
@@ -100,7 +96,7 @@ class BackendSync:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
             for start in range(0, len(batch), YIELD_EVERY):
-                await self.store.apply_statuses(batch[start:start + YIELD_EVERY], "sync")
+                await self.store.jobs.apply_statuses(batch[start:start + YIELD_EVERY], "sync")
                 await asyncio.sleep(0)  # let API requests in between: the SQLite store works inline
             stats.updated += len(batch)
             if not page:
@@ -121,7 +117,7 @@ class BackendSync:
         """Store what the vendor says, if it says something new."""
         if not _changed(row["status"] or {}, vj.status):
             return 0
-        await self.store.apply_status(row["id"], status_json(vj.status), "sync")
+        await self.store.jobs.apply_status(row["id"], status_json(vj.status), "sync")
         return 1
 
     async def vanished(self, row: dict[str, Any]) -> int:
@@ -129,7 +125,7 @@ class BackendSync:
         why = "cancelled" if row["cancel_requested"] else "deleted on the backend outside the gateway"
         st = JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=(row["status"] or {}).get("vendor_phase"),
                        message=why, observed_at=datetime.now(UTC))
-        await self.store.apply_status(row["id"], status_json(st), "sync")
+        await self.store.jobs.apply_status(row["id"], status_json(st), "sync")
         return 1
 
     async def import_external(self, vj: VendorJob) -> int:
@@ -155,7 +151,7 @@ class BackendSync:
             await self.cycle()
             if self.failing:
                 log.info("sync_recovered", backend=self.backend)
-                await self.store.mark_stale(self.backend, False)
+                await self.store.jobs.mark_stale(self.backend, False)
                 self.failing = False
             self.last_ok = time.time()
         except asyncio.CancelledError:
@@ -164,13 +160,13 @@ class BackendSync:
             if not self.failing:
                 log.warning("sync_failed", backend=self.backend, error=err.detail)
                 self.failing = True
-            await self.store.mark_stale(self.backend, True)
+            await self.store.jobs.mark_stale(self.backend, True)
         except Exception as err:  # a bug must not kill the loop; say it once
             if not self.failing:
                 log.exception("sync_crashed", backend=self.backend, error=str(err))
                 self.failing = True
         try:
-            live = await self.store.live_jobs(self.backend)
+            live = await self.store.jobs.live(self.backend)
         except Exception:
             live = []
         return self.interval(live)

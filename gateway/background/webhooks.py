@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 
 from gateway.core.config import Config
-from gateway.store.jobs import Store
+from gateway.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ class WebhookDeliverer:
         secret = self.secrets.get((row["tenant"], row["url"]))
         attempt = int(row["attempts"])
         if secret is None:  # the webhook was removed from the config: nothing to sign with
-            await self.store.outbox_result(row["id"], self.owner, False, time.time() + 3600,
+            await self.store.events.outbox_result(row["id"], self.owner, False, time.time() + 3600,
                                            "webhook no longer configured")
             return
         headers = {"Content-Type": "application/json", "X-TJG-Event-Id": row["event_id"],
@@ -80,10 +80,10 @@ class WebhookDeliverer:
         except (TimeoutError, aiohttp.ClientError) as err:
             ok, error = False, type(err).__name__
         if ok:
-            await self.store.outbox_result(row["id"], self.owner, True)
+            await self.store.events.outbox_result(row["id"], self.owner, True)
             return
         delay = min(300.0, 0.5 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
-        await self.store.outbox_result(row["id"], self.owner, False, time.time() + delay, error)
+        await self.store.events.outbox_result(row["id"], self.owner, False, time.time() + delay, error)
         log.warning("webhook_delivery_failed", url=row["url"], event_id=row["event_id"], attempt=attempt,
                     error=error, retry_in=round(delay, 2))
 
@@ -91,7 +91,7 @@ class WebhookDeliverer:
         """Deliver until cancelled."""
         while True:
             try:
-                rows = await self.store.claim_outbox(self.owner)
+                rows = await self.store.events.claim_outbox(self.owner)
                 for row in rows:
                     await self.deliver(row)
                 if not rows:

@@ -15,7 +15,9 @@ from gateway.core.errors import BackendError, Conflict, ValidationError
 from gateway.core.ids import new_job_id
 from gateway.core.models import Job, JobSpec, Phase, ReportEntry, parse_spec
 from gateway.core.translation import deep_merge, enforce_strict
-from gateway.service.jobs import SUSPENDABLE, JobService, Principal, to_job
+from gateway.service.jobs import SUSPENDABLE, JobService
+from gateway.service.principal import Principal
+from gateway.service.rows import to_job
 from mappings import canonical_gpu_type, flavor_by_id, gpu_type_of_node_pool, gpu_types
 
 log = structlog.get_logger(__name__)
@@ -95,7 +97,7 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
                    else e["msg"]} for e in err.errors()]
         raise ValidationError(f"invalid migrate request: {'.'.join(errors[0]['loc'])}: {errors[0]['msg']}",
                               errors=errors) from err
-    row = await svc._row(who, job_id)
+    row = await svc.row(who, job_id)
     source = svc.adapter(row["backend"])
     target = svc.adapter(req.backend)
     if req.backend == row["backend"]:
@@ -135,9 +137,9 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
     except BackendError as err:
         warnings.append(f"the new job was created but the source {req.source_action} failed: {err.detail}")
         log.warning("migrate_source_action_failed", job_id=job_id, error=err.detail)
-    await svc.store.set_fields(job_id, migrated_to=result.job.id)
+    await svc.store.jobs.set_fields(job_id, migrated_to=result.job.id)
     log.info("job_migrated", source=job_id, target=result.job.id, backend=req.backend,
              source_action=req.source_action)
-    job: Job = to_job(await svc._row(who, result.job.id))
+    job: Job = to_job(await svc.row(who, result.job.id))
     job.warnings = warnings
     return job, True

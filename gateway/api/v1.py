@@ -1,0 +1,184 @@
+"""The `/v1` handlers and routes, plus /healthz, /metrics and /openapi.json."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.api.http import (
+    PRINCIPAL,
+    SERVICE,
+    STORE,
+    SYNCS,
+    only_query,
+    qbool,
+    qint,
+    read_json,
+    reply,
+)
+from gateway.api.openapi import openapi_document
+from gateway.api.watch import watch_all, watch_job
+from gateway.core.errors import BadRequest, GatewayError
+from gateway.core.metrics import JOBS_BY_PHASE
+from gateway.core.metrics import REGISTRY as METRICS
+from gateway.core.models import Phase
+from gateway.service.migrate import migrate
+from gateway.store import ListFilters
+
+
+def list_filters(request: web.Request) -> ListFilters:
+    """The contract's list filters from the query string."""
+    q = request.query
+    phases: list[str] = []
+    for p in filter(None, (x.strip().upper() for x in q.get("phase", "").split(","))):
+        if p not in Phase.__members__:
+            raise BadRequest(f"unknown phase {p!r}; known: {', '.join(Phase.__members__)}",
+                             errors=[{"loc": ["query", "phase"], "msg": f"unknown phase {p}"}])
+        phases.append(p)
+    labels = []
+    for item in q.getall("label", []):
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise BadRequest("label filters are k=v", errors=[{"loc": ["query", "label"], "msg": "expected k=v"}])
+        labels.append((k, v))
+    return ListFilters(backend=q.get("backend") or None, phases=phases, project=q.get("project") or None,
+                       labels=labels, name_prefix=q.get("name_prefix") or None,
+                       include_deleted=qbool(request, "deleted"))
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    only_query(request, "dry_run", "strict")
+    strict = qbool(request, "strict")
+    dry = qbool(request, "dry_run")
+    raw = await read_json(request)
+    if dry:
+        return reply(svc.dry_run(raw, strict))
+    res = await svc.submit(request[PRINCIPAL], raw, strict, request.headers.get("Idempotency-Key"))
+    headers = {"Location": f"/v1/jobs/{res.job.id}"}
+    if res.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return reply(res.job, 201, headers)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted")
+    jobs, token = await request.app[SERVICE].list_jobs(request[PRINCIPAL], list_filters(request),
+                                                  qint(request, "limit", 50, 1, 500),
+                                                  request.query.get("page_token") or None)
+    return reply({"jobs": jobs, "next_page_token": token})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    only_query(request)
+    body = await request.app[SERVICE].get_json(request[PRINCIPAL], request.match_info["id"])
+    return web.Response(body=body, content_type="application/json")
+
+
+async def job_action(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    action = request.match_info["action"]
+    only_query(request)
+    fn = {"cancel": svc.cancel, "suspend": svc.suspend, "resume": svc.resume}[action]
+    return reply(await fn(request[PRINCIPAL], request.match_info["id"]), 202)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    only_query(request)
+    await request.app[SERVICE].delete(request[PRINCIPAL], request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICE]
+    who, job_id = request[PRINCIPAL], request.match_info["id"]
+    only_query(request, "watch", "vendor")
+    if qbool(request, "watch"):
+        return await watch_job(request, svc, who, job_id)
+    events = await svc.events(who, job_id)
+    body: dict[str, Any] = {}
+    if request.query.get("vendor", "true").lower() not in ("false", "0", "no"):
+        try:
+            events = sorted(events + await svc.vendor_events(who, job_id), key=_event_time)
+        except GatewayError as err:  # the history is ours; the vendor's part is best effort
+            body["vendor_events_error"] = err.detail
+    body["events"] = events
+    return reply(body)
+
+
+def _event_time(e: dict[str, Any]) -> datetime:
+    at = e.get("at")
+    return at if isinstance(at, datetime) else datetime.min.replace(tzinfo=UTC)
+
+
+async def job_logs(request: web.Request) -> web.Response:
+    only_query(request, "task", "tail")
+    tail = qint(request, "tail", 0, 0, 100_000) or None
+    return reply(await request.app[SERVICE].logs(request[PRINCIPAL], request.match_info["id"],
+                                                 request.query.get("task") or None, tail))
+
+
+async def migrate_job(request: web.Request) -> web.Response:
+    only_query(request, "dry_run")
+    dry = qbool(request, "dry_run")
+    result, created = await migrate(request.app[SERVICE], request[PRINCIPAL], request.match_info["id"],
+                                    await read_json(request), dry)
+    if not created:
+        return reply(result)
+    return reply(result, 201, {"Location": f"/v1/jobs/{result.id}"})
+
+
+async def all_events(request: web.Request) -> web.StreamResponse:
+    """The caller's jobs' transitions as Server-Sent Events (from now, or after Last-Event-ID)."""
+    only_query(request)
+    return await watch_all(request, request.app[SERVICE], request[PRINCIPAL])
+
+
+async def backends(request: web.Request) -> web.Response:
+    out = await request.app[SERVICE].backends()
+    syncs = request.app[SYNCS]
+    for b in out:
+        if b["name"] in syncs:
+            b["sync"] = syncs[b["name"]].health()
+    return reply(out)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    store_ok = True
+    try:
+        await request.app[STORE].jobs.phase_counts()
+    except Exception:
+        store_ok = False
+    return reply({"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unreachable"},
+                 200 if store_ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    JOBS_BY_PHASE.clear()
+    for backend, phase, n in await request.app[STORE].jobs.phase_counts():
+        JOBS_BY_PHASE.labels(backend, phase).set(n)
+    return web.Response(body=generate_latest(METRICS), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(_: web.Request) -> web.Response:
+    return reply(openapi_document())
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    """Every route of the `/v1` API and the open endpoints."""
+    r.add_post("/v1/jobs", submit_job)
+    r.add_get("/v1/jobs", list_jobs)
+    r.add_get("/v1/jobs/{id}", get_job)
+    r.add_delete("/v1/jobs/{id}", delete_job)
+    r.add_post("/v1/jobs/{id}/{action:cancel|suspend|resume}", job_action)
+    r.add_get("/v1/jobs/{id}/events", job_events)
+    r.add_get("/v1/jobs/{id}/logs", job_logs)
+    r.add_post("/v1/jobs/{id}/migrate", migrate_job)
+    r.add_get("/v1/backends", backends)
+    r.add_get("/v1/events", all_events)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/openapi.json", openapi)

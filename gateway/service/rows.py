@@ -1,0 +1,39 @@
+"""Store rows as core models and back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.core.adapter import Handle
+from gateway.core.models import Job, JobStatus, ReportEntry
+
+
+def dt(epoch: float | None) -> datetime | None:
+    """An epoch timestamp as an aware datetime."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def to_job(row: dict[str, Any]) -> Job:
+    """A store row as the API's Job."""
+    status = dict(row["status"] or {})
+    if status.get("observed_at") is not None and not isinstance(status["observed_at"], str):
+        status["observed_at"] = dt(status["observed_at"])
+    return Job(id=row["id"], name=row["name"], backend=row["backend"], backend_job_id=row["backend_job_id"],
+               vendor_name=row["vendor_name"], project=row["project"], spec=row["spec"],
+               status=JobStatus.model_validate(status), labels=row["labels"] or {},
+               created_at=dt(row["created_at"]) or datetime.now(UTC),
+               updated_at=dt(row["updated_at"]) or datetime.now(UTC),
+               report=[ReportEntry.model_validate(e) for e in row["report"] or []],
+               origin=row["origin"], tenant=row["tenant"], migrated_from=row["migrated_from"],
+               migrated_to=row["migrated_to"], deleted=row["deleted_at"] is not None)
+
+
+def status_json(status: JobStatus) -> dict[str, Any]:
+    """A status as stored (JSON-safe)."""
+    return status.model_dump(mode="json")
+
+
+def handle_of(row: dict[str, Any]) -> Handle:
+    """The vendor handle of a submitted job."""
+    return Handle(row["backend_job_id"], row["vendor_name"], row["vendor_kind"] or "training")

@@ -1,0 +1,255 @@
+"""The submit path, as one state machine.
+
+    stored (submit_state=pending, QUEUED, no vendor id)
+      -> sent to the vendor (Adapter.submit: one create; after an ambiguous answer a lookup by the
+         deterministic vendor name, and a new create only when the job is certainly absent)
+      -> confirmed  (submit_state=submitted, vendor id and first status stored)
+       | rejected   (submit_state=rejected, FAILED: the vendor said no)
+       | unknown    (still pending: settled later by `settle`, here or in any replica, and at start-up)
+      -> settled: adopted if the vendor has it, created if it certainly does not, or
+         cancelled when a cancel arrived before the vendor had it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from gateway.core.adapter import Adapter, Handle
+from gateway.core.config import Config
+from gateway.core.errors import (
+    AmbiguousCreate,
+    BackendError,
+    BackendUnavailable,
+    Conflict,
+    ValidationError,
+)
+from gateway.core.ids import new_job_id
+from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, ReportEntry, parse_spec
+from gateway.core.translation import Translation, enforce_strict
+from gateway.service.principal import Principal
+from gateway.service.rows import handle_of, status_json
+from gateway.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def body_hash(raw: Any, strict: bool) -> str:
+    """Fingerprint of a submission, for idempotency keys."""
+    canon = json.dumps({"spec": raw, "strict": strict}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass
+class Accepted:
+    """A stored submission: its id, and whether it was an idempotent replay of an earlier one."""
+
+    job_id: str
+    replayed: bool = False
+
+
+@dataclass
+class Submissions:
+    """Accepts jobs and drives each through the states above."""
+
+    config: Config
+    store: Store
+    adapters: dict[str, Adapter]
+    inline_submit_seconds: float = 15.0
+    on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)  # backend -> its sync's wake-up
+    _inflight: set[str] = field(default_factory=set)  # jobs with a create or a settle under way here
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def adapter(self, backend: str) -> Adapter:
+        """The adapter of a configured backend (a 422 naming `backend` otherwise)."""
+        self.config.backend(backend)
+        return self.adapters[backend]
+
+    def translate(self, raw: Any, strict: bool, job_id: str) -> tuple[JobSpec, Translation]:
+        """Validate and translate a submission."""
+        spec = parse_spec(raw)
+        tr = self.adapter(spec.backend).translate(spec, job_id)
+        if strict:
+            enforce_strict(tr.report)
+        return spec, tr
+
+    def dry_run(self, raw: Any, strict: bool) -> DryRun:
+        """What a submit would send, and the report; nothing is stored or sent."""
+        spec, tr = self.translate(raw, strict, new_job_id())
+        return tr.dry_run(spec.backend)
+
+    # -- stored -------------------------------------------------------------------------
+    async def submit(self, who: Principal, raw: Any, strict: bool = False, idempotency_key: str | None = None,
+                     migrated_from: str | None = None, job_id: str | None = None,
+                     extra_report: list[ReportEntry] | None = None) -> Accepted:
+        """Store the job first (QUEUED, no vendor id), then send it; returns once it is confirmed,
+        rejected (raised) or left for settling."""
+        idem = None
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 255:
+                raise ValidationError("Idempotency-Key must be 1-255 characters",
+                                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1-255 characters"}])
+            digest = body_hash(raw, strict)
+            found = await self.store.keys.find(who.tenant, idempotency_key)
+            if found is not None:
+                return self._replay(found, digest)
+            idem = (who.tenant, idempotency_key, digest)
+        job_id = job_id or new_job_id()
+        spec, tr = self.translate(raw, strict, job_id)
+        now = time.time()
+        row = {
+            "id": job_id, "tenant": who.tenant, "name": spec.name, "backend": spec.backend,
+            "project": tr.project, "vendor_name": tr.vendor_name, "vendor_kind": tr.kind, "backend_job_id": None,
+            "spec": spec.model_dump(mode="json", exclude_none=True, exclude_unset=True),
+            "report": [e.model_dump() for e in (extra_report or []) + tr.report], "labels": spec.labels or {},
+            "phase": Phase.QUEUED.value, "terminal": False, "status": status_json(JobStatus(phase=Phase.QUEUED)),
+            "origin": "gateway", "submit_state": "pending", "submit_error": None, "cancel_requested": False,
+            "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": migrated_from,
+            "migrated_to": None,
+        }
+        try:
+            await self.store.jobs.create(row, idem)
+        except Conflict as err:  # the same key, concurrently: the other request stored it first
+            assert idem is not None
+            return self._replay((str(err.extra["body_hash"]), str(err.extra["job_id"])), idem[2])
+        log.info("job_accepted", job_id=job_id, backend=spec.backend, vendor_name=tr.vendor_name)
+        await self._send(job_id, tr, self.inline_submit_seconds, raise_rejection=True)
+        return Accepted(job_id)
+
+    @staticmethod
+    def _replay(found: tuple[str, str], digest: str) -> Accepted:
+        if found[0] != digest:
+            raise Conflict("this Idempotency-Key was used with a different request body",
+                           extra={"job_id": found[1]})
+        return Accepted(found[1], replayed=True)
+
+    # -- sent -> confirmed | rejected | unknown -------------------------------------------
+    async def _send(self, job_id: str, tr: Translation, deadline: float, raise_rejection: bool) -> None:
+        if job_id in self._inflight:
+            return
+        self._inflight.add(job_id)
+        try:
+            row = await self.store.jobs.get(job_id)
+            assert row is not None
+            try:
+                vj = await self.adapters[row["backend"]].submit(tr, deadline)
+            except AmbiguousCreate as err:
+                log.warning("submit_unconfirmed", job_id=job_id, reason=err.detail)
+                self._later(self._settle_until_done(job_id))
+                return
+            except BackendError as err:
+                await self._reject(job_id, err)
+                if raise_rejection:
+                    err.extra["job_id"] = job_id
+                    raise
+                return
+            await self._confirm(job_id, vj.handle, vj.status, write_behind=True)
+        finally:
+            self._inflight.discard(job_id)
+
+    async def _confirm(self, job_id: str, handle: Handle, status: JobStatus, write_behind: bool = False) -> None:
+        row = await self.store.jobs.get(job_id)
+        if row is None:
+            return
+        wake = self.on_submitted.get(row["backend"])
+        if wake is not None:
+            wake.set()  # a new live job: poll soon rather than at the quiet interval
+        cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
+                "submit_state": "submitted"}
+        await self.store.jobs.confirm(job_id, status_json(status), cols, write_behind)
+        if row["cancel_requested"] and not status.terminal:  # the cancel came before the vendor had it
+            confirmed = await self.store.jobs.get(job_id)
+            if confirmed is not None:
+                await self.cancel_on_vendor(confirmed)
+
+    async def _reject(self, job_id: str, err: BackendError) -> None:
+        status = JobStatus(phase=Phase.FAILED, terminal=True, message=f"rejected by the backend: {err.detail}",
+                           observed_at=datetime.now(UTC))
+        await self.store.jobs.apply_status(job_id, status_json(status), "gateway", submit_state="rejected",
+                                           submit_error=err.detail)
+        log.warning("submit_rejected", job_id=job_id, error=err.detail)
+
+    # -- unknown -> settled -------------------------------------------------------------
+    async def settle(self, job_id: str) -> bool:
+        """Settle a submission whose outcome is unknown: adopt the vendor job if it exists, create it
+        if it certainly does not. True once settled."""
+        if job_id in self._inflight:
+            return False
+        row = await self.store.jobs.get(job_id)
+        if row is None or row["submit_state"] != "pending":
+            return True
+        adapter = self.adapters.get(row["backend"])
+        if adapter is None:
+            return False
+        self._inflight.add(job_id)
+        try:
+            try:
+                found = await adapter.find_by_name(row["vendor_name"], row["project"])
+            except BackendUnavailable:
+                return False
+            if found is not None:
+                log.info("pending_adopted", job_id=job_id, vendor_id=found.handle.backend_job_id)
+                await self._confirm(job_id, found.handle, found.status)
+                return True
+            if row["cancel_requested"]:
+                await self.store.jobs.apply_status(job_id, status_json(JobStatus(
+                    phase=Phase.CANCELLED, terminal=True, message="cancelled before it reached the backend",
+                    observed_at=datetime.now(UTC))), "gateway", submit_state="cancelled")
+                return True
+            tr = adapter.translate(JobSpec.model_validate(row["spec"]), job_id)
+        finally:
+            self._inflight.discard(job_id)
+        await self._send(job_id, tr, self.config.backend(row["backend"]).submit_deadline, raise_rejection=False)
+        fresh = await self.store.jobs.get(job_id)
+        return fresh is None or fresh["submit_state"] != "pending"
+
+    async def _settle_until_done(self, job_id: str, delay: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                if await self.settle(job_id):
+                    return
+            except Exception as err:
+                log.warning("pending_resolve_failed", job_id=job_id, error=str(err))
+            delay = min(delay * 2, 30.0)
+
+    async def recover(self) -> int:
+        """At start-up: settle every submission a previous process left in flight."""
+        rows = await self.store.jobs.pending()
+        for row in rows:
+            if row["backend"] in self.adapters:
+                self._later(self._settle_until_done(row["id"], delay=0.0))
+        if rows:
+            log.info("recovering_pending_submissions", count=len(rows))
+        return len(rows)
+
+    def settle_later(self, job_id: str) -> None:
+        """Settle a pending job in the background (after a cancel arrived for it)."""
+        self._later(self.settle(job_id))
+
+    async def cancel_on_vendor(self, row: dict[str, Any]) -> None:
+        """Ask the vendor to stop a confirmed job, and show CANCELLING until the sync sees it end."""
+        await self.adapters[row["backend"]].cancel(handle_of(row))
+        status = JobStatus.model_validate(row["status"])
+        if status.phase not in (Phase.CANCELLING, Phase.CANCELLED):
+            status = status.model_copy(update={"phase": Phase.CANCELLING, "terminal": False,
+                                               "message": "cancel requested"})
+            await self.store.jobs.apply_status(row["id"], status_json(status), "gateway")
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop settling in the background (pending jobs stay pending: the next start settles them)."""
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
