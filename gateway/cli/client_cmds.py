@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from gateway.cli.specfile import read_spec_file
 from gateway.client import GatewayClient
 
 COLUMNS = (("ID", "id"), ("NAME", "name"), ("BACKEND", "backend"), ("PHASE", "phase"), ("VENDOR", "vendor"),
@@ -71,8 +72,6 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
     cmd = args.client_command
     as_json = args.json
     if cmd == "submit":
-        from gateway.cli.main import read_spec_file
-
         raw = read_spec_file(args.spec)
         if args.backend and isinstance(raw, dict):
             raw["backend"] = args.backend

@@ -1,17 +1,14 @@
-"""The `tjg` command line: serve, translate, phases, simulate, and client commands."""
+"""`tjg`: the argument parser and the dispatch to server commands and client commands."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gateway.core.errors import GatewayError, ValidationError
+from gateway.cli import client_cmds, server_cmds
+from gateway.core.errors import GatewayError
 
 EPILOG = """\
 examples:
@@ -26,97 +23,6 @@ examples:
 """
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def _problem_exit(err: GatewayError, code: int = 1) -> int:
-    print(json.dumps(err.problem(), indent=2, default=str), file=sys.stderr)
-    return code
-
-
-def read_spec_file(path: str) -> Any:
-    """Read a YAML or JSON spec file ('-' is stdin)."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as err:
-        raise ValidationError(f"cannot read {path}: {err.strerror}") from err
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValidationError(f"{path} is not valid YAML or JSON: {err}") from err
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    """Print the dry-run JSON for a spec without a server."""
-    from adapters import translate_spec
-    from gateway.core.config import load_config
-    from gateway.core.ids import new_job_id
-    from gateway.core.models import parse_spec
-    from gateway.core.translation import enforce_strict
-
-    try:
-        cfg = load_config(args.config)
-        raw = read_spec_file(args.spec)
-        if isinstance(raw, dict):
-            raw = {**raw, "backend": args.backend}
-        spec = parse_spec(raw)
-        backend = cfg.backend(spec.backend)
-        tr = translate_spec(spec, backend, new_job_id())
-        if args.strict:
-            enforce_strict(tr.report)
-    except GatewayError as err:
-        return _problem_exit(err)
-    _print_json(tr.dry_run(backend.name).model_dump(mode="json"))
-    return 0
-
-
-def cmd_phases(args: argparse.Namespace) -> int:
-    """Print a vendor's phase table."""
-    from mappings import phase_table
-
-    _print_json(phase_table(args.vendor).as_json())
-    return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    """Run a vendor simulator standalone until interrupted."""
-    from adapters.simkit import parse_faults, run_simulator
-
-    try:
-        faults = parse_faults(args.faults or "")
-    except ValueError as err:
-        print(f"tjg simulate: --faults: {err}", file=sys.stderr)
-        return 2
-    creds = []
-    for c in args.credentials or []:
-        if ":" not in c:
-            print("tjg simulate: --credentials takes ID:SECRET", file=sys.stderr)
-            return 2
-        ident, secret = c.split(":", 1)
-        creds.append((ident, secret))
-    run_simulator(args.vendor, host=args.host, port=args.port, credentials=creds, faults=faults,
-                  seed=args.seed, speed=args.speed, token_ttl=args.token_ttl)
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the gateway."""
-    from gateway.api.server import serve
-    from gateway.core.config import load_config
-
-    try:
-        cfg = load_config(args.config)
-    except GatewayError as err:
-        return _problem_exit(err)
-    if args.port is not None:
-        cfg.server.port = args.port
-    if args.host is not None:
-        cfg.server.host = args.host
-    serve(cfg)
-    return 0
-
-
 def _client(args: argparse.Namespace) -> Any:
     from gateway.client import GatewayClient
 
@@ -127,13 +33,11 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_client(args: argparse.Namespace) -> int:
     """Client commands against a running gateway."""
-    from gateway.cli import client_cmds as client_cli
-
     try:
-        rc: int = client_cli.run(args, _client(args))
+        rc: int = client_cmds.run(args, _client(args))
         return rc
     except GatewayError as err:
-        return _problem_exit(err)
+        return server_cmds.problem_exit(err)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)")
     s.add_argument("--host", help="override server.host")
     s.add_argument("--port", type=int, help="override server.port")
-    s.set_defaults(func=cmd_serve)
+    s.set_defaults(func=server_cmds.cmd_serve)
 
     t = sub.add_parser("translate", help="print the vendor request a spec becomes (no server needed)",
                        description="Translate SPEC for --backend and print {backend, request, report}. "
@@ -159,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)")
     t.add_argument("--strict", action="store_true", help="refuse any field the backend would drop")
     t.add_argument("spec", metavar="SPEC.yaml", help="job spec, YAML or JSON ('-' for stdin)")
-    t.set_defaults(func=cmd_translate)
+    t.set_defaults(func=server_cmds.cmd_translate)
 
     ph = sub.add_parser("phases", help="print a vendor's phase table as JSON")
     ph.add_argument("vendor", choices=["runai", "modelarts"])
-    ph.set_defaults(func=cmd_phases)
+    ph.set_defaults(func=server_cmds.cmd_phases)
 
     sim = sub.add_parser("simulate", help="run a vendor simulator standalone", description=(
         "Run the Run:ai or ModelArts simulator. Without --credentials it accepts "
@@ -178,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="seed for reproducible faults")
     sim.add_argument("--speed", type=float, default=1.0, help="lifecycle clock speed factor")
     sim.add_argument("--token-ttl", type=int, default=3600, help="Run:ai token lifetime in seconds")
-    sim.set_defaults(func=cmd_simulate)
+    sim.set_defaults(func=server_cmds.cmd_simulate)
 
     def client_parser(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_ + ". Talks to --url (or $TJG_URL, default "

@@ -1,0 +1,91 @@
+"""Commands that need no running gateway: serve, translate, phases, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from gateway.cli.specfile import read_spec_file
+from gateway.core.errors import GatewayError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def problem_exit(err: GatewayError, code: int = 1) -> int:
+    print(json.dumps(err.problem(), indent=2, default=str), file=sys.stderr)
+    return code
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Print the dry-run JSON for a spec without a server."""
+    from adapters import translate_spec
+    from gateway.core.config import load_config
+    from gateway.core.ids import new_job_id
+    from gateway.core.models import parse_spec
+    from gateway.core.translation import enforce_strict
+
+    try:
+        cfg = load_config(args.config)
+        raw = read_spec_file(args.spec)
+        if isinstance(raw, dict):
+            raw = {**raw, "backend": args.backend}
+        spec = parse_spec(raw)
+        backend = cfg.backend(spec.backend)
+        tr = translate_spec(spec, backend, new_job_id())
+        if args.strict:
+            enforce_strict(tr.report)
+    except GatewayError as err:
+        return problem_exit(err)
+    _print_json(tr.dry_run(backend.name).model_dump(mode="json"))
+    return 0
+
+
+def cmd_phases(args: argparse.Namespace) -> int:
+    """Print a vendor's phase table."""
+    from mappings import phase_table
+
+    _print_json(phase_table(args.vendor).as_json())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run a vendor simulator standalone until interrupted."""
+    from adapters.simkit import parse_faults
+    from adapters.simulators import run_simulator
+
+    try:
+        faults = parse_faults(args.faults or "")
+    except ValueError as err:
+        print(f"tjg simulate: --faults: {err}", file=sys.stderr)
+        return 2
+    creds = []
+    for c in args.credentials or []:
+        if ":" not in c:
+            print("tjg simulate: --credentials takes ID:SECRET", file=sys.stderr)
+            return 2
+        ident, secret = c.split(":", 1)
+        creds.append((ident, secret))
+    run_simulator(args.vendor, host=args.host, port=args.port, credentials=creds, faults=faults,
+                  seed=args.seed, speed=args.speed, token_ttl=args.token_ttl)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gateway."""
+    from gateway.api.server import serve
+    from gateway.core.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except GatewayError as err:
+        return problem_exit(err)
+    if args.port is not None:
+        cfg.server.port = args.port
+    if args.host is not None:
+        cfg.server.host = args.host
+    serve(cfg)
+    return 0
