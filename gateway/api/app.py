@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 import adapters  # noqa: F401  (registers the adapters)
 from adapters.simulators import start_simulator
-from gateway.api.http import CONFIG, KEYS, SERVICE, STORE, SYNCS
+from gateway.api.http import CONFIG, KEYS, SERVICE, SHUTDOWN, STORE, SYNCS
 from gateway.api.middleware import authenticate, errors, observe
 from gateway.api.v1 import add_routes
 from gateway.background.reconcile import reconcile_step
@@ -21,6 +23,7 @@ from gateway.background.sync import BackendSync
 from gateway.background.webhooks import WebhookDeliverer, targets
 from gateway.core.adapter import REGISTRY, Adapter
 from gateway.core.config import Config
+from gateway.core.errors import StartupError
 from gateway.core.logs import register_secrets
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
@@ -29,10 +32,19 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 
+def sim_state(config: Config, backend: str) -> str | None:
+    """Where an in-process simulator keeps its jobs: beside an SQLite store's file, so a restarted
+    gateway finds on the simulator the jobs its store remembers (none for PostgreSQL or :memory:)."""
+    url = make_url(config.store.url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return str(Path(url.database).parent / f"sim-{backend}.state")
+
+
 def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(_: web.Application) -> AsyncIterator[None]:
         runners = []
-        for b in config.backends:
+        for i, b in enumerate(config.backends):
             if not b.simulate:
                 continue
             u = urlsplit(b.url)
@@ -42,9 +54,16 @@ def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[Non
                     else None
             else:
                 creds = [(c.ak, c.sk.get_secret_value())] if c.ak and c.sk else None
-            runners.append(await start_simulator(b.kind, u.hostname or "127.0.0.1", u.port or 80,
-                                                 credentials=creds, faults=b.simulate_faults,
-                                                 speed=b.simulate_speed))
+            try:
+                runners.append(await start_simulator(b.kind, u.hostname or "127.0.0.1", u.port or 80,
+                                                     credentials=creds, faults=b.simulate_faults,
+                                                     speed=b.simulate_speed, state_file=sim_state(config, b.name)))
+            except OSError as err:
+                for r in runners:
+                    await r.cleanup()
+                raise StartupError(f"cannot start the {b.name} simulator on {u.hostname}:{u.port}: "
+                                   f"{err.strerror or err}; change backends[{i}].url ({b.name}) in the config"
+                                   ) from None
             log.info("simulator_started", backend=b.name, kind=b.kind, url=b.url)
         yield
         for r in runners:
@@ -61,7 +80,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         owner = replica_id()
         ttl = config.replica.lease_seconds
         adapters_: dict[str, Adapter] = {b.name: REGISTRY.create(b, session) for b in config.backends}
-        service = JobService(config, store, adapters_)
+        service = JobService(config, store, adapters_, config.server.submit_wait_seconds)
         app[STORE] = store
         app[SERVICE] = service
         syncs = {name: BackendSync(a, store) for name, a in adapters_.items()}
@@ -96,6 +115,12 @@ def create_app(config: Config) -> web.Application:
         p = Principal(t.name, t.role, tuple(t.projects))
         keys.extend((k.get_secret_value().encode(), p) for k in t.api_keys)
     app[KEYS] = keys
+    app[SHUTDOWN] = asyncio.Event()
+
+    async def end_streams(app: web.Application) -> None:
+        app[SHUTDOWN].set()  # before aiohttp waits for open connections: watch streams end at once
+
+    app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(_simulators(config))
     app.cleanup_ctx.append(_core(config))
     add_routes(app.router)

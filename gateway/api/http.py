@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
 from gateway.store import Store
 
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)  # set when the server begins to stop: streams end
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CONFIG = web.AppKey("config", Config)

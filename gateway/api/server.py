@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.core.config import Config
+from gateway.core.errors import StartupError
 from gateway.core.logs import configure_logging
 
 DEMO_KEY = "demo-key"
@@ -29,6 +32,29 @@ def serve(config: Config) -> None:
         lines.append(f"  demo API key: {shown}")
         lines.append(f"  try: export TJG_URL={url} TJG_API_KEY={shown}; tjg submit examples/single-gpu.yaml")
     lines.append(f"  store: {config.store.url}")
-    print("\n".join(lines), file=sys.stdout, flush=True)
-    web.run_app(app, host=config.server.host, port=config.server.port, access_log=None, print=None,
-                handle_signals=True)
+    sock = _listen(config)
+    # `print` is called once the gateway is up: nothing claims to listen before it does.
+    web.run_app(app, sock=sock, access_log=None, handle_signals=True, shutdown_timeout=5,
+                print=lambda _: print("\n".join(lines), file=sys.stdout, flush=True))
+
+
+def _listen(config: Config) -> socket.socket:
+    """Bind the gateway's port, and check the in-process simulators' ports, before anything starts: a
+    port in use is one line naming the setting to change, not a traceback after the start-up logs."""
+    host, port = config.server.host, config.server.port
+    try:
+        sock = socket.create_server((host, port))
+    except OSError as err:
+        raise StartupError(f"cannot listen on {host}:{port}: {err.strerror or err}; "
+                           "change server.port (or server.host) in the config, or pass --port") from None
+    for i, b in enumerate(config.backends):
+        if not b.simulate:
+            continue
+        u = urlsplit(b.url)
+        try:
+            socket.create_server((u.hostname or "127.0.0.1", u.port or 80)).close()
+        except OSError as err:
+            sock.close()
+            raise StartupError(f"cannot start the {b.name} simulator on {u.hostname}:{u.port}: "
+                               f"{err.strerror or err}; change backends[{i}].url ({b.name}) in the config") from None
+    return sock

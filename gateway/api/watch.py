@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from gateway.api.http import SHUTDOWN
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
 
@@ -21,11 +23,36 @@ def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
+async def _wait(request: web.Request, seconds: float) -> bool:
+    """Sleep between polls; True when the server is shutting down (the stream must end now)."""
+    closing = request.app[SHUTDOWN]
+    try:
+        await asyncio.wait_for(closing.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _stream(request: web.Request, body: Callable[[web.StreamResponse], Awaitable[None]]) -> web.StreamResponse:
+    """Run an event stream; a client that went away ends it quietly, a shutdown with a last frame."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    try:
+        await body(resp)
+        await resp.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client left; nothing to tell anyone
+    return resp
+
+
 async def watch_job(request: web.Request, svc: JobService, who: Principal, job_id: str) -> web.StreamResponse:
     """Stream a job's transitions (those already written first) until it is terminal."""
     await svc.get(who, job_id)  # 404 before the stream starts
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
+    return await _stream(request, lambda resp: _follow_job(request, resp, svc, who, job_id))
+
+
+async def _follow_job(request: web.Request, resp: web.StreamResponse, svc: JobService, who: Principal,
+                      job_id: str) -> None:
     last_seq = int(request.headers.get("Last-Event-ID", "0") or 0)
     idle = 0.0
     while True:
@@ -36,14 +63,14 @@ async def watch_job(request: web.Request, svc: JobService, who: Principal, job_i
         job = await svc.get(who, job_id)
         if job.status.terminal:
             await resp.write(sse("end", {"id": job_id, "phase": job.status.phase}))
-            break
-        await asyncio.sleep(POLL_SECONDS)
+            return
+        if await _wait(request, POLL_SECONDS):
+            await resp.write(sse("shutdown", {"reason": "the gateway is shutting down"}))
+            return
         idle += POLL_SECONDS
         if idle >= HEARTBEAT_SECONDS:
             await resp.write(b": keep-alive\n\n")
             idle = 0.0
-    await resp.write_eof()
-    return resp
 
 
 async def watch_all(request: web.Request, svc: JobService, who: Principal) -> web.StreamResponse:
@@ -51,8 +78,12 @@ async def watch_all(request: web.Request, svc: JobService, who: Principal) -> we
     store = svc.store
     header = request.headers.get("Last-Event-ID", "")
     last = int(header) if header.isdigit() else await store.events.last_id()
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
+    return await _stream(request, lambda resp: _follow_all(request, resp, svc, who, last))
+
+
+async def _follow_all(request: web.Request, resp: web.StreamResponse, svc: JobService, who: Principal,
+                      last: int) -> None:
+    store = svc.store
     await resp.write(b": watching\n\n")
     idle = 0.0
     tenant = None if who.admin else who.tenant
@@ -66,7 +97,9 @@ async def watch_all(request: web.Request, svc: JobService, who: Principal) -> we
             await resp.write(sse("transition", data, str(t["id"])))
             idle = 0.0
         if not rows:
-            await asyncio.sleep(POLL_SECONDS)
+            if await _wait(request, POLL_SECONDS):
+                await resp.write(sse("shutdown", {"reason": "the gateway is shutting down"}))
+                return
             idle += POLL_SECONDS
             if idle >= HEARTBEAT_SECONDS:
                 await resp.write(b": keep-alive\n\n")

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from gateway.cli.specfile import read_spec_file
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, StartupError
 
 
 def _print_json(data: Any) -> None:
@@ -69,8 +69,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             return 2
         ident, secret = c.split(":", 1)
         creds.append((ident, secret))
-    run_simulator(args.vendor, host=args.host, port=args.port, credentials=creds, faults=faults,
-                  seed=args.seed, speed=args.speed, token_ttl=args.token_ttl)
+    try:
+        run_simulator(args.vendor, host=args.host, port=args.port, credentials=creds, faults=faults,
+                      seed=args.seed, speed=args.speed, token_ttl=args.token_ttl)
+    except OSError as err:
+        print(f"tjg simulate: cannot listen on {args.host}:{args.port}: {err.strerror or err}; "
+              "choose another --port", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -87,5 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg.server.port = args.port
     if args.host is not None:
         cfg.server.host = args.host
-    serve(cfg)
+    try:
+        serve(cfg)
+    except StartupError as err:
+        print(f"tjg serve: {err.detail}", file=sys.stderr)
+        return 2
     return 0

@@ -148,3 +148,18 @@ class AmbiguousCreate(BackendUnavailable):
 
     title = "Create outcome unknown"
     type_slug = "ambiguous-create"
+
+
+class GatewayUnreachable(GatewayError):
+    """Client side: the gateway could not be reached, or what answered was not the gateway."""
+
+    status = 503
+    title = "Gateway unreachable"
+    type_slug = "unreachable"
+
+
+class StartupError(GatewayError):
+    """The gateway cannot start (a port in use, a bad address): says which setting to change."""
+
+    title = "Cannot start"
+    type_slug = "startup"
