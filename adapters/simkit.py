@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 import random
 import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+import structlog
 from aiohttp import web
+
+log = structlog.get_logger(__name__)
 
 FAULT_KEYS = ("http503", "http429", "reset", "delay_ms", "drop_after_commit")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -94,8 +100,10 @@ def _abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBody) -> list[Any]:
-    """Middlewares that count requests and inject faults on vendor (non-/_sim/) paths."""
+def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBody,
+                    on_commit: Callable[[], None] | None = None) -> list[Any]:
+    """Middlewares that count requests and inject faults on vendor (non-/_sim/) paths; `on_commit` is
+    called after each request that changed the simulator's state."""
 
     @web.middleware
     async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -118,6 +126,8 @@ def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBo
             return web.json_response(error_body(429, "Too many requests (simulated fault)"), status=429,
                                      headers={"Retry-After": "1"})
         resp = await handler(request)
+        if on_commit is not None and request.get(COMMITTED):
+            on_commit()
         if drop and request.get(COMMITTED):
             _abort(request)
             raise DropConnection()
@@ -201,6 +211,10 @@ class Timeline:
         del self.phases[i:]
         self.extend(now, steps)
 
+    def shift(self, delta: float) -> None:
+        """Move every scheduled time by `delta` seconds (a restored job on a new process's clock)."""
+        self.at = [t + delta for t in self.at]
+
     def history(self, now: float) -> list[tuple[float, Any]]:
         """Phases reached so far with their monotonic times."""
         i = bisect_right(self.at, now)
@@ -222,3 +236,83 @@ def run_outcome(env: dict[str, str]) -> tuple[str, float]:
     except ValueError:
         seconds = 5.0
     return outcome, seconds
+
+
+class Persistent(Protocol):
+    """A simulator whose jobs can be written down and taken up again."""
+
+    revision: int
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything about its jobs (picklable; times on this process's monotonic clock)."""
+
+    def restore_state(self, state: dict[str, Any], shift: float) -> None:
+        """Take jobs up again; `shift` moves the saved monotonic times onto this process's clock."""
+
+
+STATE_VERSION = 1
+
+
+class StateFile:
+    """A simulator's jobs in a file beside the gateway's store, so that an in-process simulator goes on
+    with its jobs when the gateway restarts (time spent down counts: a job due to end has ended).
+    Written by this process only; a file it cannot read is set aside and the simulator starts empty."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self, sim: Persistent) -> int:
+        """Restore `sim` from the file; returns the number of jobs taken up."""
+        try:
+            data = pickle.loads(self.path.read_bytes())
+            if data.get("version") != STATE_VERSION:
+                raise ValueError(f"version {data.get('version')!r}")
+            # A saved monotonic time m was at wall time m + (wall - mono); on this clock that wall time is
+            # at m + (wall - mono) - (now_wall - now_mono).
+            shift = (data["wall"] - data["mono"]) - (time.time() - time.monotonic())
+            sim.restore_state(data["state"], shift)
+        except FileNotFoundError:
+            return 0
+        except Exception as err:
+            aside = self.path.with_suffix(self.path.suffix + ".unreadable")
+            os.replace(self.path, aside)
+            log.warning("simulator_state_unreadable", path=str(self.path), moved_to=str(aside), error=str(err))
+            return 0
+        return len(data["state"].get("order", []))
+
+    def save(self, sim: Persistent) -> None:
+        """Write the state atomically (a crash mid-write leaves the previous file)."""
+        data = {"version": STATE_VERSION, "wall": time.time(), "mono": time.monotonic(),
+                "state": sim.export_state()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_bytes(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, self.path)
+
+
+def persist(app: web.Application, sim: Persistent, path: str | Path, every: float = 0.5) -> None:
+    """Load `sim` from `path` when `app` starts, save it within `every` seconds of each change, and on
+    cleanup."""
+    state = StateFile(path)
+
+    async def ctx(_: web.Application) -> Any:
+        n = state.load(sim)
+        if n:
+            log.info("simulator_state_restored", path=str(state.path), jobs=n)
+        saved = sim.revision
+
+        async def saver() -> None:
+            nonlocal saved
+            while True:
+                await asyncio.sleep(every)
+                if sim.revision != saved:
+                    saved = sim.revision
+                    state.save(sim)
+
+        task = asyncio.create_task(saver())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        state.save(sim)
+
+    app.cleanup_ctx.append(ctx)

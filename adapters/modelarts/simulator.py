@@ -21,6 +21,7 @@ from adapters.simkit import (
     COMMITTED,
     FaultState,
     Timeline,
+    persist,
     run_outcome,
     sim_admin_routes,
     sim_middlewares,
@@ -80,6 +81,20 @@ class ModelArtsSimulator:
         self.order: list[TrainingJob] = []
         self.names: dict[tuple[str, str], str] = {}
         self.flavor_ids = {f.id: f for f in flavors()}
+        self.revision = 0  # bumped by every request that changes a job (see simkit.persist)
+
+    def export_state(self) -> dict[str, Any]:
+        """The jobs, for simkit.StateFile."""
+        return {"order": self.order}
+
+    def restore_state(self, state: dict[str, Any], shift: float) -> None:
+        """Take saved jobs up again on this process's clock."""
+        for j in state["order"]:
+            j.timeline.shift(shift)
+            self.jobs[j.id] = j
+            self.order.append(j)
+            if not j.deleted:
+                self.names[(j.project_id, j.name)] = j.id
 
     def _s(self, seconds: float) -> float:
         return seconds / self.speed
@@ -388,8 +403,8 @@ SIM_KEY = web.AppKey("modelarts_sim", ModelArtsSimulator)
 
 
 def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
-                     seed: int | None = None, speed: float = 1.0) -> web.Application:
-    """The ModelArts simulator as an aiohttp app."""
+                     seed: int | None = None, speed: float = 1.0, state_file: str | None = None) -> web.Application:
+    """The ModelArts simulator as an aiohttp app (its jobs kept in `state_file` when given)."""
     state = FaultState(seed=seed)
     state.set(faults or {})
     stats: Counter[str] = Counter()
@@ -397,9 +412,16 @@ def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: d
     def err(status: int, msg: str) -> dict[str, Any]:
         return error(status, msg)
 
-    app = web.Application(middlewares=sim_middlewares(state, stats, err), client_max_size=8 * 1024 * 1024)
     sim = ModelArtsSimulator(credentials, speed=speed)
+
+    def changed() -> None:
+        sim.revision += 1
+
+    app = web.Application(middlewares=sim_middlewares(state, stats, err, changed),
+                          client_max_size=8 * 1024 * 1024)
     app[SIM_KEY] = sim
+    if state_file:
+        persist(app, sim, state_file)
     sim.routes(app)
     sim_admin_routes(app, state, stats)
     return app

@@ -28,6 +28,7 @@ from adapters.simkit import (
     COMMITTED,
     FaultState,
     Timeline,
+    persist,
     run_outcome,
     sim_admin_routes,
     sim_middlewares,
@@ -108,6 +109,22 @@ class RunaiSimulator:
         self.names: dict[tuple[str, str], str] = {}
         self.tokens_issued = 0
         self.checker = SchemaChecker(json.loads(SPEC_PATH.read_text()))
+        self.revision = 0  # bumped by every request that changes a workload (see simkit.persist)
+
+    def export_state(self) -> dict[str, Any]:
+        """The workloads, for simkit.StateFile."""
+        return {"order": self.order}
+
+    def restore_state(self, state: dict[str, Any], shift: float) -> None:
+        """Take saved workloads up again on this process's clock."""
+        for w in state["order"]:
+            w.timeline.shift(shift)
+            if w.deleted_at is not None:
+                w.deleted_at += shift
+            self.jobs[w.id] = w
+            self.order.append(w)
+            if w.deleted_at is None:
+                self.names[(w.project_id, w.name)] = w.id
 
     # -- auth ---------------------------------------------------------------------------
     def issue_token(self, subject: str) -> str:
@@ -537,14 +554,22 @@ SIM_KEY = web.AppKey("runai_sim", RunaiSimulator)
 
 
 def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
-                     seed: int | None = None, speed: float = 1.0, token_ttl: int = 3600) -> web.Application:
-    """The Run:ai simulator as an aiohttp app."""
+                     seed: int | None = None, speed: float = 1.0, token_ttl: int = 3600,
+                     state_file: str | None = None) -> web.Application:
+    """The Run:ai simulator as an aiohttp app (its workloads kept in `state_file` when given)."""
     state = FaultState(seed=seed)
     state.set(faults or {})
     stats: Counter[str] = Counter()
-    app = web.Application(middlewares=sim_middlewares(state, stats, error), client_max_size=8 * 1024 * 1024)
     sim = RunaiSimulator(credentials, speed=speed, token_ttl=token_ttl)
+
+    def changed() -> None:
+        sim.revision += 1
+
+    app = web.Application(middlewares=sim_middlewares(state, stats, error, changed),
+                          client_max_size=8 * 1024 * 1024)
     app[SIM_KEY] = sim
+    if state_file:
+        persist(app, sim, state_file)
     sim.routes(app)
     sim_admin_routes(app, state, stats)
     return app
