@@ -107,8 +107,9 @@ class ModelArtsAdapter(Adapter):
         task = task or "worker-0"
         res = await self.client.log_preview(handle.backend_job_id, task)
         content = str(res.get("content") or "")
-        if tail:
-            content = "\n".join(content.splitlines()[-tail:]) + "\n"
+        if tail is not None:
+            lines = content.splitlines()[-tail:] if tail > 0 else []
+            content = "".join(line + "\n" for line in lines)
         return LogChunk(task=task, content=content, full_size=int(res.get("full_size") or len(content)))
 
     async def events(self, handle: Handle) -> list[dict[str, Any]]:

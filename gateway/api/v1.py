@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.http import (
+    CONFIG,
     PRINCIPAL,
     SERVICE,
     STORE,
@@ -44,7 +45,12 @@ def list_filters(request: web.Request) -> ListFilters:
         if not sep or not k:
             raise BadRequest("label filters are k=v", errors=[{"loc": ["query", "label"], "msg": "expected k=v"}])
         labels.append((k, v))
-    return ListFilters(backend=q.get("backend") or None, phases=phases, project=q.get("project") or None,
+    backend = q.get("backend") or None
+    known = [b.name for b in request.app[CONFIG].backends]
+    if backend is not None and backend not in known:
+        raise BadRequest(f"unknown backend {backend!r}; this gateway has {', '.join(known)}",
+                         errors=[{"loc": ["query", "backend"], "msg": "not a configured backend"}])
+    return ListFilters(backend=backend, phases=phases, project=q.get("project") or None,
                        labels=labels, name_prefix=q.get("name_prefix") or None,
                        include_deleted=qbool(request, "deleted"))
 
@@ -116,7 +122,7 @@ def _event_time(e: dict[str, Any]) -> datetime:
 
 async def job_logs(request: web.Request) -> web.Response:
     only_query(request, "task", "tail")
-    tail = qint(request, "tail", 0, 0, 100_000) or None
+    tail = qint(request, "tail", 0, 0, 100_000) if "tail" in request.query else None
     return reply(await request.app[SERVICE].logs(request[PRINCIPAL], request.match_info["id"],
                                                  request.query.get("task") or None, tail))
 

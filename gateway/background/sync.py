@@ -122,9 +122,11 @@ class BackendSync:
 
     async def vanished(self, row: dict[str, Any]) -> int:
         """The vendor no longer has the job: a cancel we asked for, or a deletion outside the gateway."""
-        why = "cancelled" if row["cancel_requested"] else "deleted on the backend outside the gateway"
-        st = JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=(row["status"] or {}).get("vendor_phase"),
-                       message=why, observed_at=datetime.now(UTC))
+        why = "cancelled: the backend has removed it" if row["cancel_requested"] \
+            else "deleted on the backend outside the gateway"
+        # No vendor phase: the vendor has no job any more, and its last phase (e.g. Running) would mislead.
+        st = JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=None, message=why,
+                       observed_at=datetime.now(UTC))
         await self.store.jobs.apply_status(row["id"], status_json(st), "sync")
         return 1
 

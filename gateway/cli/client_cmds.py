@@ -1,4 +1,5 @@
-"""Client commands of `tjg`: submit, list, get, cancel, suspend, resume, events, delete."""
+"""Client commands of `tjg`: submit, list, get, wait, cancel, suspend, resume, events, delete, logs,
+migrate, backends."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from collections.abc import Awaitable
 from typing import Any
 
+from gateway.cli.output import JOB_FAILED, OK, UsageError, emit, is_tty
 from gateway.cli.specfile import read_spec_file
 from gateway.client import GatewayClient
+from gateway.core.errors import GatewayError, ValidationError
 
 COLUMNS = (("ID", "id"), ("NAME", "name"), ("BACKEND", "backend"), ("PHASE", "phase"), ("VENDOR", "vendor"),
            ("AGE", "age"), ("ORIGIN", "origin"))
@@ -28,12 +33,17 @@ def _age(created: str) -> str:
     return f"{int(secs)}s"
 
 
+WIDE = (*COLUMNS, ("PROJECT", "project"), ("VENDOR ID", "vendor_id"), ("LABELS", "labels"))
+
+
 def _row(job: dict[str, Any]) -> dict[str, str]:
     st = job.get("status") or {}
-    phase = st.get("phase", "?") + ("*" if st.get("stale") else "")
+    phase = st.get("phase", "?") + ("*" if st.get("stale") else "") + (" (deleted)" if job.get("deleted") else "")
     return {"id": job["id"], "name": job["name"], "backend": job["backend"], "phase": phase,
             "vendor": str(st.get("vendor_phase") or "-"), "age": _age(job["created_at"]),
-            "origin": job.get("origin", "gateway")}
+            "origin": job.get("origin", "gateway"), "project": str(job.get("project") or "-"),
+            "vendor_id": str(job.get("backend_job_id") or "-"),
+            "labels": ",".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items()) or "-"}
 
 
 def table(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
@@ -56,6 +66,7 @@ def show_job(job: dict[str, Any]) -> str:
            f"vendor phase: {st.get('vendor_phase') or '-'}"
            + (f" / {st['vendor_secondary_phase']}" if st.get("vendor_secondary_phase") else ""),
            f"message:      {st.get('message') or '-'}", f"created:      {job['created_at']}",
+           *([f"deleted:      yes (updated {job['updated_at']})"] if job.get("deleted") else []),
            f"labels:       {', '.join(f'{k}={v}' for k, v in (job.get('labels') or {}).items()) or '-'}"]
     for key in ("migrated_from", "migrated_to"):
         if job.get(key):
@@ -68,66 +79,112 @@ def show_job(job: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, client: GatewayClient) -> int:
-    """Dispatch one client command."""
+    """Dispatch one client command; returns the exit code."""
     cmd = args.client_command
-    as_json = args.json
+    out = args.output
     if cmd == "submit":
-        raw = read_spec_file(args.spec)
-        if args.backend and isinstance(raw, dict):
-            raw["backend"] = args.backend
-        params = {"dry_run": "true"} if args.dry_run else {}
-        if args.strict:
-            params["strict"] = "true"
-        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-        res = client.call("POST", "/v1/jobs", params=params, body=raw, headers=headers)
-        if as_json or args.dry_run:
-            print(json.dumps(res, indent=2))
-        else:
-            print(f"submitted {res['id']} ({res['name']}) to {res['backend']}: {res['status']['phase']}")
-            lossy = [e for e in res.get("report") or [] if e["outcome"] in ("approximated", "dropped")]
-            for e in lossy:
-                print(f"  note: {e['field']} {e['outcome']}: {e['detail']}")
-        return 0
+        return _submit(args, client)
     if cmd == "list":
         return _list(args, client)
     if cmd == "get":
-        if getattr(args, "watch", False):
-            return _watch(client, args.id, as_json)
+        if args.watch:
+            return _watch(client, args.id, out)
         job = client.call("GET", f"/v1/jobs/{args.id}")
-        print(json.dumps(job, indent=2) if as_json else show_job(job))
-        return 0
+        emit(job, out, lambda: show_job(job))
+        return OK
+    if cmd == "wait":
+        return _watch(client, args.id, out, quiet=True)
     if cmd in ("cancel", "suspend", "resume"):
         job = client.call("POST", f"/v1/jobs/{args.id}/{cmd}")
-        print(json.dumps(job, indent=2) if as_json else f"{job['id']}: {job['status']['phase']}")
-        return 0
+        emit(job, out, lambda: f"{job['id']}: {job['status']['phase']}")
+        return OK
     if cmd == "migrate":
         return _migrate(args, client)
     if cmd == "logs":
-        params = {k: str(v) for k, v in (("task", args.task), ("tail", args.tail)) if v}
+        params = {k: str(v) for k, v in (("task", args.task), ("tail", args.tail)) if v is not None}
         res = client.call("GET", f"/v1/jobs/{args.id}/logs", params=params)
-        if as_json:
-            print(json.dumps(res, indent=2))
-        else:
-            sys.stdout.write(res["content"])
-        return 0
+        emit(res, out, lambda: res["content"].rstrip("\n"))
+        return OK
     if cmd == "delete":
+        job = client.call("GET", f"/v1/jobs/{args.id}")
+        if job.get("deleted"):
+            print(f"{args.id}: already deleted", file=sys.stderr)
+            return OK
         client.call("DELETE", f"/v1/jobs/{args.id}")
-        print(f"{args.id}: deleted")
-        return 0
+        print(f"{args.id}: deleted (the record stays: tjg get {args.id})")
+        return OK
     if cmd == "events":
         evs = client.call("GET", f"/v1/jobs/{args.id}/events")["events"]
-        if as_json:
-            print(json.dumps(evs, indent=2))
-        else:
-            rows = [{"seq": str(e.get("seq") or "-"), "at": str(e.get("at") or "-"),
-                     "from": str(e.get("from_phase") or "-"), "to": str(e.get("to_phase") or e.get("reason") or "-"),
-                     "vendor": str(e.get("vendor_phase") or e.get("type") or "-"), "source": str(e["source"]),
-                     "message": str(e.get("message") or "")} for e in evs]
-            print(table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
-                               ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
-        return 0
-    print(f"tjg: unknown command {cmd}", file=sys.stderr)
-    return 2
+        rows = [{"seq": str(e.get("seq") or "-"), "at": str(e.get("at") or "-"),
+                 "from": str(e.get("from_phase") or "-"), "to": str(e.get("to_phase") or e.get("reason") or "-"),
+                 "vendor": str(e.get("vendor_phase") or e.get("type") or "-"), "source": str(e["source"]),
+                 "message": str(e.get("message") or "")} for e in evs]
+        emit(evs, out, lambda: table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
+                                            ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
+        return OK
+    if cmd == "backends":
+        bs = client.call("GET", "/v1/backends")
+        rows = [{"name": b["name"], "kind": b["kind"], "healthy": "yes" if b.get("healthy") else "no",
+                 "circuit": str(b.get("circuit", "-")), "url": str(b.get("url", "-")),
+                 "cannot": ", ".join(k for k, v in (b.get("capabilities") or {}).items() if v is not True) or "-"}
+                for b in bs]
+        emit(bs, out, lambda: table(rows, (("NAME", "name"), ("KIND", "kind"), ("HEALTHY", "healthy"),
+                                           ("CIRCUIT", "circuit"), ("URL", "url"), ("CANNOT", "cannot"))))
+        return OK
+    raise UsageError(f"unknown command {cmd}")
+
+
+def _submit(args: argparse.Namespace, client: GatewayClient) -> int:
+    try:
+        raw = read_spec_file(args.spec)
+    except ValidationError as err:
+        raise UsageError(f"submit: {err.detail}") from None
+    if args.backend:
+        raw["backend"] = args.backend
+    params = {"dry_run": "true"} if args.dry_run else {}
+    if args.strict:
+        params["strict"] = "true"
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    backend = str(raw.get("backend") or "the backend")
+    res = asyncio.run(_progress(client.acall("POST", "/v1/jobs", params=params, body=raw, headers=headers),
+                                f"handing the job to {backend}"))
+    if args.output in ("json", "yaml") or args.dry_run:
+        emit(res, "yaml" if args.output == "yaml" else "json", lambda: "")
+        return OK
+    st = res["status"]
+    print(f"submitted {res['id']} ({res['name']}) to {res['backend']}: {st['phase']}")
+    if not res.get("backend_job_id") and not st.get("terminal"):
+        print(f"  accepted, but {res['backend']} has not confirmed it yet: the gateway keeps trying and never "
+              f"creates it twice. Follow it: tjg get {res['id']} --watch", file=sys.stderr)
+    for e in res.get("report") or []:
+        if e["outcome"] in ("approximated", "dropped"):
+            print(f"  note: {e['field']} {e['outcome']}: {e['detail']}")
+    return OK
+
+
+async def _progress(call: Awaitable[Any], doing: str) -> Any:
+    """Await `call`, saying on stderr what is being waited for once it takes more than a moment."""
+    task = asyncio.ensure_future(call)
+    started = time.monotonic()
+    tty = is_tty(sys.stderr)
+    shown = False
+    next_line = 2.0
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if done:
+            break
+        elapsed = time.monotonic() - started
+        if tty and elapsed >= 1.0:
+            sys.stderr.write(f"\r{doing}: waiting for the gateway... {elapsed:.0f}s ")
+            sys.stderr.flush()
+            shown = True
+        elif not tty and elapsed >= next_line:
+            print(f"{doing}: waiting for the gateway... {elapsed:.0f}s", file=sys.stderr, flush=True)
+            next_line += 5.0
+    if shown:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+    return task.result()
 
 
 def _migrate(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -136,12 +193,11 @@ def _migrate(args: argparse.Namespace, client: GatewayClient) -> int:
         try:
             body["overrides"] = json.loads(args.override)
         except ValueError as err:
-            print(f"tjg migrate: --override is not JSON: {err}", file=sys.stderr)
-            return 2
+            raise UsageError(f"migrate: --override is not JSON: {err}") from None
     params = {"dry_run": "true"} if args.dry_run else None
     res = client.call("POST", f"/v1/jobs/{args.id}/migrate", params=params, body=body)
-    if args.json:
-        print(json.dumps(res, indent=2))
+    if args.output in ("json", "yaml"):
+        emit(res, args.output, lambda: "")
     elif args.dry_run:
         rows = [{"field": c["field"], "src": f"{c['source']['outcome'] or '-'}",
                  "tgt": f"{c['target']['outcome'] or '-'}", "detail": c["target"]["detail"]}
@@ -152,7 +208,7 @@ def _migrate(args: argparse.Namespace, client: GatewayClient) -> int:
         print(f"migrated {args.id} -> {res['id']} on {res['backend']}: {res['status']['phase']}")
         for w in res.get("warnings") or []:
             print(f"  warning: {w}")
-    return 0
+    return OK
 
 
 def _list(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -163,54 +219,82 @@ def _list(args: argparse.Namespace, client: GatewayClient) -> int:
             params.append((name, value))
     params += [("label", lb) for lb in args.label or []]
     jobs: list[dict[str, Any]] = []
-    token = None
+    token = args.page_token
     while True:
         page = client.call("GET", "/v1/jobs", params=params + ([("page_token", token)] if token else []))
         jobs += page["jobs"]
         token = page.get("next_page_token")
         if not token or not args.all:
             break
-    if args.json:
-        print(json.dumps({"jobs": jobs, "next_page_token": token}, indent=2))
-    else:
-        print(table([_row(j) for j in jobs]) if jobs else "no jobs")
-        if token:
-            print(f"(more: --all, or page_token {token})")
-    if getattr(args, "watch", False):
-        return _watch_all(client, args.json)
-    return 0
+    out = args.output
+    emit({"jobs": jobs, "next_page_token": token}, out,
+         lambda: table([_row(j) for j in jobs], WIDE if out == "wide" else COLUMNS) if jobs else "no jobs")
+    if token and out in ("table", "wide"):
+        print(f"(more: tjg list --page-token {token} ..., or --all)", file=sys.stderr)
+    if args.watch:
+        return _watch_all(client, out)
+    return OK
 
 
-def _watch_all(client: GatewayClient, as_json: bool) -> int:
+def _watch_all(client: GatewayClient, out: str) -> int:
     async def follow() -> None:
         print("watching for transitions (Ctrl-C to stop)...", file=sys.stderr, flush=True)
         async for event, data in client.stream("/v1/events"):
+            if event == "shutdown":
+                break
             if event != "transition":
                 continue
-            if as_json:
+            if out in ("json", "yaml"):
                 print(json.dumps(data), flush=True)
             else:
                 print(f"{data['job_id']}  {data['job_name']:<24} {data['backend']:<10} "
                       f"{data['from_phase'] or '-':>10} -> {data['to_phase']:<10} {data['message'] or ''}",
                       flush=True)
 
-    try:
-        asyncio.run(follow())
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    asyncio.run(follow())
+    raise _stream_lost(client)
 
 
-def _watch(client: GatewayClient, job_id: str, as_json: bool) -> int:
+def _stream_lost(client: GatewayClient) -> GatewayError:
+    from gateway.core.errors import GatewayUnreachable
+
+    return GatewayUnreachable(f"the gateway at {client.url} closed the stream (shutting down or restarting); "
+                              "run the command again to go on watching")
+
+
+def _watch(client: GatewayClient, job_id: str, out: str, quiet: bool = False) -> int:
+    """Follow a job until it ends: exit 0 when it SUCCEEDED, 4 when it FAILED or was CANCELLED."""
+    ended: dict[str, Any] = {}
+
     async def follow() -> None:
+        tty = is_tty(sys.stderr) and not quiet and out not in ("json", "yaml")
+        phase = "?"
+        started = time.monotonic()
         async for event, data in client.stream(f"/v1/jobs/{job_id}/events", params={"watch": "true"}):
-            if as_json:
+            if tty:
+                sys.stderr.write("\r\033[K")
+            if event == "end":
+                ended.update(data)
+                return
+            if event == "shutdown":
+                return
+            if out in ("json", "yaml"):
                 print(json.dumps({"event": event, "data": data}), flush=True)
             elif event == "transition":
-                print(f"{data['at']}  {data['from_phase'] or '-':>10} -> {data['to_phase']:<10} "
-                      f"{data['vendor_phase'] or ''}  {data['message'] or ''}", flush=True)
-            elif event == "end":
-                print(f"{job_id} ended {data['phase']}", flush=True)
+                phase = data["to_phase"]
+                if not quiet:
+                    print(f"{data['at']}  {data['from_phase'] or '-':>10} -> {data['to_phase']:<10} "
+                          f"{data['vendor_phase'] or ''}  {data['message'] or ''}", flush=True)
+            if tty:
+                sys.stderr.write(f"watching {job_id}: {phase}, {time.monotonic() - started:.0f}s (Ctrl-C to stop)")
+                sys.stderr.flush()
 
     asyncio.run(follow())
-    return 0
+    if not ended:
+        raise _stream_lost(client)
+    phase = ended.get("phase")
+    if out in ("json", "yaml"):
+        print(json.dumps({"event": "end", "data": ended}), flush=True)
+    else:
+        print(f"{job_id} ended {phase}", flush=True)
+    return OK if phase == "SUCCEEDED" else JOB_FAILED

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
+from gateway import __version__
 from gateway.cli import client_cmds, server_cmds
-from gateway.core.errors import GatewayError
+from gateway.cli.output import FORMATS, UsageError, fail
+from gateway.client import DEFAULT_TIMEOUT, GatewayClient
+from gateway.core.errors import GatewayError, ValidationError
 
 EPILOG = """\
 examples:
@@ -20,24 +22,59 @@ examples:
   tjg list --phase RUNNING,QUEUED
   tjg migrate ID --to modelarts --source-action cancel --dry-run
   tjg logs ID --tail 50
+  tjg wait ID && echo done                    # exit 0 SUCCEEDED, 4 FAILED/CANCELLED
+
+exit codes: 0 ok, 1 the gateway answered with an error, 2 usage or a local file problem,
+            3 cannot reach the gateway (or it went away), 4 the job ended FAILED or CANCELLED
 """
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from gateway.client import GatewayClient
+DEMO_KEY = "demo-key"
 
+
+def _client(args: argparse.Namespace) -> GatewayClient:
     url = args.url or os.environ.get("TJG_URL") or "http://127.0.0.1:8080"
-    key = args.api_key or os.environ.get("TJG_API_KEY") or os.environ.get("TJG_DEMO_KEY") or "demo-key"
-    return GatewayClient(url, key)
+    key = args.api_key or os.environ.get("TJG_API_KEY") or os.environ.get("TJG_DEMO_KEY")
+    if not key:
+        print(f"tjg: no API key given (--api-key or TJG_API_KEY): using the demo config's key {DEMO_KEY!r}",
+              file=sys.stderr)
+        key = DEMO_KEY
+    try:
+        return GatewayClient(url, key, timeout=args.timeout)
+    except ValidationError as err:
+        raise UsageError(err.detail) from None
 
 
 def cmd_client(args: argparse.Namespace) -> int:
     """Client commands against a running gateway."""
+    if args.json:
+        args.output = "json"
     try:
-        rc: int = client_cmds.run(args, _client(args))
-        return rc
-    except GatewayError as err:
-        return server_cmds.problem_exit(err)
+        return client_cmds.run(args, _client(args))
+    except (GatewayError, UsageError) as err:
+        return fail(err, args.output)
+
+
+def port(text: str) -> int:
+    """A TCP port number (argparse type)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n} is not a port number (1-65535)")
+    return n
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tjg", description="trainjob-gateway: one API for training jobs on Run:ai and ModelArts.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tjg (trainjob-gateway) {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -53,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Backends with `simulate: true` get their simulator started in-process."))
     s.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)")
     s.add_argument("--host", help="override server.host")
-    s.add_argument("--port", type=int, help="override server.port")
+    s.add_argument("--port", type=port, help="override server.port")
     s.set_defaults(func=server_cmds.cmd_serve)
 
     t = sub.add_parser("translate", help="print the vendor request a spec becomes (no server needed)",
@@ -73,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the Run:ai or ModelArts simulator. Without --credentials it accepts "
         "tjg-demo:tjg-demo-secret (Run:ai) or TJGDEMOAK:TJGDEMOSK (ModelArts)."))
     sim.add_argument("vendor", choices=["runai", "modelarts"])
-    sim.add_argument("--port", type=int, required=True)
+    sim.add_argument("--port", type=port, required=True)
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--credentials", action="append", metavar="ID:SECRET",
                      help="accepted client id/secret or AK/SK pair (repeatable)")
@@ -89,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "http://127.0.0.1:8080) with --api-key (or $TJG_API_KEY).")
         c.add_argument("--url", help="gateway URL")
         c.add_argument("--api-key", help="API key")
-        c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        c.add_argument("-o", "--output", choices=FORMATS, default="table",
+                       help="table (default), wide (more columns), json or yaml; errors are JSON with -o json")
+        c.add_argument("--json", action="store_true", help="the same as -o json")
+        c.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
+                       help=f"seconds to wait for the gateway's answer (default {DEFAULT_TIMEOUT:g})")
         c.set_defaults(func=cmd_client, client_command=name)
         return c
 
@@ -107,10 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name-prefix")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--all", action="store_true", help="follow page tokens to the end")
+    c.add_argument("--page-token", help="start at this page (printed after a full page)")
     c.add_argument("--watch", action="store_true", help="then follow every transition of your jobs")
     c = client_parser("get", "show one job")
     c.add_argument("id", metavar="ID")
-    c.add_argument("--watch", action="store_true", help="follow its transitions until it ends")
+    c.add_argument("--watch", action="store_true", help="follow its transitions until it ends; exit 0 when it "
+                   "SUCCEEDED, 4 when it FAILED or was CANCELLED")
+    c = client_parser("wait", "wait until a job ends; exit 0 when it SUCCEEDED, 4 when it FAILED or was CANCELLED")
+    c.add_argument("id", metavar="ID")
+    client_parser("backends", "list the configured backends: health, circuit, what each cannot do")
     c = client_parser("migrate", "move a job to another backend")
     c.add_argument("id", metavar="ID")
     c.add_argument("--to", required=True, metavar="BACKEND", help="target backend")
@@ -122,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = client_parser("logs", "print a preview of a job's log")
     c.add_argument("id", metavar="ID")
     c.add_argument("--task", help="task, e.g. worker-0 (default: the first)")
-    c.add_argument("--tail", type=int, help="only the last N lines")
-    for name, help_ in (("cancel", "cancel a job (the record is kept)"),
-                        ("suspend", "suspend a job"), ("resume", "resume a suspended job"),
-                        ("events", "show a job's phase transitions"), ("delete", "delete a job")):
+    c.add_argument("--tail", type=int, help="only the last N lines (0: none)")
+    for name, help_ in (("cancel", "stop a job for good; its record and history stay"),
+                        ("suspend", "pause a job so it can be resumed (where the backend can: see tjg backends)"),
+                        ("resume", "resume a suspended job"),
+                        ("events", "show a job's phase transitions merged with the vendor's events"),
+                        ("delete", "remove a job from its backend (cancelling it if it runs); the record "
+                                   "stays, marked deleted")):
         c = client_parser(name, help_)
         c.add_argument("id", metavar="ID")
     return p
@@ -138,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc: int = args.func(args)
     except KeyboardInterrupt:
+        print("", file=sys.stderr)
         return 130
     return rc
 

@@ -29,6 +29,11 @@ log = structlog.get_logger(__name__)
 class Capability(StrEnum):
     """Things a backend may or may not be able to do."""
 
+    @property
+    def doing(self) -> str:
+        """The capability as words after "cannot" ("cannot show logs")."""
+        return _DOING.get(self.value, self.value)
+
     SUSPEND = "suspend"
     RESUME = "resume"
     CANCEL = "cancel"
@@ -38,6 +43,11 @@ class Capability(StrEnum):
     FRACTIONAL_GPUS = "fractional_gpus"
     MULTI_NODE = "multi_node"
     LIST = "list"
+
+
+_DOING = {"suspend": "suspend jobs", "resume": "resume jobs", "cancel": "cancel jobs", "delete": "delete jobs",
+          "logs": "show logs", "events": "list vendor events", "fractional_gpus": "run fractional GPUs",
+          "multi_node": "run multi-node jobs", "list": "list jobs"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class Adapter(abc.ABC):
         """Refuse, before any vendor call, what this backend cannot do."""
         reason = self.unsupported.get(cap)
         if reason is not None:
-            raise UnsupportedByBackend(f"backend {self.name} ({self.kind}) cannot {cap.value}: {reason}",
+            raise UnsupportedByBackend(f"backend {self.name} ({self.kind}) cannot {cap.doing}: {reason}",
                                        extra={"backend": self.name, "capability": cap.value})
 
     @abc.abstractmethod

@@ -26,6 +26,8 @@ class ServerConfig(_Cfg):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    submit_wait_seconds: float = Field(15.0, gt=0, description="How long POST /v1/jobs waits for the vendor "
+                                       "to confirm a create before it answers with the job accepted but pending.")
 
 
 class StoreConfig(_Cfg):
