@@ -33,6 +33,19 @@ async def _wait(request: web.Request, seconds: float) -> bool:
     return True
 
 
+async def _pause(request: web.Request, resp: web.StreamResponse, idle: float) -> float | None:
+    """Wait one poll, with a heartbeat when quiet for long; the new idle time, or None when the stream
+    must end (a shutdown: a last frame says so)."""
+    if await _wait(request, POLL_SECONDS):
+        await resp.write(sse("shutdown", {"reason": "the gateway is shutting down"}))
+        return None
+    idle += POLL_SECONDS
+    if idle >= HEARTBEAT_SECONDS:
+        await resp.write(b": keep-alive\n\n")
+        idle = 0.0
+    return idle
+
+
 async def _stream(request: web.Request, body: Callable[[web.StreamResponse], Awaitable[None]]) -> web.StreamResponse:
     """Run an event stream; a client that went away ends it quietly, a shutdown with a last frame."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -64,13 +77,10 @@ async def _follow_job(request: web.Request, resp: web.StreamResponse, svc: JobSe
         if job.status.terminal:
             await resp.write(sse("end", {"id": job_id, "phase": job.status.phase}))
             return
-        if await _wait(request, POLL_SECONDS):
-            await resp.write(sse("shutdown", {"reason": "the gateway is shutting down"}))
+        pause = await _pause(request, resp, idle)
+        if pause is None:
             return
-        idle += POLL_SECONDS
-        if idle >= HEARTBEAT_SECONDS:
-            await resp.write(b": keep-alive\n\n")
-            idle = 0.0
+        idle = pause
 
 
 async def watch_all(request: web.Request, svc: JobService, who: Principal) -> web.StreamResponse:
@@ -97,10 +107,7 @@ async def _follow_all(request: web.Request, resp: web.StreamResponse, svc: JobSe
             await resp.write(sse("transition", data, str(t["id"])))
             idle = 0.0
         if not rows:
-            if await _wait(request, POLL_SECONDS):
-                await resp.write(sse("shutdown", {"reason": "the gateway is shutting down"}))
+            pause = await _pause(request, resp, idle)
+            if pause is None:
                 return
-            idle += POLL_SECONDS
-            if idle >= HEARTBEAT_SECONDS:
-                await resp.write(b": keep-alive\n\n")
-                idle = 0.0
+            idle = pause
