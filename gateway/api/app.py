@@ -22,7 +22,7 @@ from gateway.background.replicas import leased, replica_id
 from gateway.background.sync import BackendSync
 from gateway.background.webhooks import WebhookDeliverer, targets
 from gateway.core.adapter import REGISTRY, Adapter
-from gateway.core.config import Config
+from gateway.core.config import BackendConfig, Config
 from gateway.core.errors import StartupError
 from gateway.core.logs import register_secrets
 from gateway.service.jobs import JobService
@@ -39,6 +39,13 @@ def sim_state(config: Config, backend: str) -> str | None:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
     return str(Path(url.database).parent / f"sim-{backend}.state")
+
+
+def simulator_port_error(index: int, backend: BackendConfig, err: OSError) -> StartupError:
+    """A simulator's port cannot be bound: one line naming the setting to change."""
+    u = urlsplit(backend.url)
+    return StartupError(f"cannot start the {backend.name} simulator on {u.hostname}:{u.port}: "
+                        f"{err.strerror or err}; change backends[{index}].url ({backend.name}) in the config")
 
 
 def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -61,9 +68,7 @@ def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[Non
             except OSError as err:
                 for r in runners:
                     await r.cleanup()
-                raise StartupError(f"cannot start the {b.name} simulator on {u.hostname}:{u.port}: "
-                                   f"{err.strerror or err}; change backends[{i}].url ({b.name}) in the config"
-                                   ) from None
+                raise simulator_port_error(i, b, err) from None
             log.info("simulator_started", backend=b.name, kind=b.kind, url=b.url)
         yield
         for r in runners:
@@ -80,7 +85,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         owner = replica_id()
         ttl = config.replica.lease_seconds
         adapters_: dict[str, Adapter] = {b.name: REGISTRY.create(b, session) for b in config.backends}
-        service = JobService(config, store, adapters_, config.server.submit_wait_seconds)
+        service = JobService(config, store, adapters_)
         app[STORE] = store
         app[SERVICE] = service
         syncs = {name: BackendSync(a, store) for name, a in adapters_.items()}

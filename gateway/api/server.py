@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.api.app import create_app
+from gateway.api.app import create_app, simulator_port_error
 from gateway.core.config import Config
 from gateway.core.errors import StartupError
 from gateway.core.logs import configure_logging
@@ -55,6 +55,5 @@ def _listen(config: Config) -> socket.socket:
             socket.create_server((u.hostname or "127.0.0.1", u.port or 80)).close()
         except OSError as err:
             sock.close()
-            raise StartupError(f"cannot start the {b.name} simulator on {u.hostname}:{u.port}: "
-                               f"{err.strerror or err}; change backends[{i}].url ({b.name}) in the config") from None
+            raise simulator_port_error(i, b, err) from None
     return sock
