@@ -14,7 +14,7 @@ from typing import Any
 from gateway.cli.output import JOB_FAILED, OK, UsageError, emit, is_tty
 from gateway.cli.specfile import read_spec_file
 from gateway.client import GatewayClient
-from gateway.core.errors import GatewayError, ValidationError
+from gateway.core.errors import GatewayError, GatewayUnreachable, ValidationError
 
 COLUMNS = (("ID", "id"), ("NAME", "name"), ("BACKEND", "backend"), ("PHASE", "phase"), ("VENDOR", "vendor"),
            ("AGE", "age"), ("ORIGIN", "origin"))
@@ -256,8 +256,6 @@ def _watch_all(client: GatewayClient, out: str) -> int:
 
 
 def _stream_lost(client: GatewayClient) -> GatewayError:
-    from gateway.core.errors import GatewayUnreachable
-
     return GatewayUnreachable(f"the gateway at {client.url} closed the stream (shutting down or restarting); "
                               "run the command again to go on watching")
 

@@ -38,12 +38,11 @@ class JobService:
     config: Config
     store: Store
     adapters: dict[str, Adapter]
-    inline_submit_seconds: float = 15.0
     submissions: Submissions = field(init=False)
     _json: dict[str, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.submissions = Submissions(self.config, self.store, self.adapters, self.inline_submit_seconds)
+        self.submissions = Submissions(self.config, self.store, self.adapters)
 
     def adapter(self, backend: str) -> Adapter:
         """The adapter of a configured backend (a 422 naming `backend` otherwise)."""

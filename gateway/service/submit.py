@@ -62,7 +62,6 @@ class Submissions:
     config: Config
     store: Store
     adapters: dict[str, Adapter]
-    inline_submit_seconds: float = 15.0
     on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)  # backend -> its sync's wake-up
     _inflight: set[str] = field(default_factory=set)  # jobs with a create or a settle under way here
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -120,7 +119,7 @@ class Submissions:
             assert idem is not None
             return self._replay((str(err.extra["body_hash"]), str(err.extra["job_id"])), idem[2])
         log.info("job_accepted", job_id=job_id, backend=spec.backend, vendor_name=tr.vendor_name)
-        await self._send(job_id, tr, self.inline_submit_seconds, raise_rejection=True)
+        await self._send(job_id, tr, self.config.server.submit_wait_seconds, raise_rejection=True)
         return Accepted(job_id)
 
     @staticmethod
