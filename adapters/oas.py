@@ -30,6 +30,10 @@ class SchemaChecker:
     def __init__(self, document: dict[str, Any]) -> None:
         self.schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
 
+    def enum(self, name: str) -> tuple[str, ...]:
+        """The allowed values of an enum component schema."""
+        return tuple(self.resolve(self.schemas[name]).get("enum") or ())
+
     def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         """Follow $ref to the referenced schema."""
         while "$ref" in schema:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pickle
 import random
@@ -140,6 +141,12 @@ def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBo
         except DropConnection:
             # The transport is gone; answer nothing. aiohttp discards the unsent response.
             return web.Response(status=599)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+            # The router's own answers are text/plain; a vendor answers unknown routes in its error shape.
+            if request.match_info.route.resource is not None:
+                raise
+            what = "no such resource" if exc.status == 404 else f"method {request.method} not allowed"
+            return web.json_response(error_body(exc.status, f"{what}: {request.path}"), status=exc.status)
 
     return [swallow_drop, inject]
 
@@ -316,3 +323,69 @@ def persist(app: web.Application, sim: Persistent, path: str | Path, every: floa
         state.save(sim)
 
     app.cleanup_ctx.append(ctx)
+
+
+# -- resource usage ----------------------------------------------------------------------------
+USAGE_STEP_SECONDS = 1.0  # a simulated job's usage changes once a second
+
+
+def running_spans(history: list[tuple[float, Any]], running: Callable[[Any], bool],
+                  now: float) -> list[tuple[float, float]]:
+    """The [start, end) monotonic intervals a job spent in a running phase, from its timeline history."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    for t, phase in history:
+        if running(phase):
+            if start is None:
+                start = t
+        elif start is not None:
+            out.append((start, t))
+            start = None
+    if start is not None:
+        out.append((start, now))
+    return out
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) for the given parts (the same on every run and process)."""
+    digest = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Deterministic, seeded resource usage of one simulated job while it runs. `SIM_GPU_UTIL` in the
+    job's environment pins its mean GPU utilization (e.g. 3 for a job that holds GPUs and idles)."""
+
+    key: str
+    gpu_util: float
+
+    @classmethod
+    def of(cls, key: str, env: dict[str, str]) -> Usage:
+        """The usage of job `key` with environment `env`."""
+        raw = env.get("SIM_GPU_UTIL")
+        try:
+            mean = min(100.0, max(0.0, float(raw))) if raw is not None else 55 + 40 * _unit(key, "mean")
+        except ValueError:
+            mean = 55 + 40 * _unit(key, "mean")
+        return cls(key, mean)
+
+    def _noise(self, what: str, t_wall: float, unit: int) -> float:
+        return _unit(self.key, what, unit, int(t_wall // USAGE_STEP_SECONDS)) - 0.5
+
+    def gpu(self, t_wall: float, unit: int = 0) -> float:
+        """GPU utilization in percent."""
+        spread = 2.0 if self.gpu_util < 10 else 16.0
+        return round(min(100.0, max(0.0, self.gpu_util + spread * self._noise("gpu", t_wall, unit))), 2)
+
+    def gpu_memory(self, t_wall: float, unit: int = 0) -> float:
+        """Fraction of a GPU's memory in use."""
+        return round(min(0.97, max(0.02, 0.15 + 0.0075 * self.gpu_util + 0.06 * self._noise("gmem", t_wall, unit))), 4)
+
+    def cpu(self, t_wall: float) -> float:
+        """Fraction of the requested CPU in use."""
+        return round(min(1.0, max(0.01, 0.2 + 0.004 * self.gpu_util + 0.2 * self._noise("cpu", t_wall, 0))), 4)
+
+    def memory(self, t_wall: float) -> float:
+        """Fraction of the requested memory in use."""
+        return round(min(0.98, max(0.05, 0.3 + 0.004 * self.gpu_util + 0.08 * self._noise("mem", t_wall, 0))), 4)

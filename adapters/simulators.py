@@ -12,14 +12,15 @@ from adapters.runai import simulator as runai_simulator
 
 def build_simulator(vendor: str, credentials: list[tuple[str, str]] | None = None,
                     faults: dict[str, float] | None = None, seed: int | None = None,
-                    speed: float = 1.0, token_ttl: int = 3600, state_file: str | None = None) -> web.Application:
+                    speed: float = 1.0, token_ttl: int = 3600, state_file: str | None = None,
+                    sample_seconds: float = 60.0) -> web.Application:
     """The aiohttp app of a vendor simulator."""
     if vendor == "runai":
         return runai_simulator.create_simulator(credentials=credentials, faults=faults, seed=seed, speed=speed,
                                                 token_ttl=token_ttl, state_file=state_file)
     if vendor == "modelarts":
         return modelarts_simulator.create_simulator(credentials=credentials, faults=faults, seed=seed, speed=speed,
-                                                    state_file=state_file)
+                                                    state_file=state_file, sample_seconds=sample_seconds)
     raise ValueError(f"no simulator for {vendor!r}")
 
 

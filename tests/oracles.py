@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ def _assert_kept(sent: Any, loaded: Any, where: str) -> None:
         assert isinstance(loaded, list) and len(loaded) == len(sent), f"{where}: list changed"
         for i, (a, b) in enumerate(zip(sent, loaded, strict=True)):
             _assert_kept(a, b, f"{where}[{i}]")
+    elif isinstance(loaded, datetime) and isinstance(sent, str):  # a date-time field, parsed by the model
+        assert datetime.fromisoformat(sent.replace("Z", "+00:00")) == loaded, f"{where}: {sent!r} became {loaded!r}"
     else:
         assert sent == loaded, f"{where}: {sent!r} became {loaded!r}"
 

@@ -21,12 +21,15 @@ from adapters.simkit import (
     COMMITTED,
     FaultState,
     Timeline,
+    Usage,
     persist,
     run_outcome,
+    running_spans,
     sim_admin_routes,
     sim_middlewares,
     wall,
 )
+from adapters.modelarts.translate import environments
 from mappings import flavors
 
 DEMO_CREDENTIALS = [("TJGDEMOAK", "TJGDEMOSK")]
@@ -73,8 +76,9 @@ class ModelArtsSimulator:
     """State and handlers of one simulated ModelArts region."""
 
     def __init__(self, credentials: list[tuple[str, str]] | None = None, speed: float = 1.0,
-                 iam_tokens: tuple[str, ...] = DEMO_IAM_TOKENS) -> None:
+                 iam_tokens: tuple[str, ...] = DEMO_IAM_TOKENS, sample_seconds: float = 60.0) -> None:
         self.secrets = dict(credentials or DEMO_CREDENTIALS)
+        self.sample_seconds = sample_seconds  # ModelArts averages a task's metrics once a minute
         self.iam_tokens = set(iam_tokens)
         self.speed = speed
         self.jobs: dict[str, TrainingJob] = {}
@@ -131,7 +135,7 @@ class ModelArtsSimulator:
         ended = next((t for t, p in hist if p[0] in TERMINAL), None)
         duration = 0 if started is None else int(((ended or now) - started) * 1000)
         tasks = [f"worker-{i}" for i in range(j.node_count)]
-        exit_code = {"Completed": 0, "Failed": 1, "Abnormal": 137}.get(phase)
+        exit_code = {"Completed": 0, "Failed": 1, "Abnormal": 137, "Terminated": 143}.get(phase)
         meta = dict(j.body.get("metadata") or {})
         meta.update(id=j.id, name=j.name, workspace_id=j.workspace_id, create_time=j.create_ms,
                     user_name="tjg-demo")
@@ -148,13 +152,23 @@ class ModelArtsSimulator:
         return {
             "kind": j.body.get("kind", "job"), "metadata": meta,
             "status": {"phase": phase, "secondary_phase": secondary, "duration": duration,
-                       "start_time": int(wall(started) * 1000) if started else 0, "node_count_metrics": None,
+                       "start_time": int(wall(started) * 1000) if started else 0, "node_count_metrics": [[int(wall(started) * 1000), j.node_count]] if started else [],
                        "tasks": tasks,
-                       "task_statuses": [{"task": t, "exit_code": exit_code if exit_code is not None else 0,
-                                          "message": "" if exit_code in (None, 0) else "process exited"}
+                       # A task has an exit code only once it has ended.
+                       "task_statuses": [{"task": t, "message": ""} if exit_code is None else
+                                         {"task": t, "exit_code": exit_code,
+                                          "message": {0: "", 143: "terminated"}.get(exit_code, "process exited")}
                                          for t in tasks]},
-            "algorithm": j.body.get("algorithm") or {}, "spec": spec,
+            "algorithm": self._algorithm(j), "spec": spec,
         }
+
+    @staticmethod
+    def _algorithm(j: TrainingJob) -> dict[str, Any]:
+        """The algorithm as a job read back carries it: environments as a list of objects."""
+        algo = dict(j.body.get("algorithm") or {})
+        if "environments" in algo:
+            algo["environments"] = [{k: v} for k, v in environments(algo["environments"]).items()]
+        return algo
 
     def _get(self, request: web.Request) -> TrainingJob | None:
         j = self.jobs.get(request.match_info["job_id"])
@@ -270,8 +284,7 @@ class ModelArtsSimulator:
             return _fail(409, "ModelArts.2796", f"Training job in phase {phase} cannot be terminated.")
         j.timeline.cut(now, [(0, ("Terminating", "Terminating")), (self._s(0.5), ("Terminated", "Terminated"))])
         request[COMMITTED] = True
-        return _reply(202, {"kind": "job", "metadata": {"id": j.id, "name": j.name},
-                            "status": {"phase": "Terminating", "secondary_phase": "Terminating"}})
+        return _reply(202, self.record(j, now))  # the whole job, as the SDK's StopTrainingJobResponse reads it
 
     def _value(self, j: TrainingJob, key: str, now: float) -> Any:
         k = key.split(".")[-1]
@@ -379,9 +392,36 @@ class ModelArtsSimulator:
         level = q.get("level")
         if level:
             evs = [e for e in evs if e["level"] == level]
-        if (q.get("order") or "asc") == "desc":
+        order = q.get("order") or "asc"
+        if order not in ("asc", "desc"):
+            return _fail(400, "ModelArts.2601", "Invalid parameter order: asc or desc.")
+        if order == "desc":
             evs.reverse()
-        return _reply(200, {"total": len(evs), "events": evs[offset: offset + limit]})
+        return _reply(200, {"total": len(evs), "limit": limit, "offset": offset, "order": order,
+                            "start_time": q.get("start_time", ""), "end_time": q.get("end_time", ""),
+                            "events": evs[offset: offset + limit]})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """GET .../training-jobs/{id}/metrics/{task_id}: one average per minute of the task's run so far."""
+        j = await self._target(request)
+        if isinstance(j, web.Response):
+            return j
+        task = request.match_info["task_id"]
+        if task not in {f"worker-{i}" for i in range(j.node_count)}:
+            return _fail(400, "ModelArts.2775", f"Task {task} of training job {j.id} not found.")
+        now = time.monotonic()
+        spans = running_spans(j.timeline.history(now), lambda p: p[0] == "Running", now)
+        step = self.sample_seconds
+        ends = [wall(a) + step * (i + 1) for a, b in spans for i in range(int((b - a) // step))]
+        use = Usage.of(j.id, environments((j.body.get("algorithm") or {}).get("environments") or {}))
+        unit = int(task.rsplit("-", 1)[-1])
+        f = self.flavor_ids.get(j.flavor_id)
+        series = {"cpuUsage": lambda t: round(use.cpu(t) * 100, 2), "memUsage": lambda t: round(use.memory(t) * 100, 2)}
+        if f is not None and f.gpus and f.gpu_type == "Ascend910":
+            series.update(npuUtil=lambda t: use.gpu(t, unit), npuMemUsage=lambda t: round(use.gpu_memory(t, unit) * 100, 2))
+        elif f is not None and f.gpus:
+            series.update(gpuUtil=lambda t: use.gpu(t, unit), gpuMemUsage=lambda t: round(use.gpu_memory(t, unit) * 100, 2))
+        return _reply(200, {"metrics": [{"metric": name, "value": [fn(t) for t in ends]} for name, fn in series.items()]})
 
     async def sim_flavors(self, _: web.Request) -> web.Response:
         return web.json_response(sorted(self.flavor_ids))
@@ -396,6 +436,7 @@ class ModelArtsSimulator:
         r.add_post(base + "/training-jobs/{job_id}/actions", self.action)
         r.add_get(base + "/training-jobs/{job_id}/tasks/{task_id}/logs/preview", self.logs)
         r.add_get(base + "/training-jobs/{job_id}/events", self.events)
+        r.add_get(base + "/training-jobs/{job_id}/metrics/{task_id}", self.metrics)
         r.add_get("/_sim/flavors", self.sim_flavors)
 
 
@@ -403,7 +444,8 @@ SIM_KEY = web.AppKey("modelarts_sim", ModelArtsSimulator)
 
 
 def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
-                     seed: int | None = None, speed: float = 1.0, state_file: str | None = None) -> web.Application:
+                     seed: int | None = None, speed: float = 1.0, state_file: str | None = None,
+                     sample_seconds: float = 60.0) -> web.Application:
     """The ModelArts simulator as an aiohttp app (its jobs kept in `state_file` when given)."""
     state = FaultState(seed=seed)
     state.set(faults or {})
@@ -412,7 +454,7 @@ def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: d
     def err(status: int, msg: str) -> dict[str, Any]:
         return error(status, msg)
 
-    sim = ModelArtsSimulator(credentials, speed=speed)
+    sim = ModelArtsSimulator(credentials, speed=speed, sample_seconds=sample_seconds)
 
     def changed() -> None:
         sim.revision += 1

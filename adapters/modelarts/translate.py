@@ -247,7 +247,7 @@ def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:
         except ValueError:
             out["command"] = [algo["command"]]
     if algo.get("environments"):
-        out["env"] = {str(k): str(v) for k, v in algo["environments"].items()}
+        out["env"] = environments(algo["environments"])
     resources: dict[str, Any] = {}
     if res.get("flavor_id"):
         resources["flavor"] = res["flavor_id"]
@@ -256,3 +256,10 @@ def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:
     if resources:
         out["resources"] = resources
     return out
+
+
+def environments(raw: Any) -> dict[str, str]:
+    """`algorithm.environments` as a dict: a create body sends one object, a job read back carries a list
+    of objects (the SDK's list[dict(str, str)])."""
+    items = raw if isinstance(raw, list) else [raw]
+    return {str(k): str(v) for item in items if isinstance(item, dict) for k, v in item.items()}

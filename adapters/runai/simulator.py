@@ -28,8 +28,10 @@ from adapters.simkit import (
     COMMITTED,
     FaultState,
     Timeline,
+    Usage,
     persist,
     run_outcome,
+    running_spans,
     sim_admin_routes,
     sim_middlewares,
     wall,
@@ -41,6 +43,18 @@ K8S_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 FILTER = re.compile(r"^([A-Za-z0-9_.]+)(==|!=|<=|>=|=@|!@|=\^|=\$)(.*)$")
 GONE = "__gone__"
 TERMINAL = ("Completed", "Failed")
+RUNNING = ("Running", "Degraded", "Updating")
+PHASES = ("Creating", "Initializing", "Resuming", "Pending", "Deleting", "Running", "Updating", "Stopped",
+          "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown")
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+GPU_MEMORY_BYTES = 80 * 2 ** 30  # a simulated GPU device (A100 80GB)
+MEMORY_UNITS = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12,
+                "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40}
+# The documented lifecycle (Run:ai's workload phases): scheduled first, then the pods initialize.
+START = [(0.0, "Creating"), (0.2, "Pending"), (0.4, "Initializing"), (0.6, "Running")]
+RESUME = [(0.0, "Resuming"), (0.2, "Pending"), (0.35, "Initializing"), (0.5, "Running")]
+TELEMETRY_GROUPS = ("ClusterId", "DepartmentId", "ProjectId", "Type", "CurrentNodepools", "Phase", "Category")
+PENDING_BUCKETS = ((300, "0-5m"), (3600, "5m-1h"), (86400, "1h-1d"), (float("inf"), "1d+"))
 
 
 def error(code: int, message: str, **extra: Any) -> dict[str, Any]:
@@ -50,6 +64,24 @@ def error(code: int, message: str, **extra: Any) -> dict[str, Any]:
 
 def _json(status: int, body: Any) -> web.Response:
     return web.json_response(body, status=status)
+
+
+def _unexpected(err: Exception | str) -> web.Response:
+    """A bad parameter on an operation whose spec lists no 400: the documented "unexpected error"."""
+    return _json(500, error(500, f"unexpected error - {err}"))
+
+
+def _bytes(quantity: Any, default: int) -> int:
+    """A Kubernetes memory quantity ("64G", "512Mi") in bytes."""
+    m = re.match(r"^([0-9.]+)([KMGT]i?)?$", str(quantity or "").strip())
+    if not m:
+        return default
+    return int(float(m.group(1)) * MEMORY_UNITS[m.group(2) or ""])
+
+
+def _csv(request: web.Request, name: str) -> list[str]:
+    """A query array sent either exploded (name=a&name=b) or not (name=a,b)."""
+    return [v for raw in request.query.getall(name, []) for v in (p.strip() for p in raw.split(",")) if v]
 
 
 def _iso(epoch: float) -> str:
@@ -67,6 +99,14 @@ def _epoch(iso: str) -> float:
 def _kind(request: web.Request) -> str:
     """`trainings` or `distributed`, from /api/v1/workloads/<kind>/..."""
     return request.path.split("/")[4]
+
+
+def _sort_desc(request: web.Request, default: str) -> bool:
+    """sortOrder (asc|desc) as "descending?"; anything else is refused."""
+    order = request.query.get("sortOrder", default)
+    if order not in ("asc", "desc"):
+        raise ValueError(f"sortOrder must be asc or desc, not {order!r}")
+    return order == "desc"
 
 
 def _b64url(data: bytes) -> str:
@@ -141,6 +181,15 @@ class RunaiSimulator:
         self.tokens_issued += 1
         return f"{header}.{enc}.{sig}"
 
+    @staticmethod
+    def caller(request: web.Request) -> str:
+        """The subject of the request's (already verified) token: who created a workload."""
+        try:
+            payload = request.headers["Authorization"][7:].strip().split(".")[1]
+            return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+        except (KeyError, IndexError, ValueError):
+            return "unknown"
+
     def verify(self, request: web.Request) -> str | None:
         """None when the bearer token is ours and unexpired, else the reason."""
         auth = request.headers.get("Authorization", "")
@@ -177,7 +226,8 @@ class RunaiSimulator:
             return _json(400, error(400, f"Bad request - unsupported grantType {grant!r}"))
         expected = self.credentials.get(str(ident))
         if expected is None or not hmac.compare_digest(expected, str(secret)):
-            return _json(401, error(401, "Unauthorized - invalid client credentials"))
+            # The token operation documents no 401: refused credentials are a bad request.
+            return _json(400, error(400, "Bad request - invalid client credentials"))
         tok = self.issue_token(str(ident))
         return _json(200, {"accessToken": tok, "idToken": tok, "refreshToken": secrets.token_hex(16),
                            "expiresIn": self.token_ttl})
@@ -185,6 +235,9 @@ class RunaiSimulator:
     # -- lifecycle -----------------------------------------------------------------------
     def _s(self, seconds: float) -> float:
         return seconds / self.speed
+
+    def _steps(self, steps: list[tuple[float, str]]) -> list[tuple[float, str]]:
+        return [(self._s(t), p) for t, p in steps]
 
     def _run_steps(self, w: Workload, start_offset: float) -> list[tuple[float, str]]:
         if w.outcome == "hang":
@@ -273,10 +326,8 @@ class RunaiSimulator:
         name = body.get("name")
         if isinstance(name, str) and (len(name) > 63 or not K8S_NAME.match(name)):
             issues.append(("name", "must be a Kubernetes name: lowercase letters, digits and '-', up to 63"))
-        if kind == "distributed" and not issues:
-            spec = body.get("spec") or {}
-            if not spec.get("distributedFramework"):
-                issues.append(("spec.distributedFramework", "is required"))
+        if isinstance(body.get("clusterId"), str) and not UUID.match(body["clusterId"]):
+            issues.append(("clusterId", "must be a UUID"))
         if issues:
             return _json(400, error(400, "Bad submission request", details=f"{issues[0][0]}: {issues[0][1]}",
                                     complianceIssues=[{"field": f, "details": d, "rule": "required" if
@@ -286,20 +337,22 @@ class RunaiSimulator:
         if body.get("useGivenNameAsPrefix"):
             final = f"{final}-{secrets.token_hex(3)}"
         if (project, final) in self.names:
-            return _json(409, error(409, f"workload {final!r} already exists in project {project}"))
+            # The create operation documents no 409: a taken name is a bad submission request.
+            return _json(400, error(400, "Bad submission request", details=f"workload {final!r} already exists "
+                                    f"in project {project}", complianceIssues=[
+                                        {"field": "name", "details": "already exists", "rule": "unique"}]))
         env = {str(e["name"]): str(e.get("value") or "") for e in
                (body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict) and e.get("name")}
         outcome, run = run_outcome(env)
         if outcome == "abnormal":
             outcome = "failed"
         now = time.monotonic()
-        steps: list[tuple[float, str]] = [(0, "Creating"), (self._s(0.2), "Initializing"),
-                                          (self._s(0.4), "Pending"), (self._s(0.6), "Running")]
         w = Workload(id=str(uuid.uuid4()), name=final, requested_name=body["name"],
                      type="Training" if kind == "trainings" else "Distributed", project_id=project,
                      cluster_id=str(body["clusterId"]), created_at=time.time(), body=body,
-                     timeline=Timeline(now, steps), outcome=outcome, run_seconds=run, created_by="tjg-demo")
-        w.timeline.extend(now, self._run_steps(w, self._s(0.6)))
+                     timeline=Timeline(now, self._steps(START)), outcome=outcome, run_seconds=run,
+                     created_by=self.caller(request))
+        w.timeline.extend(now, self._run_steps(w, self._s(START[-1][0])))
         self.jobs[w.id] = w
         self.order.append(w)
         self.names[(project, final)] = w.id
@@ -350,8 +403,9 @@ class RunaiSimulator:
             return w
         now = time.monotonic()
         phase = self.phase(w, now)
-        if phase in TERMINAL or phase == "Deleting":
-            return _json(409, error(409, f"workload is {phase}; it cannot be suspended"))
+        if phase in TERMINAL or phase == "Deleting":  # no 409 documented: accepted, and nothing to do
+            request[COMMITTED] = True
+            return _json(202, {"code": 202, "message": "Request has been accepted."})
         if phase not in ("Stopping", "Stopped"):
             w.desired = "Stopped"
             w.timeline.cut(now, [(0, "Stopping"), (self._s(0.5), "Stopped")])
@@ -364,12 +418,13 @@ class RunaiSimulator:
             return w
         now = time.monotonic()
         phase = self.phase(w, now)
-        if phase in TERMINAL or phase == "Deleting":
-            return _json(409, error(409, f"workload is {phase}; it cannot be resumed"))
+        if phase in TERMINAL or phase == "Deleting":  # no 409 documented: accepted, and nothing to do
+            request[COMMITTED] = True
+            return _json(202, {"code": 202, "message": "Request has been accepted."})
         if phase in ("Stopping", "Stopped"):
             w.desired = "Running"
-            w.timeline.cut(now, [(0, "Resuming"), (self._s(0.3), "Pending"), (self._s(0.5), "Running")])
-            w.timeline.extend(now, self._run_steps(w, self._s(0.5)))
+            w.timeline.cut(now, self._steps(RESUME))
+            w.timeline.extend(now, self._run_steps(w, self._s(RESUME[-1][0])))
         request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
@@ -383,10 +438,9 @@ class RunaiSimulator:
             body = {"name": name, "projectId": project, "clusterId": cluster, "spec": {"image": "bulk:1"}}
             w = Workload(id=str(uuid.uuid4()), name=name, requested_name=name, type="Training",
                          project_id=project, cluster_id=cluster, created_at=time.time(), body=body,
-                         timeline=Timeline(now, [(0, "Creating"), (self._s(0.2), "Initializing"),
-                                                 (self._s(0.4), "Pending"), (self._s(0.6), "Running")]),
+                         timeline=Timeline(now, self._steps(START)),
                          outcome=outcome, run_seconds=run_seconds, created_by="bulk")
-            w.timeline.extend(now, self._run_steps(w, self._s(0.6)))
+            w.timeline.extend(now, self._run_steps(w, self._s(START[-1][0])))
             self.jobs[w.id] = w
             self.order.append(w)
             self.names[(project, name)] = w.id
@@ -456,7 +510,7 @@ class RunaiSimulator:
             if all(self._match(self._value(w, k, now), op, v) for k, op, v in rest):
                 out.append(w)
         sort_by = q.get("sortBy")
-        desc = q.get("sortOrder", "asc").lower() == "desc"
+        desc = _sort_desc(request, "asc")
         if sort_by == "createdAt":  # self.order is creation order already
             if desc:
                 out.reverse()
@@ -486,7 +540,7 @@ class RunaiSimulator:
             limit = self._int(request, "limit", 50, 1, 500)
             rows = self._select(request)
         except ValueError as err:
-            return _json(400, error(400, f"Bad request - {err}"))
+            return _unexpected(err)
         now = time.monotonic()
         page = rows[offset: offset + limit]
         body: dict[str, Any] = {"workloads": [self.workload_record(w, now) for w in page]}
@@ -500,7 +554,7 @@ class RunaiSimulator:
         try:
             rows = self._select(request)
         except ValueError as err:
-            return _json(400, error(400, f"Bad request - {err}"))
+            return _unexpected(err)
         return _json(200, {"count": len(rows)})
 
     async def get_workload(self, request: web.Request) -> web.Response:
@@ -509,36 +563,209 @@ class RunaiSimulator:
             return w
         return _json(200, self.workload_record(w, time.monotonic()))
 
+    def _event_records(self, w: Workload) -> list[dict[str, Any]]:
+        """The workload's events (one per phase reached), oldest first."""
+        hist = [(t, p) for t, p in w.timeline.history(time.monotonic()) if p != GONE]
+        return [{"createdAt": _iso(wall(t)), "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{w.id}/{i}")),
+                 "type": "Warning" if p == "Failed" else "Normal", "clusterId": w.cluster_id,
+                 "message": f"Workload phase changed to {p}", "reason": p, "source": "runai-scheduler",
+                 "involvedObject": {"uid": w.id, "kind": w.type, "name": w.name,
+                                    "namespace": f"runai-project-{w.project_id}"}}
+                for i, (t, p) in enumerate(hist)]
+
+    async def _paged(self, request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
+        try:
+            offset = self._int(request, "offset", 0, 0, 10**9)
+            limit = self._int(request, "limit", 50, 1, 500)
+        except ValueError as err:
+            return _unexpected(err)
+        body: dict[str, Any] = {key: items[offset: offset + limit]}
+        if offset + limit < len(items):
+            body["next"] = offset + limit
+        return _json(200, body)
+
     async def events(self, request: web.Request) -> web.Response:
+        """GET /api/v1/workloads/{id}/events: newest first unless sortOrder=asc (the spec's default)."""
         if (denied := await self._authed(request)) is not None:
             return denied
         w = self.jobs.get(request.match_info["id"])
         if w is None:
             return _json(404, error(404, f"workload {request.match_info['id']} not found"))
         try:
-            offset = self._int(request, "offset", 0, 0, 10**9)
-            limit = self._int(request, "limit", 50, 1, 500)
+            desc = _sort_desc(request, "desc")
+        except ValueError as err:
+            return _unexpected(err)
+        evs = self._event_records(w)
+        if desc:
+            evs.reverse()
+        return await self._paged(request, "events", evs)
+
+    async def history(self, request: web.Request) -> web.Response:
+        """GET /api/v1/workloads/{id}/history: phase updates and events, oldest first."""
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        w = self.jobs.get(request.match_info["id"])
+        if w is None:
+            return _json(404, error(404, f"workload {request.match_info['id']} not found"))
+        records: list[dict[str, Any]] = []
+        for ev in self._event_records(w):
+            phase = ev["reason"]
+            records.append({"meta": {"creationTimestamp": ev["createdAt"], "type": "PhaseUpdate"},
+                            "spec": {"phaseUpdate": {"phase": phase, "phaseMessage": self._message(phase, w)}}})
+            records.append({"meta": {"creationTimestamp": ev["createdAt"], "type": "Event"}, "spec": {"event": ev}})
+        return await self._paged(request, "records", records)
+
+    # -- metrics and telemetry --------------------------------------------------------------
+    def _shape(self, w: Workload) -> dict[str, float]:
+        """Pods, GPUs per pod and requests of a workload, for its metrics."""
+        spec = w.body.get("spec") or {}
+        compute = spec.get("compute") or {}
+        pods = max(1, int(spec.get("numWorkers") or 1)) if w.type == "Distributed" else 1
+        if compute.get("gpuRequestType") == "portion" or compute.get("gpuPortionRequest") is not None:
+            gpus, portion = (1.0 if compute.get("gpuPortionRequest") else 0.0), float(compute.get("gpuPortionRequest")
+                                                                                      or 0)
+        else:
+            gpus, portion = float(compute.get("gpuDevicesRequest") or 0), 1.0
+        cpu = float(compute.get("cpuCoreRequest") or 1)
+        mem = _bytes(compute.get("cpuMemoryRequest"), 8 * 2 ** 30)
+        return {"pods": pods, "gpus": gpus, "portion": portion, "cpu": cpu,
+                "cpu_limit": float(compute.get("cpuCoreLimit") or cpu), "mem": mem,
+                "mem_limit": _bytes(compute.get("cpuMemoryLimit"), mem)}
+
+    def usage(self, w: Workload) -> Usage:
+        """The deterministic usage model of a workload (SIM_GPU_UTIL pins its GPU utilization)."""
+        env = {str(e.get("name")): str(e.get("value") or "") for e in
+               (w.body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict)}
+        return Usage.of(w.id, env)
+
+    def measure(self, w: Workload, metric: str, samples: list[float], spans: list[tuple[float, float]]
+                ) -> list[dict[str, Any]]:
+        """One metric's measurements (per GPU for GPU metrics) at the sample times that fall in a run."""
+        shape, use = self._shape(w), self.usage(w)
+        devices = int(shape["gpus"] * shape["pods"])
+        times = [t for t in samples if any(a <= t < b for a, b in spans)]
+
+        def one(labels: dict[str, str] | None, value: Any) -> dict[str, Any]:
+            return {"type": metric, "labels": labels,
+                    "values": [{"value": str(value(t)), "timestamp": _iso(t)} for t in times]}
+
+        per_gpu = {"GPU_UTILIZATION": lambda i: lambda t: use.gpu(t, i),
+                   "GPU_MEMORY_USAGE_BYTES": lambda i: lambda t: int(use.gpu_memory(t, i) * GPU_MEMORY_BYTES
+                                                                    * shape["portion"]),
+                   "GPU_MEMORY_REQUEST_BYTES": lambda i: lambda t: int(GPU_MEMORY_BYTES * shape["portion"])}
+        if metric in per_gpu:
+            return [one({"gpu": str(i)}, per_gpu[metric](i)) for i in range(devices)]
+        pods = shape["pods"]
+        whole = {"CPU_USAGE_CORES": lambda t: round(use.cpu(t) * shape["cpu"] * pods, 3),
+                 "CPU_REQUEST_CORES": lambda t: shape["cpu"] * pods,
+                 "CPU_LIMIT_CORES": lambda t: shape["cpu_limit"] * pods,
+                 "CPU_MEMORY_USAGE_BYTES": lambda t: int(use.memory(t) * shape["mem"] * pods),
+                 "CPU_MEMORY_REQUEST_BYTES": lambda t: int(shape["mem"] * pods),
+                 "CPU_MEMORY_LIMIT_BYTES": lambda t: int(shape["mem_limit"] * pods),
+                 "POD_COUNT": lambda t: int(pods), "RUNNING_POD_COUNT": lambda t: int(pods),
+                 "GPU_ALLOCATION": lambda t: shape["gpus"] * shape["portion"] * pods}
+        if metric in whole:
+            return [one(None, whole[metric])]
+        return [{"type": metric, "labels": None, "values": []}]  # NIM / NVLink: not produced by a training
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """GET /api/v1/workloads/{id}/metrics: samples between start and end while the workload ran."""
+        w = await self._target(request, None)
+        if isinstance(w, web.Response):
+            return w
+        types = _csv(request, "metricType")
+        known = self.checker.enum("WorkloadMetricType")
+        bad = [t for t in types if t not in known]
+        try:
+            if not types:
+                raise ValueError("metricType is required")
+            if bad:
+                raise ValueError(f"unknown metricType {bad[0]!r}")
+            for name in ("start", "end"):
+                if not request.query.get(name):
+                    raise ValueError(f"{name} is required")
+            start, end = _epoch(request.query["start"]), _epoch(request.query["end"])
+            if end < start:
+                raise ValueError("end is before start")
+            n = self._int(request, "numberOfSamples", 20, 0, 1000) or 20
         except ValueError as err:
             return _json(400, error(400, f"Bad request - {err}"))
-        hist = [(t, p) for t, p in w.timeline.history(time.monotonic()) if p != GONE]
-        evs = [{"createdAt": _iso(wall(t)), "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{w.id}/{i}")),
-                "type": "Warning" if p == "Failed" else "Normal", "clusterId": w.cluster_id,
-                "message": f"Workload phase changed to {p}", "reason": p, "source": "runai-scheduler",
-                "involvedObject": {"uid": w.id, "kind": w.type, "name": w.name,
-                                   "namespace": f"runai-project-{w.project_id}"}}
-               for i, (t, p) in enumerate(hist)]
-        if request.query.get("sortOrder", "asc").lower() == "desc":
-            evs.reverse()
-        body: dict[str, Any] = {"events": evs[offset: offset + limit]}
-        if offset + limit < len(evs):
-            body["next"] = offset + limit
-        return _json(200, body)
+        samples = [end] if n == 1 else [start + (end - start) * i / (n - 1) for i in range(n)]
+        now = time.monotonic()
+        spans = [(wall(a), wall(b)) for a, b in running_spans(w.timeline.history(now), RUNNING.__contains__, now)]
+        return _json(200, {"measurements": [m for t in types for m in self.measure(w, t, samples, spans)]})
+
+    def _group(self, w: Workload, key: str, now: float) -> dict[str, str]:
+        spec = w.body.get("spec") or {}
+        value, name = {
+            "ClusterId": (w.cluster_id, w.cluster_id), "DepartmentId": ("1", "default"),
+            "ProjectId": (w.project_id, f"project-{w.project_id}"), "Type": (w.type, w.type),
+            "CurrentNodepools": ((spec.get("nodePools") or ["default"])[0],) * 2,
+            "Phase": (self.phase(w, now),) * 2, "Category": ("Train", "Train")}[key]
+        return {"key": key, "value": value, "name": name}
+
+    async def telemetry(self, request: web.Request) -> web.Response:
+        """GET /api/v1/workloads/telemetry: counts, GPU allocation or pending-time buckets, grouped."""
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        q = request.query
+        kind = q.get("telemetryType")
+        group_by = _csv(request, "groupBy")
+        phases = _csv(request, "filterByPhases")
+        cluster = q.get("clusterId")
+        problems = [msg for bad, msg in (
+            (kind is None, "telemetryType is required"),
+            (kind is not None and kind not in self.checker.enum("WorkloadTelemetryType"),
+             f"unknown telemetryType {kind!r}"),
+            (len(group_by) > 2, "groupBy takes at most 2 fields"),
+            (any(g not in TELEMETRY_GROUPS for g in group_by), f"groupBy must be among {', '.join(TELEMETRY_GROUPS)}"),
+            (any(p not in PHASES for p in phases), "filterByPhases holds an unknown phase"),
+            (cluster is not None and not UUID.match(cluster), "clusterId must be a UUID")) if bad]
+        if problems:
+            return _json(400, error(400, f"Bad request - {problems[0]}"))
+        now = time.monotonic()
+        rows = [w for w in self.order if w.deleted_at is None and self.visible(w, now)
+                and (not phases or self.phase(w, now) in phases) and (cluster is None or w.cluster_id == cluster)
+                and (q.get("nodepoolName") is None
+                     or q["nodepoolName"] in ((w.body.get("spec") or {}).get("nodePools") or ["default"]))
+                and q.get("departmentId") in (None, "1")]
+        if kind == "PENDING_TIME_DISTRIBUTION":
+            group_by = [*group_by, "PendingTime"]
+        totals: dict[tuple[tuple[str, str, str], ...], float] = {}
+        for w in rows:
+            groups = [self._group(w, g, now) for g in group_by if g != "PendingTime"]
+            if kind == "PENDING_TIME_DISTRIBUTION":
+                if self.phase(w, now) != "Pending":
+                    continue
+                waited = now - w.timeline.since(now)
+                label = next(lbl for limit, lbl in PENDING_BUCKETS if waited < limit)
+                groups.append({"key": "PendingTime", "value": label, "name": label})
+                amount = 1.0
+            elif kind == "GPU_ALLOCATION":
+                if self.phase(w, now) not in RUNNING:
+                    continue
+                shape = self._shape(w)
+                amount = shape["gpus"] * shape["portion"] * shape["pods"]
+            else:
+                amount = 1.0
+            k = tuple((g["key"], g["value"], g["name"]) for g in groups)
+            totals[k] = totals.get(k, 0.0) + amount
+        values: list[dict[str, Any]] = []
+        for k, v in sorted(totals.items()):
+            item: dict[str, Any] = {"value": f"{v:g}"}
+            if k:
+                item["groups"] = [{"key": a, "value": b, "name": c} for a, b, c in k]
+            values.append(item)
+        if not group_by and not values:
+            values = [{"value": "0"}]
+        return _json(200, {"type": kind, "timestamp": _iso(time.time()), "values": values})
 
     def routes(self, app: web.Application) -> None:
         r = app.router
         r.add_post("/api/v1/token", self.token)
         r.add_get("/api/v1/workloads", self.list_workloads)
         r.add_get("/api/v1/workloads/count", self.count)
+        r.add_get("/api/v1/workloads/telemetry", self.telemetry)
         for kind in ("trainings", "distributed"):
             base = f"/api/v1/workloads/{kind}"
             r.add_post(base, self.create)
@@ -548,6 +775,8 @@ class RunaiSimulator:
             r.add_post(base + "/{id}/resume", self.resume)
         r.add_get("/api/v1/workloads/{id}", self.get_workload)
         r.add_get("/api/v1/workloads/{id}/events", self.events)
+        r.add_get("/api/v1/workloads/{id}/history", self.history)
+        r.add_get("/api/v1/workloads/{id}/metrics", self.metrics)
 
 
 SIM_KEY = web.AppKey("runai_sim", RunaiSimulator)

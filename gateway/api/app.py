@@ -64,7 +64,8 @@ def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[Non
             try:
                 runners.append(await start_simulator(b.kind, u.hostname or "127.0.0.1", u.port or 80,
                                                      credentials=creds, faults=b.simulate_faults,
-                                                     speed=b.simulate_speed, state_file=sim_state(config, b.name)))
+                                                     speed=b.simulate_speed, state_file=sim_state(config, b.name),
+                                                     sample_seconds=b.metrics_sample_seconds))
             except OSError as err:
                 for r in runners:
                     await r.cleanup()

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="seed for reproducible faults")
     sim.add_argument("--speed", type=float, default=1.0, help="lifecycle clock speed factor")
     sim.add_argument("--token-ttl", type=int, default=3600, help="Run:ai token lifetime in seconds")
+    sim.add_argument("--sample-seconds", type=float, default=60.0,
+                     help="ModelArts metrics: seconds per averaged sample (the vendor's is 60)")
     sim.set_defaults(func=server_cmds.cmd_simulate)
 
     def client_parser(name: str, help_: str) -> argparse.ArgumentParser:

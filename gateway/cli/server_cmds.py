@@ -71,7 +71,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         creds.append((ident, secret))
     try:
         run_simulator(args.vendor, host=args.host, port=args.port, credentials=creds, faults=faults,
-                      seed=args.seed, speed=args.speed, token_ttl=args.token_ttl)
+                      seed=args.seed, speed=args.speed, token_ttl=args.token_ttl,
+                      sample_seconds=args.sample_seconds)
     except OSError as err:
         print(f"tjg simulate: cannot listen on {args.host}:{args.port}: {err.strerror or err}; "
               "choose another --port", file=sys.stderr)

@@ -100,6 +100,8 @@ class BackendConfig(_Cfg):
     sync_interval: float = Field(5.0, gt=0)
     submit_deadline: float = Field(120.0, gt=0, description="How long a submit may try before it is "
                                    "left to reconciliation.")
+    metrics_sample_seconds: float = Field(60.0, gt=0, description="ModelArts: the seconds each job-metrics "
+                                          "value averages (60 on the vendor; a simulator may sample faster).")
 
     @field_validator("url")
     @classmethod

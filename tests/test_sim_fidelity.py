@@ -1,0 +1,303 @@
+"""The simulators' metrics, telemetry, history and events, driven by the vendors' own SDKs, and the
+fidelity points found by checking the simulators against Run:ai's OpenAPI and the Huawei SDK models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
+from tests.conftest import CLUSTER, LoopSim, SimThread, start_loop_sim
+from tests.oracles import load_huawei, load_runapy, runai_document, validate_runai
+from tests.test_simulators import RunaiRaw, _ma_client, runapy_client, training, wait_for
+
+
+def _spec_statuses() -> dict[tuple[str, str], set[int]]:
+    """(METHOD, path template) -> the status codes Run:ai's OpenAPI lists for it."""
+    out = {}
+    for path, ops in runai_document()["paths"].items():
+        for method, op in ops.items():
+            if isinstance(op, dict) and "responses" in op:
+                out[(method.upper(), path)] = {int(c) for c in op["responses"]}
+    return out
+
+
+def _hang_training(client: Any, name: str, **env: str) -> str:
+    from runai import models
+
+    variables = [models.EnvironmentVariable(name=k, value=v) for k, v in {"SIM_OUTCOME": "hang", **env}.items()]
+    req = models.TrainingCreationRequest(
+        name=name, project_id="1", cluster_id=CLUSTER,
+        spec=models.TrainingSpecSpec(image="pytorch:2", compute=models.SupersetSpecAllOfCompute(gpu_devices_request=2),
+                                     environment_variables=variables))
+    return str(client.workloads.trainings.create_training1(training_creation_request=req).data["workloadId"])
+
+
+def test_runapy_reads_workload_metrics(runai_sim_thread: SimThread) -> None:
+    from runai import models
+
+    client = runapy_client(runai_sim_thread.url)
+    wid = _hang_training(client, "metrics-sdk")
+    get = client.workloads.trainings.get_training
+    assert wait_for(lambda: get(wid).data["actualPhase"], "Running") == "Running"
+    time.sleep(0.3)
+    api = client.workloads.workloads
+    now = datetime.now(UTC)
+    types = [models.WorkloadMetricType.GPU_UTILIZATION, models.WorkloadMetricType.GPU_MEMORY_USAGE_BYTES,
+             models.WorkloadMetricType.CPU_USAGE_CORES, models.WorkloadMetricType.CPU_MEMORY_USAGE_BYTES,
+             models.WorkloadMetricType.NIM_NUM_REQUESTS_RUNNING]
+    got = api.get_workload_metrics(wid, metric_type=types, start=now - timedelta(seconds=1), end=now,
+                                   number_of_samples=40)
+    assert got.status_code == 200
+    body = got.data
+    validate_runai("MetricsCompositeResponse", body)
+    load_runapy("MetricsCompositeResponse", body)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for m in body["measurements"]:
+        by_type.setdefault(m["type"], []).append(m)
+    # Two GPUs: one measurement per device, labelled as Run:ai labels them.
+    assert sorted(m["labels"]["gpu"] for m in by_type["GPU_UTILIZATION"]) == ["0", "1"]
+    util = by_type["GPU_UTILIZATION"][0]["values"]
+    assert len(util) >= 3 and all(0 <= float(v["value"]) <= 100 for v in util)
+    # Only while it runs: no sample before the workload reached Running.
+    running_at = datetime.fromisoformat(get(wid).data["createdAt"].replace("Z", "+00:00"))
+    assert all(datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")) >= running_at for v in util)
+    assert by_type["NIM_NUM_REQUESTS_RUNNING"][0]["values"] == []  # a training serves nothing
+    # Deterministic: the same question gives the same answer.
+    again = api.get_workload_metrics(wid, metric_type=types, start=now - timedelta(seconds=1), end=now,
+                                     number_of_samples=40)
+    assert again.data == body
+
+
+def test_runapy_reads_telemetry_history_and_events(runai_sim_thread: SimThread) -> None:
+    from runai import models
+
+    client = runapy_client(runai_sim_thread.url)
+    ids = [_hang_training(client, f"tele-{i}") for i in range(3)]
+    get = client.workloads.trainings.get_training
+    for wid in ids:
+        assert wait_for(lambda w=wid: get(w).data["actualPhase"], "Running") == "Running"
+    api = client.workloads.workloads
+    # runapy sends a scalar enum as str(member), "WorkloadTelemetryType.GPU_ALLOCATION" on Python 3.11, which
+    # no server accepts; its lists are joined from the values. So the scalar goes in as its value.
+    tele = api.get_workloads_telemetry(models.WorkloadTelemetryType.GPU_ALLOCATION.value, group_by=["ProjectId"],
+                                       cluster_id=CLUSTER, filter_by_phases=[models.Phase.RUNNING])
+    validate_runai("TelemetryResponse", tele.data)
+    load_runapy("TelemetryResponse", tele.data)
+    assert tele.data["values"] == [{"value": "6", "groups": [{"key": "ProjectId", "value": "1",
+                                                              "name": "project-1"}]}]
+    count = api.get_workloads_telemetry(models.WorkloadTelemetryType.WORKLOADS_COUNT.value,
+                                        group_by=["Type", "Phase"])
+    assert count.data["values"][0]["value"] == "3"
+
+    events_api = client.workloads.events
+    evs = events_api.get_workload_events(ids[0]).data["events"]
+    assert [e["reason"] for e in evs] == ["Running", "Initializing", "Pending", "Creating"]  # desc by default
+    for e in evs:
+        load_runapy("Event2", e)
+    hist = events_api.get_workload_history(ids[0]).data
+    load_runapy("GetWorkloadHistory200Response", hist)
+    phases = [r["spec"]["phaseUpdate"]["phase"] for r in hist["records"] if r["meta"]["type"] == "PhaseUpdate"]
+    assert phases == ["Creating", "Pending", "Initializing", "Running"]
+    assert {r["meta"]["type"] for r in hist["records"]} == {"PhaseUpdate", "Event"}
+
+
+async def test_runai_status_codes_are_the_documented_ones(runai_sim: LoopSim) -> None:
+    """Every answer, good or bad, carries a status code the operation's spec lists, in the error shape."""
+    documented = _spec_statuses()
+    seen: list[tuple[str, str, int]] = []
+    async with aiohttp.ClientSession() as s:
+        async def token(body: dict[str, Any]) -> int:
+            async with s.post(runai_sim.url + "/api/v1/token", json=body) as r:
+                seen.append(("POST", "/api/v1/token", r.status))
+                return r.status
+
+        assert await token({"grantType": "client_credentials", "clientID": "tjg-demo", "clientSecret": "no"}) == 400
+        assert await token({"grantType": "nope"}) == 400
+        c = RunaiRaw(runai_sim, s)
+        await c.login()
+        _, made = await c.call("POST", "/api/v1/workloads/trainings", training("codes", SIM_OUTCOME="hang"))
+        wid = made["workloadId"]
+        calls = [
+            ("POST", "/api/v1/workloads/trainings", "/api/v1/workloads/trainings", training("codes")),
+            ("POST", "/api/v1/workloads/trainings", "/api/v1/workloads/trainings",
+             {**training("badcluster"), "clusterId": "not-a-uuid"}),
+            ("GET", "/api/v1/workloads", "/api/v1/workloads?limit=9999", None),
+            ("GET", "/api/v1/workloads", "/api/v1/workloads?sortOrder=sideways", None),
+            ("GET", "/api/v1/workloads/count", "/api/v1/workloads/count?filterBy=%%%", None),
+            ("GET", "/api/v1/workloads/{workloadId}/events", f"/api/v1/workloads/{wid}/events?sortOrder=up", None),
+            ("GET", "/api/v1/workloads/{workloadId}/events", "/api/v1/workloads/nope/events", None),
+            ("GET", "/api/v1/workloads/{workloadId}/history", f"/api/v1/workloads/{wid}/history?limit=0", None),
+            ("GET", "/api/v1/workloads/{workloadId}/metrics", f"/api/v1/workloads/{wid}/metrics?metricType=X", None),
+            ("GET", "/api/v1/workloads/{workloadId}/metrics", f"/api/v1/workloads/{wid}/metrics", None),
+            ("GET", "/api/v1/workloads/telemetry", "/api/v1/workloads/telemetry?telemetryType=NOPE", None),
+            ("GET", "/api/v1/workloads/telemetry",
+             "/api/v1/workloads/telemetry?telemetryType=WORKLOADS_COUNT&clusterId=x", None),
+            ("POST", "/api/v1/workloads/trainings/{workloadId}/suspend", "/api/v1/workloads/trainings/nope/suspend",
+             None),
+        ]
+        for method, template, url, body in calls:
+            status, err = await c.call(method, url, body)
+            seen.append((method, template, status))
+            assert status >= 400 and set(err) >= {"code", "message"}, (url, status, err)
+    for method, template, status in seen:
+        assert status in documented[(method, template)], f"{method} {template} answered {status}"
+
+
+async def test_runai_unknown_routes_and_methods_answer_in_the_error_shape(runai_sim: LoopSim) -> None:
+    async with aiohttp.ClientSession() as s:
+        for method, path in (("GET", "/api/v1/nothing-here"), ("PUT", "/api/v1/workloads")):
+            async with s.request(method, runai_sim.url + path) as r:
+                assert r.content_type == "application/json"
+                body = await r.json()
+                assert r.status in (404, 405) and body["code"] == r.status and path in body["message"]
+
+
+async def test_runai_distributed_without_framework_and_created_by_the_caller() -> None:
+    sim = await start_loop_sim("runai", speed=20.0, credentials=[("alice", "a-secret"), ("bob", "b-secret")])
+    try:
+        async with aiohttp.ClientSession() as s:
+            c = RunaiRaw(sim, s)
+            async with s.post(sim.url + "/api/v1/token", json={"grantType": "client_credentials",
+                                                              "clientID": "alice", "clientSecret": "a-secret"}) as r:
+                c.token = (await r.json())["accessToken"]
+            dist = {**training("dist-nofw", SIM_OUTCOME="hang")}
+            dist["spec"]["numWorkers"] = 2  # distributedFramework is nullable in the spec
+            status, made = await c.call("POST", "/api/v1/workloads/distributed", dist)
+            assert status == 202 and made["createdBy"] == "alice"
+            validate_runai("DistributedWorkload", made) if "DistributedWorkload" in \
+                runai_document()["components"]["schemas"] else None
+            _, listed = await c.call("GET", f"/api/v1/workloads/{made['workloadId']}")
+            assert listed["submittedBy"] == "alice"
+    finally:
+        await sim.runner.cleanup()
+
+
+async def test_runai_phases_follow_the_documented_order(runai_sim: LoopSim) -> None:
+    """Creating -> Pending -> Initializing -> Running; resume: Resuming -> Pending -> Initializing -> Running."""
+    async with aiohttp.ClientSession() as s:
+        c = RunaiRaw(runai_sim, s)
+        await c.login()
+        _, made = await c.call("POST", "/api/v1/workloads/trainings", training("order", SIM_OUTCOME="hang"))
+        wid = made["workloadId"]
+        await asyncio.sleep(0.1)
+        await c.call("POST", f"/api/v1/workloads/trainings/{wid}/suspend")
+        await asyncio.sleep(0.1)
+        await c.call("POST", f"/api/v1/workloads/trainings/{wid}/resume")
+        await asyncio.sleep(0.1)
+        _, evs = await c.call("GET", f"/api/v1/workloads/{wid}/events?sortOrder=asc")
+        assert [e["reason"] for e in evs["events"]] == [
+            "Creating", "Pending", "Initializing", "Running", "Stopping", "Stopped",
+            "Resuming", "Pending", "Initializing", "Running"]
+
+
+def test_huawei_sdk_reads_metrics_events_and_terminate() -> None:
+    from huaweicloudsdkmodelarts.v1 import (
+        CreateTrainingJobRequest,
+        Job,
+        JobActionType,
+        JobAlgorithm,
+        JobEngine,
+        JobMetadata,
+        ListTrainingJobEventsRequest,
+        ShowTrainingJobDetailsRequest,
+        ShowTrainingJobMetricsRequest,
+        Spec,
+        SpecResource,
+        StopTrainingJobRequest,
+    )
+
+    with SimThread("modelarts", speed=10.0, sample_seconds=0.1) as sim:
+        client = _ma_client(sim.url)
+        body = Job(kind="job", metadata=JobMetadata(name="sdk-metrics", workspace_id="0"),
+                   algorithm=JobAlgorithm(engine=JobEngine(image_url="swr/x:1"), command="python t.py",
+                                          environments={"SIM_OUTCOME": "hang", "SIM_GPU_UTIL": "80"}),
+                   spec=Spec(resource=SpecResource(flavor_id="modelarts.vm.gpu.a100.1", node_count=1)))
+        jid = client.create_training_job(CreateTrainingJobRequest(body=body)).metadata.id
+
+        def show() -> Any:
+            return client.show_training_job_details(ShowTrainingJobDetailsRequest(training_job_id=jid))
+
+        assert wait_for(lambda: show().status.phase, "Running") == "Running"
+        running = show()
+        # While it runs a task has no exit code; environments come back as the SDK's list of objects.
+        assert [t.exit_code for t in running.status.task_statuses] == [None]
+        assert running.algorithm.environments == [{"SIM_OUTCOME": "hang"}, {"SIM_GPU_UTIL": "80"}]
+        time.sleep(0.5)
+        got = client.show_training_job_metrics(ShowTrainingJobMetricsRequest(training_job_id=jid, task_id="worker-0"))
+        raw = {"metrics": [{"metric": m.metric, "value": m.value} for m in got.metrics]}
+        load_huawei("ShowTrainingJobMetricsResponse", raw)
+        series = {m.metric: m.value for m in got.metrics}
+        assert set(series) == {"cpuUsage", "memUsage", "gpuUtil", "gpuMemUsage"}
+        assert len(series["gpuUtil"]) >= 3 and 60 <= sum(series["gpuUtil"]) / len(series["gpuUtil"]) <= 100
+
+        stopped = client.stop_training_job(StopTrainingJobRequest(training_job_id=jid,
+                                                                  body=JobActionType(action_type="terminate")))
+        assert stopped.metadata.name == "sdk-metrics" and stopped.spec.resource.flavor_id == "modelarts.vm.gpu.a100.1"
+        assert stopped.status.phase == "Terminating" and stopped.algorithm.engine.image_url == "swr/x:1"
+        assert wait_for(lambda: show().status.phase, "Terminated") == "Terminated"
+        assert [t.exit_code for t in show().status.task_statuses] == [143]
+
+        evs = client.list_training_job_events(ListTrainingJobEventsRequest(training_job_id=jid, limit=2, offset=1,
+                                                                           order="desc"))
+        assert (evs.total, evs.limit, evs.offset, evs.order) == (5, 2, 1, "desc")
+        assert [e.message for e in evs.events] == ["Training job phase changed to Terminating",
+                                                   "Training job phase changed to Running"]
+
+
+async def test_modelarts_raw_responses_have_only_sdk_fields() -> None:
+    """Read with aiohttp, the job, terminate, events and metrics answers load into the SDK models with
+    every key known (the SDK itself drops unknown keys silently)."""
+    from adapters.modelarts.simulator import DEMO_IAM_TOKENS
+    from tests.conftest import PROJECT
+
+    sim = await start_loop_sim("modelarts", speed=20.0, sample_seconds=0.05)
+    try:
+        async with aiohttp.ClientSession() as s:
+            async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+                async with s.request(method, f"{sim.url}/v2/{PROJECT}{path}", json=body,
+                                     headers={"X-Auth-Token": DEMO_IAM_TOKENS[0]}) as r:
+                    return r.status, await r.json()
+
+            status, made = await call("POST", "/training-jobs", {
+                "kind": "job", "metadata": {"name": "raw-ma"},
+                "algorithm": {"engine": {"image_url": "x:1"}, "environments": {"SIM_OUTCOME": "hang"}},
+                "spec": {"resource": {"flavor_id": "modelarts.vm.gpu.t4", "node_count": 2}}})
+            assert status == 201
+            jid = made["metadata"]["id"]
+            await asyncio.sleep(0.3)
+            _, shown = await call("GET", f"/training-jobs/{jid}")
+            load_huawei("ShowTrainingJobDetailsResponse", shown)
+            _, metrics = await call("GET", f"/training-jobs/{jid}/metrics/worker-1")
+            load_huawei("ShowTrainingJobMetricsResponse", metrics)
+            assert (await call("GET", f"/training-jobs/{jid}/metrics/worker-9"))[0] == 400
+            _, evs = await call("GET", f"/training-jobs/{jid}/events")
+            load_huawei("ListTrainingJobEventsResponse", evs)
+            status, stopped = await call("POST", f"/training-jobs/{jid}/actions", {"action_type": "terminate"})
+            assert status == 202
+            load_huawei("StopTrainingJobResponse", stopped)
+            async with s.get(f"{sim.url}/v2/{PROJECT}/no-such-thing") as r:
+                assert r.status == 404 and set(await r.json()) >= {"error_code", "error_msg"}
+    finally:
+        await sim.runner.cleanup()
+
+
+@pytest.mark.parametrize("env,low", [({"SIM_GPU_UTIL": "3"}, True), ({}, False)])
+async def test_sim_gpu_util_pins_the_series(runai_sim: LoopSim, env: dict[str, str], low: bool) -> None:
+    async with aiohttp.ClientSession() as s:
+        c = RunaiRaw(runai_sim, s)
+        await c.login()
+        body = training(f"util-{int(low)}", SIM_OUTCOME="hang", **env)
+        body["spec"]["compute"] = {"gpuDevicesRequest": 1}
+        _, made = await c.call("POST", "/api/v1/workloads/trainings", body)
+        await asyncio.sleep(0.3)
+        sim = runai_sim.app[RUNAI_KEY]
+        w = sim.jobs[made["workloadId"]]
+        now = time.time()
+        values = [sim.usage(w).gpu(now - i) for i in range(30)]
+        assert (max(values) < 5) if low else (min(values) > 30)
