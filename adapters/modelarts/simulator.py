@@ -11,12 +11,14 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from adapters.modelarts.signer import verify
+from adapters.modelarts.translate import environments
 from adapters.simkit import (
     COMMITTED,
     FaultState,
@@ -29,7 +31,6 @@ from adapters.simkit import (
     sim_middlewares,
     wall,
 )
-from adapters.modelarts.translate import environments
 from mappings import flavors
 
 DEMO_CREDENTIALS = [("TJGDEMOAK", "TJGDEMOSK")]
@@ -416,12 +417,14 @@ class ModelArtsSimulator:
         use = Usage.of(j.id, environments((j.body.get("algorithm") or {}).get("environments") or {}))
         unit = int(task.rsplit("-", 1)[-1])
         f = self.flavor_ids.get(j.flavor_id)
-        series = {"cpuUsage": lambda t: round(use.cpu(t) * 100, 2), "memUsage": lambda t: round(use.memory(t) * 100, 2)}
-        if f is not None and f.gpus and f.gpu_type == "Ascend910":
-            series.update(npuUtil=lambda t: use.gpu(t, unit), npuMemUsage=lambda t: round(use.gpu_memory(t, unit) * 100, 2))
-        elif f is not None and f.gpus:
-            series.update(gpuUtil=lambda t: use.gpu(t, unit), gpuMemUsage=lambda t: round(use.gpu_memory(t, unit) * 100, 2))
-        return _reply(200, {"metrics": [{"metric": name, "value": [fn(t) for t in ends]} for name, fn in series.items()]})
+        series: dict[str, Callable[[float], float]] = {
+            "cpuUsage": lambda t: round(use.cpu(t) * 100, 2), "memUsage": lambda t: round(use.memory(t) * 100, 2)}
+        if f is not None and f.gpus:
+            prefix = "npu" if f.gpu_type == "Ascend910" else "gpu"
+            series[f"{prefix}Util"] = lambda t: use.gpu(t, unit)
+            series[f"{prefix}MemUsage"] = lambda t: round(use.gpu_memory(t, unit) * 100, 2)
+        return _reply(200, {"metrics": [{"metric": name, "value": [fn(t) for t in ends]}
+                                        for name, fn in series.items()]})
 
     async def sim_flavors(self, _: web.Request) -> web.Response:
         return web.json_response(sorted(self.flavor_ids))

@@ -16,6 +16,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -649,14 +650,15 @@ class RunaiSimulator:
             return {"type": metric, "labels": labels,
                     "values": [{"value": str(value(t)), "timestamp": _iso(t)} for t in times]}
 
-        per_gpu = {"GPU_UTILIZATION": lambda i: lambda t: use.gpu(t, i),
+        per_gpu: dict[str, Callable[[int], Callable[[float], Any]]] = {
+                   "GPU_UTILIZATION": lambda i: lambda t: use.gpu(t, i),
                    "GPU_MEMORY_USAGE_BYTES": lambda i: lambda t: int(use.gpu_memory(t, i) * GPU_MEMORY_BYTES
                                                                     * shape["portion"]),
                    "GPU_MEMORY_REQUEST_BYTES": lambda i: lambda t: int(GPU_MEMORY_BYTES * shape["portion"])}
         if metric in per_gpu:
             return [one({"gpu": str(i)}, per_gpu[metric](i)) for i in range(devices)]
         pods = shape["pods"]
-        whole = {"CPU_USAGE_CORES": lambda t: round(use.cpu(t) * shape["cpu"] * pods, 3),
+        whole: dict[str, Callable[[float], Any]] = {"CPU_USAGE_CORES": lambda t: round(use.cpu(t) * shape["cpu"] * pods, 3),
                  "CPU_REQUEST_CORES": lambda t: shape["cpu"] * pods,
                  "CPU_LIMIT_CORES": lambda t: shape["cpu_limit"] * pods,
                  "CPU_MEMORY_USAGE_BYTES": lambda t: int(use.memory(t) * shape["mem"] * pods),
