@@ -129,6 +129,21 @@ def canonical_gpu_type(name: str) -> str | None:
 
 
 @cache
+def prices() -> tuple[str, dict[str, dict[str, float]]]:
+    """(currency, vendor -> node pool or flavor -> price of one GPU-hour)."""
+    data = yaml.safe_load((HERE / "prices.yaml").read_text())
+    if not isinstance(data, dict):
+        raise MappingError("prices.yaml: not a mapping")
+    table: dict[str, dict[str, float]] = {}
+    for vendor in ("runai", "modelarts"):
+        rows = data.get(vendor) or {}
+        if not isinstance(rows, dict) or not all(isinstance(v, int | float) and v >= 0 for v in rows.values()):
+            raise MappingError(f"prices.yaml:{vendor}: expected a mapping of name to a price >= 0")
+        table[vendor] = {str(k): float(v) for k, v in rows.items()}
+    return str(data.get("currency") or "USD"), table
+
+
+@cache
 def priorities() -> dict[str, dict[str, Any]]:
     """Neutral priority -> vendor value, per vendor."""
     data: dict[str, dict[str, Any]] = yaml.safe_load((HERE / "priorities.yaml").read_text())

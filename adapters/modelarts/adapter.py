@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import aiohttp
 
 from adapters.modelarts import translate as tr
 from adapters.modelarts.client import ModelArtsClient
+from adapters.modelarts.metrics import flavor_memory_bytes, modelarts_metrics, place
 from gateway.core.adapter import (
     POLL_ATTEMPTS,
     REGISTRY,
@@ -20,9 +22,11 @@ from gateway.core.adapter import (
     VendorJob,
 )
 from gateway.core.config import BackendConfig
-from gateway.core.errors import BackendConflict, BackendNotFound
+from gateway.core.errors import BackendConflict, BackendNotFound, GatewayError
 from gateway.core.models import JobSpec
+from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
+from mappings import prices
 
 JOB_ID_IN_DESCRIPTION = re.compile(r"trainjob-gateway job ([0-9a-f]{32})")
 
@@ -119,6 +123,35 @@ class ModelArtsAdapter(Adapter):
             return []
         return [{"time": e.get("time"), "type": e.get("level"), "reason": None, "message": e.get("message"),
                  "source": "modelarts"} for e in evs]
+
+    def gpu_hour_price(self, spec: dict[str, Any]) -> tuple[str, float] | None:
+        try:
+            body = self.translate(JobSpec.model_validate({**spec, "backend": self.name}), "0" * 32).body
+        except (ValueError, GatewayError):  # an imported job's spec may not translate: no price, no guess
+            return None
+        flavor = str(((body.get("spec") or {}).get("resource") or {}).get("flavor_id"))
+        price = prices()[1]["modelarts"].get(flavor)
+        return None if price is None else (flavor, price)
+
+    async def metrics(self, handle: Handle, names: list[str], since: float, until: float) -> JobMetrics:
+        try:
+            record = await self.client.show(handle.backend_job_id)
+        except BackendNotFound:
+            out = JobMetrics()
+            for n in names:
+                out.add(n, "unavailable", "the backend no longer has the job")
+            return out
+        st = record.get("status") or {}
+        start = float(st.get("start_time") or 0) / 1000
+        per_task: list[dict[str, list[tuple[float, float]]]] = []
+        if start:
+            answers = await asyncio.gather(*(self.client.metrics(handle.backend_job_id, str(t))
+                                             for t in st.get("tasks") or ["worker-0"]))
+            step = self.config.metrics_sample_seconds
+            per_task = [{str(m.get("metric")): place(list(m.get("value") or []), start, step) for m in task}
+                        for task in answers]
+        out = modelarts_metrics(names, per_task, flavor_memory_bytes(record))
+        return out.since(since)
 
     def health(self) -> dict[str, Any]:
         return {"circuit": self.client.transport.breaker.snapshot()}

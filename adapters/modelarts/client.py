@@ -99,6 +99,11 @@ class ModelArtsClient:
         r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/tasks/{task}/logs/preview")
         return dict(r.body or {})
 
+    async def metrics(self, job_id: str, task: str) -> list[dict[str, Any]]:
+        """GET …/training-jobs/{id}/metrics/{task}: per-minute averages of each running metric."""
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/metrics/{task}")
+        return list((r.body or {}).get("metrics") or [])
+
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """GET …/events, oldest first."""
         r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/events",

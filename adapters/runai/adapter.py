@@ -9,11 +9,15 @@ import aiohttp
 
 from adapters.runai import translate as tr
 from adapters.runai.client import RunaiClient
+from adapters.runai.metrics import RUNAI_METRICS, runai_metrics
+from adapters.runai.metrics import epoch as _epoch
 from gateway.core.adapter import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
 from gateway.core.config import BackendConfig
-from gateway.core.errors import BackendNotFound
+from gateway.core.errors import BackendNotFound, GatewayError
 from gateway.core.models import JobSpec
+from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
+from mappings import prices
 
 
 @REGISTRY.register
@@ -111,5 +115,36 @@ class RunaiAdapter(Adapter):
         return [{"time": e.get("createdAt"), "type": e.get("type"), "reason": e.get("reason"),
                  "message": e.get("message"), "source": "runai"} for e in evs]
 
+    def gpu_hour_price(self, spec: dict[str, Any]) -> tuple[str, float] | None:
+        try:
+            body = self.translate(JobSpec.model_validate({**spec, "backend": self.name}), "0" * 32).body
+        except (ValueError, GatewayError):  # an imported job's spec may not translate: no price, no guess
+            return None
+        pool = ((body.get("spec") or {}).get("nodePools") or ["default"])[0]
+        price = prices()[1]["runai"].get(pool)
+        return None if price is None else (pool, price)
+
+    async def metrics(self, handle: Handle, names: list[str], since: float, until: float) -> JobMetrics:
+        wanted = {t for n in names for t in RUNAI_METRICS[n]}
+        span = max(until - since, 1.0)
+        samples = max(20, min(1000, int(span / 15)))  # one point per 15 s, at least 20
+        try:
+            got = await self.client.metrics(handle.backend_job_id, sorted(wanted), _stamp(since), _stamp(until),
+                                            samples)
+        except BackendNotFound:
+            out = JobMetrics()
+            for n in names:
+                out.add(n, "unavailable", "the backend no longer has the job")
+            return out
+        series: dict[str, list[list[tuple[float, float]]]] = {}
+        for m in got:
+            pts = [(_epoch(v["timestamp"]), float(v["value"])) for v in m.get("values") or [] if v.get("timestamp")]
+            series.setdefault(str(m.get("type")), []).append(pts)
+        return runai_metrics(names, series)
+
     def health(self) -> dict[str, Any]:
         return {"circuit": self.client.transport.breaker.snapshot()}
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

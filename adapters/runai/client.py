@@ -168,6 +168,13 @@ class RunaiClient:
         """DELETE /api/v1/workloads/{kind}/{id}."""
         await self.transport.request("DELETE", f"/api/v1/workloads/{_plural(kind)}/{workload_id}")
 
+    async def metrics(self, workload_id: str, types: list[str], start: str, end: str,
+                      samples: int) -> list[dict[str, Any]]:
+        """GET /api/v1/workloads/{id}/metrics: the measurements of each type (per GPU for GPU types)."""
+        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}/metrics", query=[
+            ("metricType", ",".join(types)), ("start", start), ("end", end), ("numberOfSamples", str(samples))])
+        return list((r.body or {}).get("measurements") or [])
+
     async def events(self, workload_id: str, limit: int = 500) -> list[dict[str, Any]]:
         """GET /api/v1/workloads/{id}/events, oldest first."""
         r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}/events",

@@ -17,6 +17,7 @@ from adapters.simulators import start_simulator
 from gateway.api.http import CONFIG, KEYS, SERVICE, SHUTDOWN, STORE, SYNCS
 from gateway.api.middleware import authenticate, errors, observe
 from gateway.api.v1 import add_routes
+from gateway.background.idle import IdleWatch
 from gateway.background.reconcile import reconcile_step
 from gateway.background.replicas import leased, replica_id
 from gateway.background.sync import BackendSync
@@ -89,7 +90,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         service = JobService(config, store, adapters_)
         app[STORE] = store
         app[SERVICE] = service
-        syncs = {name: BackendSync(a, store) for name, a in adapters_.items()}
+        syncs = {name: BackendSync(a, store, idle=IdleWatch(a, store, config.idle)) for name, a in adapters_.items()}
         app[SYNCS] = syncs
         await service.recover()
         service.submissions.on_submitted = {n: s.wake for n, s in syncs.items()}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -96,6 +99,26 @@ def qbool(request: web.Request, name: str) -> bool:
         return False
     raise BadRequest(f"query parameter {name} must be true or false",
                      errors=[{"loc": ["query", name], "msg": "expected true or false"}])
+
+
+DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])$")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def qtime(request: web.Request, name: str) -> float | None:
+    """A time query parameter as epoch seconds: ISO 8601 (`2026-11-24T08:00:00Z`) or an age (`15m`, `2h`, `7d`)."""
+    v = request.query.get(name)
+    if v is None or v == "":
+        return None
+    m = DURATION.match(v)
+    if m:
+        return time.time() - float(m.group(1)) * SECONDS[m.group(2)]
+    try:
+        when = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an ISO 8601 time or an age such as 15m, 2h or 7d",
+                         errors=[{"loc": ["query", name], "msg": "expected a time or an age"}]) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def qint(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -31,9 +32,10 @@ class JobList(BaseModel):
 
 
 class Transition(BaseModel):
-    """A phase transition (kind=transition) or a vendor event (kind=vendor), by time."""
+    """A phase transition (kind=transition), an activity mark on a running job (idle, active) or a vendor
+    event (kind=vendor), by time."""
 
-    kind: Literal["transition", "vendor"]
+    kind: Literal["transition", "idle", "active", "vendor"]
     seq: int | None = None
     from_phase: Phase | None = None
     to_phase: Phase | None = None
@@ -59,6 +61,61 @@ class LogPreview(BaseModel):
     task: str
     content: str
     full_size: int
+
+
+class MetricSeries(BaseModel):
+    """One metric over time."""
+
+    name: str = Field(..., description="gpu_utilization, gpu_memory_used, gpu_memory_utilization, "
+                      "cpu_utilization or memory_used.")
+    unit: Literal["percent", "bytes"]
+    points: list[tuple[datetime, float]] = Field(..., description="[time, value] pairs, oldest first.")
+
+
+class MetricNote(BaseModel):
+    """How the backend gave one metric, or why it could not (a metric is never invented)."""
+
+    name: str
+    outcome: Literal["exact", "derived", "unavailable"]
+    detail: str
+
+
+class JobMetricsOut(BaseModel):
+    """A job's resource metrics in neutral names."""
+
+    job_id: str
+    backend: str
+    series: list[MetricSeries]
+    report: list[MetricNote]
+
+
+class UsageFigures(BaseModel):
+    """GPU-hours, utilization and cost of a group of jobs."""
+
+    jobs: int = Field(..., description="Jobs that ran in the period.")
+    gpu_hours: float = Field(..., description="GPUs x nodes x hours in RUNNING.")
+    running_hours: float
+    avg_gpu_utilization: float | None = Field(None, description="Weighted by GPU-hours over jobs whose "
+                                              "utilization is known.")
+    cost: float = Field(..., description="Priced GPU-hours x mappings/prices.yaml.")
+    unpriced_gpu_hours: float
+
+
+class UsageGroup(UsageFigures):
+    """One group's figures."""
+
+    key: str
+
+
+class UsageOut(BaseModel):
+    """GET /v1/usage."""
+
+    group_by: str
+    since: datetime | None
+    until: datetime
+    currency: str
+    groups: list[UsageGroup]
+    total: UsageFigures
 
 
 class MigrateDryRun(BaseModel):
@@ -100,6 +157,7 @@ def _json(ref: str, description: str = "OK") -> dict[str, Any]:
 JOB_LINKS = {name: {"operationId": op, "parameters": {"id": "$response.body#/id"}}
              for name, op in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("SuspendJob", "suspendJob"),
                               ("ResumeJob", "resumeJob"), ("JobEvents", "jobEvents"), ("JobLogs", "jobLogs"),
+                              ("JobMetrics", "jobMetrics"),
                               ("DeleteJob", "deleteJob"), ("MigrateJob", "migrateJob"))}
 JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
@@ -109,7 +167,7 @@ def openapi_document() -> dict[str, Any]:
     """The document served at /openapi.json."""
     _, schemas = models_json_schema(
         [(m, "serialization") for m in (Job, DryRun, JobList, EventList, Backend, Problem, LogPreview,
-                                        MigrateDryRun)]
+                                        MigrateDryRun, JobMetricsOut, UsageOut)]
         + [(JobSpec, "validation"), (MigrateRequest, "validation")], ref_template="#/components/schemas/{model}")
     components = schemas.get("$defs", {})
     auth = _problem_responses(401)
@@ -174,6 +232,25 @@ def openapi_document() -> dict[str, Any]:
                                     "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}],
                     "responses": {"200": _json("LogPreview"), **_problem_responses(400, 404, 409, 502, 503),
                                   **auth}},
+        },
+        "/v1/jobs/{id}/metrics": {
+            "get": {"summary": "The job's resource metrics from its backend (409 where the backend has none)",
+                    "operationId": "jobMetrics",
+                    "parameters": [JOB_ID, {"name": "names", "in": "query", "schema": {"type": "string"},
+                                            "description": "Comma list of metric names (default: all four)"},
+                                   {"name": "since", "in": "query", "schema": {"type": "string"},
+                                    "description": "ISO 8601 time or an age such as 15m"}],
+                    "responses": {"200": _json("JobMetricsOut"), **_problem_responses(400, 404, 409, 502, 503),
+                                  **auth}},
+        },
+        "/v1/usage": {
+            "get": {"summary": "GPU-hours, utilization and cost by backend, tenant, project or label",
+                    "operationId": "usage",
+                    "parameters": [{"name": "group_by", "in": "query", "schema": {"type": "string"},
+                                    "description": "backend (default), tenant, project or label:<key>"},
+                                   {"name": "since", "in": "query", "schema": {"type": "string"}},
+                                   {"name": "until", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": _json("UsageOut"), **_problem_responses(400), **auth}},
         },
         "/v1/jobs/{id}/migrate": {
             "post": {"summary": "Move a job to another backend", "operationId": "migrateJob",

@@ -17,15 +17,18 @@ from gateway.api.http import (
     only_query,
     qbool,
     qint,
+    qtime,
     read_json,
     reply,
 )
 from gateway.api.openapi import openapi_document
 from gateway.api.watch import watch_all, watch_job
 from gateway.core.errors import BadRequest, GatewayError
-from gateway.core.metrics import JOBS_BY_PHASE
+from gateway.core.metrics import GPUS_ALLOCATED, GPUS_IDLE, JOBS_BY_PHASE
 from gateway.core.metrics import REGISTRY as METRICS
 from gateway.core.models import Phase
+from gateway.core.telemetry import METRICS as METRIC_NAMES
+from gateway.core.telemetry import job_gpus
 from gateway.service.migrate import migrate
 from gateway.store import ListFilters
 
@@ -162,10 +165,40 @@ async def healthz(request: web.Request) -> web.Response:
                  200 if store_ok else 503)
 
 
+async def job_metrics(request: web.Request) -> web.Response:
+    """GET /v1/jobs/{id}/metrics?names=&since=: the job's resource metrics in neutral names."""
+    only_query(request, "names", "since")
+    names = [n.strip() for n in request.query.get("names", "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown:
+        raise BadRequest(f"unknown metric {unknown[0]!r}; known: {', '.join(METRIC_NAMES)}",
+                         errors=[{"loc": ["query", "names"], "msg": f"unknown metric {unknown[0]}"}])
+    return reply(await request.app[SERVICE].metrics(request[PRINCIPAL], request.match_info["id"], names or None,
+                                                    qtime(request, "since")))
+
+
+async def usage(request: web.Request) -> web.Response:
+    """GET /v1/usage?group_by=&since=&until=: GPU-hours, utilization and cost by group."""
+    only_query(request, "group_by", "since", "until")
+    return reply(await request.app[SERVICE].usage(request[PRINCIPAL], request.query.get("group_by", "backend"),
+                                                  qtime(request, "since"), qtime(request, "until")))
+
+
 async def metrics(request: web.Request) -> web.Response:
     JOBS_BY_PHASE.clear()
-    for backend, phase, n in await request.app[STORE].jobs.phase_counts():
+    store = request.app[STORE]
+    for backend, phase, n in await store.jobs.phase_counts():
         JOBS_BY_PHASE.labels(backend, phase).set(n)
+    allocated: dict[str, float] = {b.name: 0.0 for b in request.app[CONFIG].backends}
+    idle = dict(allocated)
+    for row in await store.jobs.running():
+        gpus = job_gpus(row["spec"] or {})
+        allocated[row["backend"]] = allocated.get(row["backend"], 0.0) + gpus
+        if (row["status"] or {}).get("idle"):
+            idle[row["backend"]] = idle.get(row["backend"], 0.0) + gpus
+    for backend, held in allocated.items():
+        GPUS_ALLOCATED.labels(backend).set(held)
+        GPUS_IDLE.labels(backend).set(idle[backend])
     return web.Response(body=generate_latest(METRICS), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -181,6 +214,8 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_delete("/v1/jobs/{id}", delete_job)
     r.add_post("/v1/jobs/{id}/{action:cancel|suspend|resume}", job_action)
     r.add_get("/v1/jobs/{id}/events", job_events)
+    r.add_get("/v1/jobs/{id}/metrics", job_metrics)
+    r.add_get("/v1/usage", usage)
     r.add_get("/v1/jobs/{id}/logs", job_logs)
     r.add_post("/v1/jobs/{id}/migrate", migrate_job)
     r.add_get("/v1/backends", backends)

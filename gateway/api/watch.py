@@ -71,7 +71,7 @@ async def _follow_job(request: web.Request, resp: web.StreamResponse, svc: JobSe
     while True:
         for ev in await svc.events(who, job_id, after_seq=last_seq):
             last_seq = ev["seq"]
-            await resp.write(sse("transition", ev, f"{job_id}:{ev['seq']}"))
+            await resp.write(sse(ev["kind"], ev, f"{job_id}:{ev['seq']}"))
             idle = 0.0
         job = await svc.get(who, job_id)
         if job.status.terminal:
@@ -101,10 +101,11 @@ async def _follow_all(request: web.Request, resp: web.StreamResponse, svc: JobSe
         rows = await store.events.since(last, tenant, who.projects)
         for t in rows:
             last = t["id"]
-            data = {"job_id": t["job_id"], "job_name": t["name"], "backend": t["backend"], "seq": t["seq"],
+            data = {"kind": t["kind"], "job_id": t["job_id"], "job_name": t["name"], "backend": t["backend"],
+                    "seq": t["seq"],
                     "from_phase": t["from_phase"], "to_phase": t["to_phase"], "vendor_phase": t["vendor_phase"],
                     "message": t["message"], "source": t["source"], "at": t["at"]}
-            await resp.write(sse("transition", data, str(t["id"])))
+            await resp.write(sse(t["kind"], data, str(t["id"])))
             idle = 0.0
         if not rows:
             pause = await _pause(request, resp, idle)

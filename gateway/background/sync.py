@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from gateway.background.idle import IdleWatch
 from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase
@@ -59,6 +60,7 @@ class BackendSync:
     failing: bool = False
     last: CycleStats = field(default_factory=CycleStats)
     last_ok: float | None = None
+    idle: IdleWatch | None = None
 
     @property
     def backend(self) -> str:
@@ -151,6 +153,8 @@ class BackendSync:
         self._last_start = time.monotonic()
         try:
             await self.cycle()
+            if self.idle is not None:
+                await self.idle.maybe_check()
             if self.failing:
                 log.info("sync_recovered", backend=self.backend)
                 await self.store.jobs.mark_stale(self.backend, False)

@@ -69,7 +69,7 @@ class WebhookDeliverer:
                                            "webhook no longer configured")
             return
         headers = {"Content-Type": "application/json", "X-TJG-Event-Id": row["event_id"],
-                   "X-TJG-Event-Type": "job.transition", TIMESTAMP_HEADER: ts,
+                   "X-TJG-Event-Type": str(row["payload"].get("type") or "job.transition"), TIMESTAMP_HEADER: ts,
                    SIGNATURE_HEADER: sign_body(secret, ts, body), "X-TJG-Delivery-Attempt": str(attempt),
                    "X-TJG-Redelivery": "true" if attempt > 1 else "false"}
         try:

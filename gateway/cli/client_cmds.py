@@ -78,6 +78,55 @@ def show_job(job: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    """The last `width` values as block characters, scaled between their min and max."""
+    vs = values[-width:]
+    if not vs:
+        return ""
+    lo, hi = min(vs), max(vs)
+    return "".join(SPARKS[0 if hi == lo else int((v - lo) / (hi - lo) * (len(SPARKS) - 1))] for v in vs)
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit == "bytes":
+        for suffix, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+            if abs(value) >= size:
+                return f"{value / size:.1f}{suffix}"
+        return f"{value:.0f}B"
+    return f"{value:.1f}%"
+
+
+def show_metrics(res: dict[str, Any]) -> str:
+    """`tjg metrics` as a table of series and the backend's notes."""
+    rows = []
+    for s in res["series"]:
+        vs = [float(p[1]) for p in s["points"]]
+        unit = str(s["unit"])
+        figures = {k: _amount(v, unit) if vs else "-" for k, v in (
+            ("latest", vs[-1] if vs else 0.0), ("min", min(vs, default=0.0)),
+            ("avg", sum(vs) / len(vs) if vs else 0.0), ("max", max(vs, default=0.0)))}
+        rows.append({"metric": s["name"], **figures, "points": str(len(vs)), "trend": sparkline(vs)})
+    text = table(rows, (("METRIC", "metric"), ("LATEST", "latest"), ("MIN", "min"), ("AVG", "avg"), ("MAX", "max"),
+                        ("POINTS", "points"), ("TREND", "trend"))) if rows else "no metrics yet"
+    notes = [f"  {n['name']}: {n['outcome']} - {n['detail']}" for n in res["report"] if n["outcome"] != "exact"]
+    return text + ("\n" + f"{res['backend']} says:\n" + "\n".join(notes) if notes else "")
+
+
+def show_usage(res: dict[str, Any]) -> str:
+    """`tjg usage` as a table with a total row."""
+    def row(key: str, f: dict[str, Any]) -> dict[str, str]:
+        util = f.get("avg_gpu_utilization")
+        return {"key": key, "jobs": str(f["jobs"]), "gpu_hours": f"{f['gpu_hours']:.3f}",
+                "util": "-" if util is None else f"{util:.1f}%",
+                "cost": f"{f['cost']:.2f} {res['currency']}" + (" +unpriced" if f["unpriced_gpu_hours"] else "")}
+    rows = [row(g["key"], g) for g in res["groups"]] + [row("TOTAL", res["total"])]
+    return table(rows, ((res["group_by"].upper(), "key"), ("JOBS", "jobs"), ("GPU-HOURS", "gpu_hours"),
+                        ("AVG GPU", "util"), ("COST", "cost")))
+
+
 def run(args: argparse.Namespace, client: GatewayClient) -> int:
     """Dispatch one client command; returns the exit code."""
     cmd = args.client_command
@@ -121,6 +170,16 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
                  "message": str(e.get("message") or "")} for e in evs]
         emit(evs, out, lambda: table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
                                             ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
+        return OK
+    if cmd == "metrics":
+        params = {k: v for k, v in (("names", args.names), ("since", args.since)) if v}
+        res = client.call("GET", f"/v1/jobs/{args.id}/metrics", params=params)
+        emit(res, out, lambda: show_metrics(res))
+        return OK
+    if cmd == "usage":
+        params = {k: v for k, v in (("group_by", args.group_by), ("since", args.since), ("until", args.until)) if v}
+        res = client.call("GET", "/v1/usage", params=params)
+        emit(res, out, lambda: show_usage(res))
         return OK
     if cmd == "backends":
         bs = client.call("GET", "/v1/backends")
@@ -242,10 +301,13 @@ def _watch_all(client: GatewayClient, out: str) -> int:
         async for event, data in client.stream("/v1/events"):
             if event == "shutdown":
                 break
-            if event != "transition":
+            if event not in ("transition", "idle", "active"):
                 continue
             if out in ("json", "yaml"):
                 print(json.dumps(data), flush=True)
+            elif event != "transition":
+                print(f"{data['job_id']}  {data['job_name']:<24} {data['backend']:<10} {event.upper():>10}    "
+                      f"{data['message'] or ''}", flush=True)
             else:
                 print(f"{data['job_id']}  {data['job_name']:<24} {data['backend']:<10} "
                       f"{data['from_phase'] or '-':>10} -> {data['to_phase']:<10} {data['message'] or ''}",
@@ -278,6 +340,8 @@ def _watch(client: GatewayClient, job_id: str, out: str, quiet: bool = False) ->
                 return
             if out in ("json", "yaml"):
                 print(json.dumps({"event": event, "data": data}), flush=True)
+            elif event in ("idle", "active") and not quiet:
+                print(f"{data['at']}  {event.upper():>10}    {data['message'] or ''}", flush=True)
             elif event == "transition":
                 phase = data["to_phase"]
                 if not quiet:

@@ -172,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("id", metavar="ID")
     c.add_argument("--task", help="task, e.g. worker-0 (default: the first)")
     c.add_argument("--tail", type=int, help="only the last N lines (0: none)")
+    c = client_parser("metrics", "show a job's GPU, CPU and memory use (latest, min/avg/max and a sparkline)")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("--names", help="comma list: gpu_utilization, gpu_memory_used, gpu_memory_utilization, "
+                   "cpu_utilization, memory_used (default: all but gpu_memory_utilization)")
+    c.add_argument("--since", help="ISO 8601 time or an age such as 15m, 2h, 7d (default: since it started)")
+    c = client_parser("usage", "GPU-hours, mean GPU utilization and cost across backends")
+    c.add_argument("--group-by", default="backend", help="backend (default), tenant, project or label:KEY")
+    c.add_argument("--since", help="ISO 8601 time or an age such as 7d (default: all time)")
+    c.add_argument("--until", help="ISO 8601 time or an age (default: now)")
     for name, help_ in (("cancel", "stop a job for good; its record and history stay"),
                         ("suspend", "pause a job so it can be resumed (where the backend can: see tjg backends)"),
                         ("resume", "resume a suspended job"),

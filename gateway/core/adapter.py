@@ -21,6 +21,7 @@ from gateway.core.errors import (
     UnsupportedByBackend,
 )
 from gateway.core.models import JobSpec, JobStatus
+from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
 
 log = structlog.get_logger(__name__)
@@ -43,11 +44,13 @@ class Capability(StrEnum):
     FRACTIONAL_GPUS = "fractional_gpus"
     MULTI_NODE = "multi_node"
     LIST = "list"
+    METRICS = "metrics"
 
 
 _DOING = {"suspend": "suspend jobs", "resume": "resume jobs", "cancel": "cancel jobs", "delete": "delete jobs",
           "logs": "show logs", "events": "list vendor events", "fractional_gpus": "run fractional GPUs",
-          "multi_node": "run multi-node jobs", "list": "list jobs"}
+          "multi_node": "run multi-node jobs", "list": "list jobs",
+          "metrics": "report job metrics"}
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,15 @@ class Adapter(abc.ABC):
     async def events(self, handle: Handle) -> list[dict[str, Any]]:
         """The vendor's events for the job, oldest first."""
         self.require(Capability.EVENTS)
+        raise NotImplementedError
+
+    def gpu_hour_price(self, spec: dict[str, Any]) -> tuple[str, float] | None:
+        """(price-table entry, price of one GPU-hour) for a job's neutral spec; None when not priced."""
+        return None
+
+    async def metrics(self, handle: Handle, names: list[str], since: float, until: float) -> JobMetrics:
+        """The job's resource metrics (neutral names, see gateway.core.telemetry) between two epoch times."""
+        self.require(Capability.METRICS)
         raise NotImplementedError
 
     def health(self) -> dict[str, Any]:

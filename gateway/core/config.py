@@ -119,6 +119,15 @@ class ReplicaConfig(_Cfg):
                                    "by whichever replica holds the reconcile lease.")
 
 
+class IdleConfig(_Cfg):
+    """When a running job's GPUs count as idle (its status says `idle: true` and it gets one `idle` event)."""
+
+    enabled: bool = True
+    threshold_percent: float = Field(10.0, ge=0, le=100, description="GPU utilization below this is idle.")
+    window_seconds: float = Field(900.0, gt=0, description="How long every sample must stay below the threshold.")
+    check_interval: float = Field(60.0, gt=0, description="Seconds between two looks at a backend's running jobs.")
+
+
 class Config(_Cfg):
     """The whole gateway configuration."""
 
@@ -128,6 +137,7 @@ class Config(_Cfg):
     backends: list[BackendConfig] = Field(default_factory=list)
     log_level: str = "info"
     replica: ReplicaConfig = Field(default_factory=lambda: ReplicaConfig())
+    idle: IdleConfig = Field(default_factory=lambda: IdleConfig())
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -169,6 +169,11 @@ class JobStatus(BaseModel):
     degraded: bool = Field(False, description="Running with a health problem (Run:ai Degraded).")
     observed_at: datetime | None = Field(None, description="When the vendor last reported this status.")
     stale: bool = Field(False, description="The last poll failed; this status may be out of date.")
+    idle: bool = Field(False, description="Running, but its GPU utilization has stayed under the idle threshold "
+                       "for the idle window (config `idle`).")
+    idle_since: datetime | None = Field(None, description="When the job was found idle.")
+    gpu_utilization: float | None = Field(None, description="Mean GPU utilization (percent) over the samples the "
+                                          "gateway has seen while the job ran; null when none.")
 
 
 Outcome = Literal["exact", "approximated", "defaulted", "dropped", "passthrough"]

@@ -11,10 +11,13 @@ from gateway.core.adapter import Adapter, Capability
 from gateway.core.config import Config
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.models import DryRun, Job, JobStatus, Phase
+from gateway.core.telemetry import DEFAULT_METRICS, JobMetrics
 from gateway.service.principal import Principal
 from gateway.service.rows import dt, handle_of, status_json, to_job
 from gateway.service.submit import Submissions
+from gateway.service.usage import usage
 from gateway.store import ListFilters, Store, decode_token, encode_token
+from mappings import prices
 
 JSON_CACHE_SIZE = 10_000
 SUSPENDABLE = {Phase.QUEUED, Phase.STARTING, Phase.RUNNING}
@@ -123,7 +126,7 @@ class JobService:
     async def events(self, who: Principal, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         """A job's phase transitions, oldest first."""
         await self.row(who, job_id)
-        return [{"kind": "transition", "seq": t["seq"], "from_phase": t["from_phase"], "to_phase": t["to_phase"],
+        return [{"kind": t["kind"], "seq": t["seq"], "from_phase": t["from_phase"], "to_phase": t["to_phase"],
                  "vendor_phase": t["vendor_phase"], "message": t["message"], "source": t["source"],
                  "at": dt(t["at"])} for t in await self.store.events.for_job(job_id, after_seq)]
 
@@ -152,6 +155,29 @@ class JobService:
             raise Conflict(f"job {job_id} is not on the backend yet; no logs")
         chunk = await adapter.logs(handle_of(row), task, tail)
         return {"job_id": job_id, "task": chunk.task, "content": chunk.content, "full_size": chunk.full_size}
+
+    async def metrics(self, who: Principal, job_id: str, names: list[str] | None,
+                      since: float | None) -> dict[str, Any]:
+        """The job's resource metrics from its backend, with a note for every metric asked for."""
+        row = await self.row(who, job_id)
+        adapter = self.adapter(row["backend"])
+        adapter.require(Capability.METRICS)
+        names = names or list(DEFAULT_METRICS)
+        if not row["backend_job_id"]:
+            got = JobMetrics()
+            for n in names:
+                got.add(n, "unavailable", "the job is not on the backend yet")
+        else:
+            start = max(since or 0.0, float(row["created_at"]))
+            got = await adapter.metrics(handle_of(row), names, start, time.time())
+        return {"job_id": job_id, "backend": row["backend"],
+                "series": [{"name": s.name, "unit": s.unit, "points": [[dt(t), v] for t, v in s.points]}
+                           for s in got.series],
+                "report": [{"name": n.name, "outcome": n.outcome, "detail": n.detail} for n in got.report]}
+
+    async def usage(self, who: Principal, group_by: str, since: float | None, until: float | None) -> dict[str, Any]:
+        """GPU-hours and utilization grouped (see gateway.service.usage)."""
+        return await usage(self.store, self.adapters, prices()[0], who, group_by, since, until)
 
     # -- actions ------------------------------------------------------------------------
     async def cancel(self, who: Principal, job_id: str) -> Job:

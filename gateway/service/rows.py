@@ -17,8 +17,9 @@ def dt(epoch: float | None) -> datetime | None:
 def to_job(row: dict[str, Any]) -> Job:
     """A store row as the API's Job."""
     status = dict(row["status"] or {})
-    if status.get("observed_at") is not None and not isinstance(status["observed_at"], str):
-        status["observed_at"] = dt(status["observed_at"])
+    for key in ("observed_at", "idle_since"):
+        if status.get(key) is not None and not isinstance(status[key], str):
+            status[key] = dt(status[key])
     return Job(id=row["id"], name=row["name"], backend=row["backend"], backend_job_id=row["backend_job_id"],
                vendor_name=row["vendor_name"], project=row["project"], spec=row["spec"],
                status=JobStatus.model_validate(status), labels=row["labels"] or {},

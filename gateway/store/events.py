@@ -23,18 +23,20 @@ class Events:
         self.db = db
         self.webhook_targets = webhook_targets or (lambda _tenant: [])
 
-    def append(self, conn: Connection, items: Sequence[Transition], source: str, at: float) -> None:
-        """Insert transitions and, in the caller's transaction, their webhook deliveries (the outbox)."""
+    def append(self, conn: Connection, items: Sequence[Transition], source: str, at: float,
+               kind: str = "transition") -> None:
+        """Insert transitions (or activity marks: kind idle/active) and, in the caller's transaction, their
+        webhook deliveries (the outbox)."""
         conn.execute(insert(transitions), [
             {"job_id": job["id"], "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp,
-             "message": msg, "source": source, "at": at} for job, seq, frm, to, vp, msg in items])
+             "message": msg, "source": source, "at": at, "kind": kind} for job, seq, frm, to, vp, msg in items])
         deliveries = []
         for job, seq, frm, to, vp, msg in items:
             urls = self.webhook_targets(job.get("tenant"))
             if not urls:
                 continue
             event_id = f"{job['id']}:{seq}"
-            payload = {"event_id": event_id, "type": "job.transition", "job_id": job["id"],
+            payload = {"event_id": event_id, "type": f"job.{kind}", "job_id": job["id"],
                        "job_name": job["name"], "backend": job["backend"], "tenant": job.get("tenant"),
                        "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp, "message": msg, "at": at}
             deliveries += [{"event_id": event_id, "tenant": job.get("tenant") or "", "url": u, "payload": payload,
@@ -67,6 +69,21 @@ class Events:
             q = q.where(own)
         q = q.order_by(transitions.c.id).limit(limit)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    async def phases_of(self, job_ids: Sequence[str]) -> dict[str, list[tuple[float, str]]]:
+        """Each job's phase changes as (at, to_phase), oldest first (activity marks left out)."""
+        def work(conn: Connection) -> dict[str, list[tuple[float, str]]]:
+            out: dict[str, list[tuple[float, str]]] = {}
+            ids = list(job_ids)
+            for start in range(0, len(ids), 500):
+                q = select(transitions.c.job_id, transitions.c.at, transitions.c.to_phase).where(
+                    transitions.c.job_id.in_(ids[start:start + 500]), transitions.c.kind == "transition") \
+                    .order_by(transitions.c.job_id, transitions.c.seq)
+                for job_id, at, phase in conn.execute(q):
+                    out.setdefault(job_id, []).append((float(at), phase))
+            return out
+
+        return await self.db.run(work, write=False)
 
     async def last_id(self) -> int:
         """The newest transition id (0 when none)."""

@@ -30,6 +30,8 @@ from gateway.store.schema import job_labels, jobs
 log = structlog.get_logger(__name__)
 
 CONFIRM_BATCH_SECONDS = 0.01
+# Status keys the gateway observes itself (the idle watch), kept when the vendor's status is stored.
+ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_points", "activity_checked_at")
 
 
 @dataclass
@@ -186,6 +188,9 @@ class JobRows:
                 elif extra:
                     params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": True, "b_status": old_status})
                 continue
+            status = {**status, **{k: old_status[k] for k in ACTIVITY_KEYS if k in old_status}}
+            if status["phase"] != "RUNNING":  # idle describes a running job only
+                status.update(idle=False, idle_since=None)
             params.append({"b_id": job_id, "b_phase": status["phase"], "b_terminal": bool(status.get("terminal")),
                            "b_status": status})
             if status["phase"] != r[1]:
@@ -207,6 +212,33 @@ class JobRows:
             self.events.append(conn, [(job, seqs.get(job["id"], 0) + 1, old, st["phase"], st.get("vendor_phase"),
                                        st.get("message")) for job, old, st in moved], source, now)
         return len(moved)
+
+    async def set_activity(self, job_id: str, values: dict[str, Any], mark: tuple[str, str] | None = None) -> bool:
+        """Store what the idle watch observed of a running job (status keys in ACTIVITY_KEYS) and, with
+        `mark` (kind, message), append an idle/active event in the same transaction. Nothing is written
+        when the job is no longer RUNNING. Returns whether it was written."""
+        await self._flushed()
+
+        def work(conn: Connection) -> bool:
+            q = select(jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name, jobs.c.backend) \
+                .where(jobs.c.id == job_id)
+            if not self.db.is_sqlite:
+                q = q.with_for_update()
+            r = conn.execute(q).first()
+            if r is None or r[1] or r[0] != "RUNNING":
+                return False
+            status = {**(r[2] or {}), **{k: v for k, v in values.items() if k in ACTIVITY_KEYS}}
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(status=status, updated_at=time.time()))
+            if mark is not None:
+                seq = self.events.last_seqs(conn, [job_id]).get(job_id, 0) + 1
+                job = {"id": job_id, "tenant": r[3], "name": r[4], "backend": r[5]}
+                self.events.append(conn, [(job, seq, "RUNNING", "RUNNING", None, mark[1])], "idle-watch",
+                                   time.time(), kind=mark[0])
+            return True
+
+        written = await self.db.run(work)
+        self._forget([job_id])
+        return written
 
     async def mark_stale(self, backend: str, stale: bool) -> int:
         """Flag (or clear) every live job of a backend as stale; phases and observed_at stay."""
@@ -252,6 +284,22 @@ class JobRows:
 
     async def page(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on the (time-ordered) id."""
+        conds = self._conds(f)
+        if after:
+            conds.append(jobs.c.id < after)
+        q = select(jobs).where(*conds).order_by(jobs.c.id.desc()).limit(limit)
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    async def usage_rows(self, f: ListFilters, since: float, until: float) -> list[dict[str, Any]]:
+        """The jobs `f` selects that may have run between `since` and `until` (for GPU-hours)."""
+        conds = [*self._conds(f), jobs.c.created_at <= until, jobs.c.submit_state == "submitted",
+                 or_(jobs.c.terminal.is_(False), jobs.c.updated_at >= since)]
+        q = select(jobs.c.id, jobs.c.tenant, jobs.c.backend, jobs.c.project, jobs.c.labels, jobs.c.spec,
+                   jobs.c.status, jobs.c.phase).where(*conds)
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    @staticmethod
+    def _conds(f: ListFilters) -> list[Any]:
         conds: list[Any] = []
         if f.tenant is not None:
             own = jobs.c.tenant == f.tenant
@@ -273,10 +321,7 @@ class JobRows:
         for k, v in f.labels:
             conds.append(exists().where(job_labels.c.job_id == jobs.c.id, job_labels.c.key == k,
                                         job_labels.c.value == v))
-        if after:
-            conds.append(jobs.c.id < after)
-        q = select(jobs).where(*conds).order_by(jobs.c.id.desc()).limit(limit)
-        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+        return conds
 
     async def live(self, backend: str) -> list[dict[str, Any]]:
         """Submitted, non-terminal, not deleted jobs of a backend (what a sync cycle looks at): only the
@@ -286,6 +331,17 @@ class JobRows:
                    jobs.c.status, jobs.c.cancel_requested, jobs.c.created_at).where(
             jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
             jobs.c.deleted_at.is_(None))
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    async def running(self, backend: str | None = None) -> list[dict[str, Any]]:
+        """RUNNING jobs on the vendor (of one backend, or all), with the spec and status the idle watch and
+        the GPU gauges read."""
+        await self._flushed()
+        conds = [jobs.c.phase == "RUNNING", jobs.c.submit_state == "submitted", jobs.c.deleted_at.is_(None)]
+        if backend:
+            conds.append(jobs.c.backend == backend)
+        q = select(jobs.c.id, jobs.c.backend, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind,
+                   jobs.c.status, jobs.c.spec).where(*conds)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def pending(self, backend: str | None = None, older_than: float = 0.0) -> list[dict[str, Any]]:

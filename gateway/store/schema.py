@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Connection
@@ -82,6 +83,8 @@ transitions = Table(
     Column("message", Text, nullable=True),
     Column("source", String(32), nullable=False),
     Column("at", Float, nullable=False),
+    # "transition" (a phase change) or an activity mark on a running job ("idle", "active").
+    Column("kind", String(16), nullable=False, server_default="transition"),
     UniqueConstraint("job_id", "seq", name="uq_transitions_job_seq"),
 )
 
@@ -137,8 +140,15 @@ def _v2(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_transitions_id_job ON transitions (id, job_id)"))
 
 
+def _v3(conn: Connection) -> None:
+    # Migration 1 creates `transitions` from the current table object, so a new store has the column already.
+    if "kind" not in {c["name"] for c in inspect(conn).get_columns("transitions")}:
+        conn.execute(text("ALTER TABLE transitions ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'transition'"))
+
+
 # Versioned migrations: append, never edit. Each runs once, in its own transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "jobs, labels, transitions, idempotency keys", _create(*V1_TABLES)),
     (2, "leases and the webhook outbox", _v2),
+    (3, "transition kinds (idle and active marks)", _v3),
 ]
