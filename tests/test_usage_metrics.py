@@ -193,5 +193,18 @@ async def test_no_normal_run_steps_backwards(tmp_path: Path) -> None:
             assert ranks == sorted(ranks), f"{job['backend']} {job['name']} stepped back: {path}"
             seen_starting += "STARTING" in path
         assert seen_starting > 0  # the sync saw Initializing somewhere, so the order was really exercised
+
+        # A resume on Run:ai goes Resuming -> Pending -> Initializing -> Running: forward from SUSPENDED.
+        job = await gw.submit(spec("runai", "order-resume", env={"SIM_OUTCOME": "hang"}))
+        await gw.wait_phase(job["id"], {"RUNNING"}, within=30)
+        assert (await gw.call("POST", f"/v1/jobs/{job['id']}/suspend"))[0] == 202
+        await gw.wait_phase(job["id"], {"SUSPENDED"}, within=30)
+        status, resumed = await gw.call("POST", f"/v1/jobs/{job['id']}/resume")
+        assert status == 202 and resumed["status"]["phase"] == "QUEUED"
+        await gw.wait_phase(job["id"], {"RUNNING"}, within=30)
+        _, evs = await gw.call("GET", f"/v1/jobs/{job['id']}/events?vendor=false")
+        path = [e["to_phase"] for e in evs["events"] if e["kind"] == "transition"]
+        after = path[path.index("SUSPENDED") + 1:]
+        assert [RANK[p] for p in after] == sorted(RANK[p] for p in after) and "STARTING" in after, path
     finally:
         await gw.c.close()

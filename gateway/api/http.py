@@ -111,14 +111,14 @@ def qtime(request: web.Request, name: str) -> float | None:
     if v is None or v == "":
         return None
     m = DURATION.match(v)
-    if m:
-        return time.time() - float(m.group(1)) * SECONDS[m.group(2)]
+    if m:  # an age beyond the epoch means "from the beginning"
+        return max(0.0, time.time() - float(m.group(1)) * SECONDS[m.group(2)])
     try:
         when = datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"query parameter {name} must be an ISO 8601 time or an age such as 15m, 2h or 7d",
                          errors=[{"loc": ["query", name], "msg": "expected a time or an age"}]) from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return max(0.0, (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
 
 
 def qint(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

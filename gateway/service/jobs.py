@@ -200,7 +200,7 @@ class JobService:
 
     async def resume(self, who: Principal, job_id: str) -> Job:
         """Resume a suspended job."""
-        return await self._pause(who, job_id, Capability.RESUME, RESUMABLE, Phase.STARTING)
+        return await self._pause(who, job_id, Capability.RESUME, RESUMABLE, Phase.QUEUED)
 
     async def _pause(self, who: Principal, job_id: str, cap: Capability, allowed: set[Phase], then: Phase) -> Job:
         row = await self.row(who, job_id)
