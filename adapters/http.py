@@ -288,6 +288,12 @@ class Transport:
         return Response(status, body, resp_headers)
 
 
+def seg(value: str) -> str:
+    """One path segment for a vendor URL, with everything but unreserved characters escaped: an id or a
+    task name can never reach another path, a query string or a header."""
+    return quote(str(value), safe="")
+
+
 def retry_after_of(headers: Any) -> float | None:
     """Seconds from a Retry-After header (delta-seconds only)."""
     value = headers.get("Retry-After") if headers else None

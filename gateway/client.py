@@ -15,16 +15,19 @@ from gateway.core.errors import GatewayError, GatewayUnreachable, ValidationErro
 DEFAULT_TIMEOUT = 60.0  # longer than the gateway's inline submit (15 s), short enough to notice a hang
 
 
-def check_url(url: str) -> str:
-    """The gateway's base URL, or a ValidationError saying what is wrong with it."""
-    parts = urlsplit(url.strip())
+def check_url(url: str, source: str = "--url") -> str:
+    """The gateway's base URL, or a ValidationError saying what is wrong with it (and where it came from)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as err:  # e.g. an unclosed IPv6 bracket
+        raise ValidationError(f"{source} {url!r} is not a URL: {err}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         hint = f" (did you mean http://{url.strip()}?)" if "://" not in url and url.strip() else ""
-        raise ValidationError(f"--url {url!r} is not an http:// or https:// URL{hint}")
+        raise ValidationError(f"{source} {url!r} is not an http:// or https:// URL{hint}")
     try:
         parts.port  # noqa: B018  (raises on a bad port)
     except ValueError as err:
-        raise ValidationError(f"--url {url!r} has a bad port: {err}") from None
+        raise ValidationError(f"{source} {url!r} has a bad port: {err}") from None
     return url.strip().rstrip("/")
 
 
@@ -32,8 +35,8 @@ class GatewayClient:
     """Calls a running gateway; problem documents become GatewayErrors, and a gateway that cannot be
     reached (refused, dropped, silent, or not a gateway at all) is a GatewayUnreachable."""
 
-    def __init__(self, url: str, api_key: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.url = check_url(url)
+    def __init__(self, url: str, api_key: str, timeout: float = DEFAULT_TIMEOUT, url_source: str = "--url") -> None:
+        self.url = check_url(url, url_source)
         self.api_key = api_key
         self.timeout = timeout
 

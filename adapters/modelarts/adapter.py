@@ -22,7 +22,7 @@ from gateway.core.adapter import (
     VendorJob,
 )
 from gateway.core.config import BackendConfig
-from gateway.core.errors import BackendConflict, BackendNotFound, GatewayError
+from gateway.core.errors import BackendConflict, BackendNotFound, BadRequest, GatewayError
 from gateway.core.models import JobSpec
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
@@ -108,7 +108,12 @@ class ModelArtsAdapter(Adapter):
             return
 
     async def logs(self, handle: Handle, task: str | None = None, tail: int | None = None) -> LogChunk:
-        task = task or "worker-0"
+        tasks = [str(t) for t in ((await self.client.show(handle.backend_job_id)).get("status") or {}).get("tasks")
+                 or ["worker-0"]]
+        task = task or tasks[0]
+        if task not in tasks:  # only the job's own tasks reach the vendor's URL
+            raise BadRequest(f"job has no task {task!r}; its tasks: {', '.join(tasks)}",
+                             errors=[{"loc": ["query", "task"], "msg": "not one of the job's tasks"}])
         res = await self.client.log_preview(handle.backend_job_id, task)
         content = str(res.get("content") or "")
         if tail is not None:

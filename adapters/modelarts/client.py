@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from adapters.http import Query, Response, Transport, classify
+from adapters.http import Query, Response, Transport, classify, seg
 from adapters.modelarts.signer import sign
 from gateway.core.config import BackendConfig
 from gateway.core.errors import BackendAuthError, BackendError
@@ -74,7 +74,7 @@ class ModelArtsClient:
 
     async def show(self, job_id: str, attempts: int | None = None) -> dict[str, Any]:
         """GET one job."""
-        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}", attempts=attempts)
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}", attempts=attempts)
         return dict(r.body or {})
 
     async def search(self, offset: int = 0, limit: int = 50, filters: list[dict[str, Any]] | None = None,
@@ -87,25 +87,25 @@ class ModelArtsClient:
 
     async def terminate(self, job_id: str) -> None:
         """POST actions {action_type: terminate}."""
-        await self.transport.request("POST", f"{self.base}/training-jobs/{job_id}/actions",
+        await self.transport.request("POST", f"{self.base}/training-jobs/{seg(job_id)}/actions",
                                      body={"action_type": "terminate"})
 
     async def delete(self, job_id: str) -> None:
         """DELETE one job."""
-        await self.transport.request("DELETE", f"{self.base}/training-jobs/{job_id}")
+        await self.transport.request("DELETE", f"{self.base}/training-jobs/{seg(job_id)}")
 
     async def log_preview(self, job_id: str, task: str) -> dict[str, Any]:
         """GET …/tasks/{task}/logs/preview."""
-        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/tasks/{task}/logs/preview")
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}/tasks/{seg(task)}/logs/preview")
         return dict(r.body or {})
 
     async def metrics(self, job_id: str, task: str) -> list[dict[str, Any]]:
         """GET …/training-jobs/{id}/metrics/{task}: per-minute averages of each running metric."""
-        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/metrics/{task}")
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}/metrics/{seg(task)}")
         return list((r.body or {}).get("metrics") or [])
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """GET …/events, oldest first."""
-        r = await self.transport.request("GET", f"{self.base}/training-jobs/{job_id}/events",
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}/events",
                                          query=[("limit", "100"), ("offset", "0"), ("order", "asc")])
         return list((r.body or {}).get("events") or [])

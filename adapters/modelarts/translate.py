@@ -207,6 +207,9 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
     body: dict[str, Any] = {"kind": "job", "metadata": metadata, "algorithm": algorithm, "spec": job_spec}
     ext = spec.extensions
     if ext and ext.modelarts is not None:
+        meta = ext.modelarts.get("metadata")
+        if isinstance(meta, dict) and "name" in meta:
+            raise _err(["extensions", "modelarts", "metadata", "name"], "the job name is set by the gateway: it is how a create whose answer was lost finds its job again; name the job with `name`")
         body = deep_merge(body, ext.modelarts)
         rep.add("extensions.modelarts", "passthrough", "deep-merged into the create body")
     if ext and ext.runai is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from adapters.http import Query, Response, Transport, classify
+from adapters.http import Query, Response, Transport, classify, seg
 from gateway.core.config import BackendConfig
 from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable
 
@@ -138,12 +138,12 @@ class RunaiClient:
 
     async def workload(self, workload_id: str, attempts: int | None = None) -> dict[str, Any]:
         """GET /api/v1/workloads/{id}."""
-        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}", attempts=attempts)
+        r = await self.transport.request("GET", f"/api/v1/workloads/{seg(workload_id)}", attempts=attempts)
         return dict(r.body or {})
 
     async def training(self, kind: str, workload_id: str) -> dict[str, Any]:
         """GET /api/v1/workloads/{kind}/{id} (Training1 with the spec)."""
-        r = await self.transport.request("GET", f"/api/v1/workloads/{_plural(kind)}/{workload_id}")
+        r = await self.transport.request("GET", f"/api/v1/workloads/{_plural(kind)}/{seg(workload_id)}")
         return dict(r.body or {})
 
     async def list_workloads(self, offset: int = 0, limit: int = 50, filters: list[str] | None = None,
@@ -162,22 +162,22 @@ class RunaiClient:
 
     async def action(self, kind: str, workload_id: str, action: str) -> None:
         """POST …/{id}/suspend or …/resume."""
-        await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}/{workload_id}/{action}")
+        await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}/{seg(workload_id)}/{action}")
 
     async def delete(self, kind: str, workload_id: str) -> None:
         """DELETE /api/v1/workloads/{kind}/{id}."""
-        await self.transport.request("DELETE", f"/api/v1/workloads/{_plural(kind)}/{workload_id}")
+        await self.transport.request("DELETE", f"/api/v1/workloads/{_plural(kind)}/{seg(workload_id)}")
 
     async def metrics(self, workload_id: str, types: list[str], start: str, end: str,
                       samples: int) -> list[dict[str, Any]]:
         """GET /api/v1/workloads/{id}/metrics: the measurements of each type (per GPU for GPU types)."""
-        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}/metrics", query=[
+        r = await self.transport.request("GET", f"/api/v1/workloads/{seg(workload_id)}/metrics", query=[
             ("metricType", ",".join(types)), ("start", start), ("end", end), ("numberOfSamples", str(samples))])
         return list((r.body or {}).get("measurements") or [])
 
     async def events(self, workload_id: str, limit: int = 500) -> list[dict[str, Any]]:
         """GET /api/v1/workloads/{id}/events, oldest first."""
-        r = await self.transport.request("GET", f"/api/v1/workloads/{workload_id}/events",
+        r = await self.transport.request("GET", f"/api/v1/workloads/{seg(workload_id)}/events",
                                          query=[("limit", str(limit)), ("sortOrder", "asc")])
         return list((r.body or {}).get("events") or [])
 

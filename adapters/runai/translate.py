@@ -192,6 +192,9 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
 
     ext = spec.extensions
     if ext and ext.runai is not None:
+        for key in ("name", "useGivenNameAsPrefix"):
+            if key in ext.runai:
+                raise _err(["extensions", "runai", key], "the workload name is set by the gateway: it is how a create whose answer was lost finds its job again; name the job with `name`")
         body = deep_merge(body, ext.runai)
         rep.add("extensions.runai", "passthrough", "deep-merged into the request body")
     if ext and ext.modelarts is not None:

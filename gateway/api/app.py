@@ -17,6 +17,7 @@ from adapters.simulators import start_simulator
 from gateway.api.http import CONFIG, KEYS, SERVICE, SHUTDOWN, STORE, SYNCS
 from gateway.api.middleware import authenticate, errors, observe
 from gateway.api.v1 import add_routes
+from gateway.api.watch import NOTIFIER, Notifier
 from gateway.background.idle import IdleWatch
 from gateway.background.reconcile import reconcile_step
 from gateway.background.replicas import leased, replica_id
@@ -90,6 +91,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         service = JobService(config, store, adapters_)
         app[STORE] = store
         app[SERVICE] = service
+        notifier = app[NOTIFIER] = Notifier(store, config.server.max_streams_per_tenant)
         syncs = {name: BackendSync(a, store, idle=IdleWatch(a, store, config.idle)) for name, a in adapters_.items()}
         app[SYNCS] = syncs
         await service.recover()
@@ -99,6 +101,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         tasks.append(asyncio.create_task(leased(store, "reconcile", owner, ttl, reconcile_step(service, config)),
                                          name="reconcile"))
         tasks.append(asyncio.create_task(WebhookDeliverer(store, config, session, owner).run(), name="webhooks"))
+        tasks.append(asyncio.create_task(notifier.run(), name="watch-notifier"))
         if store.is_sqlite:
             tasks.append(asyncio.create_task(store.db.checkpoint_loop(), name="sqlite-checkpoint"))
         yield
@@ -126,6 +129,8 @@ def create_app(config: Config) -> web.Application:
 
     async def end_streams(app: web.Application) -> None:
         app[SHUTDOWN].set()  # before aiohttp waits for open connections: watch streams end at once
+        if NOTIFIER in app:
+            app[NOTIFIER].close_all()
 
     app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(_simulators(config))

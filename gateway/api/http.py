@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,14 @@ from pydantic import BaseModel
 
 from gateway.background.sync import BackendSync
 from gateway.core.config import Config
-from gateway.core.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.core.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ValidationError,
+)
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
 from gateway.store import Store
@@ -59,24 +67,91 @@ def problem(err: GatewayError, request_id: str | None = None) -> web.Response:
     if request_id:
         body["request_id"] = request_id
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    if err.status == 429 and err.extra.get("retry_after") is not None:
+        headers = {"Retry-After": str(err.extra["retry_after"])}
     return web.Response(text=json.dumps(body, default=str), status=err.status,
                         content_type="application/problem+json", headers=headers)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; 413 over the limit, 400 when malformed."""
+MAX_JSON_DEPTH = 64
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored and sent as it is (NUL bytes, lone UTF-16 surrogates), or None."""
+    if "\x00" in value:
+        return "contains a NUL byte"
     try:
-        raw = await request.read()
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired UTF-16 surrogate (not valid Unicode text)"
+    return None
+
+
+def check_json(value: Any) -> None:
+    """Refuse, naming the field, JSON the gateway cannot round-trip through its store and the vendors:
+    NUL bytes, lone surrogates, non-finite numbers (NaN, Infinity, 1e999) and nesting past 64 levels."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        v, loc = stack.pop()
+        where = ["body", *loc]
+        if len(loc) > MAX_JSON_DEPTH:
+            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                             errors=[{"loc": where[:MAX_JSON_DEPTH], "msg": "nested too deeply"}])
+        if isinstance(v, str):
+            why = text_problem(v)
+            if why:
+                raise ValidationError(f"{'.'.join(map(str, loc)) or 'body'}: {why}",
+                                      errors=[{"loc": where, "msg": why}])
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise ValidationError(f"{'.'.join(map(str, loc)) or 'body'}: numbers must be finite",
+                                  errors=[{"loc": where, "msg": "not a finite number"}])
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                why = text_problem(k)
+                if why:
+                    raise ValidationError(f"a key under {'.'.join(map(str, loc)) or 'body'} {why}",
+                                          errors=[{"loc": where, "msg": f"key {why}"}])
+                stack.append((x, [*loc, k]))
+        elif isinstance(v, list):
+            stack.extend((x, [*loc, i]) for i, x in enumerate(v))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; 413 over the limit, 415 compressed, 408 too slow, 400 when malformed,
+    422 when it holds what the gateway cannot store (see check_json)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not accepted; send the JSON body "
+                                   "uncompressed")
+    try:
+        raw = await asyncio.wait_for(request.read(), request.app[CONFIG].server.body_timeout_seconds)
     except web.HTTPRequestEntityTooLarge as err:
         raise PayloadTooLarge(f"request body larger than {request.app[CONFIG].server.max_body_bytes} bytes") \
             from err
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
     if not raw:
         raise BadRequest("the request body is empty; send a JSON job spec")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                         errors=[{"loc": ["body"], "msg": "nested too deeply"}]) from None
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest(f"malformed JSON: {err}",
                          errors=[{"loc": ["body"], "msg": "malformed JSON"}]) from err
+    check_json(data)
+    return data
+
+
+def check_request_text(request: web.Request) -> None:
+    """Query parameters and path segments with NUL bytes or lone surrogates are a 400 naming them (the
+    store cannot hold them, on SQLite and PostgreSQL alike)."""
+    for where, items in (("query", request.query.items()), ("path", request.match_info.items())):
+        for k, v in items:
+            why = text_problem(k) or text_problem(v)
+            if why:
+                raise BadRequest(f"{where} parameter {k!r} {why}", errors=[{"loc": [where, k], "msg": why}])
 
 
 def only_query(request: web.Request, *allowed: str) -> None:

@@ -10,7 +10,7 @@ import uuid
 import structlog
 from aiohttp import web
 
-from gateway.api.http import KEYS, PRINCIPAL, REQUEST_ID, Handler, problem
+from gateway.api.http import KEYS, PRINCIPAL, REQUEST_ID, Handler, check_request_text, problem
 from gateway.core.errors import GatewayError, PayloadTooLarge, Unauthorized
 from gateway.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -48,6 +48,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place errors become problem+json."""
     rid = request.get(REQUEST_ID)
     try:
+        check_request_text(request)
         return await handler(request)
     except GatewayError as err:
         return problem(err, rid)

@@ -133,11 +133,15 @@ async def job_logs(request: web.Request) -> web.Response:
 async def migrate_job(request: web.Request) -> web.Response:
     only_query(request, "dry_run")
     dry = qbool(request, "dry_run")
-    result, created = await migrate(request.app[SERVICE], request[PRINCIPAL], request.match_info["id"],
-                                    await read_json(request), dry)
-    if not created:
-        return reply(result)
-    return reply(result, 201, {"Location": f"/v1/jobs/{result.id}"})
+    key = request.headers.get("Idempotency-Key")
+    done = await migrate(request.app[SERVICE], request[PRINCIPAL], request.match_info["id"],
+                         await read_json(request), dry, key)
+    if done.job is None:
+        return reply(done.dry_run)
+    headers = {"Location": f"/v1/jobs/{done.job.id}"}
+    if done.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return reply(done.job, 201, headers)
 
 
 async def all_events(request: web.Request) -> web.StreamResponse:

@@ -40,7 +40,8 @@ def _client(args: argparse.Namespace) -> GatewayClient:
               file=sys.stderr)
         key = DEMO_KEY
     try:
-        return GatewayClient(url, key, timeout=args.timeout)
+        return GatewayClient(url, key, timeout=args.timeout,
+                             url_source="--url" if args.url else "TJG_URL" if os.environ.get("TJG_URL") else "URL")
     except ValidationError as err:
         raise UsageError(err.detail) from None
 

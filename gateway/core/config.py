@@ -26,6 +26,13 @@ class ServerConfig(_Cfg):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    header_timeout_seconds: float = Field(10.0, gt=0, description="A connection that has not sent a whole "
+                                          "request head within this time is closed (slowloris).")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="How long a request body may take to arrive.")
+    max_connections_per_client: int = Field(512, ge=1, description="Open connections allowed from one client "
+                                            "address; more are closed at once.")
+    max_streams_per_tenant: int = Field(500, ge=1, description="Open watch streams (SSE) per tenant; one more "
+                                        "is a 429.")
     submit_wait_seconds: float = Field(15.0, gt=0, description="How long POST /v1/jobs waits for the vendor "
                                        "to confirm a create before it answers with the job accepted but pending.")
 

@@ -63,6 +63,26 @@ class PayloadTooLarge(GatewayError):
     type_slug = "payload-too-large"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    title = "Request timeout"
+    type_slug = "request-timeout"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    title = "Unsupported media type"
+    type_slug = "unsupported-media-type"
+
+
+class TooManyRequests(GatewayError):
+    """A per-tenant limit was reached (e.g. open watch streams); Retry-After says when to try again."""
+
+    status = 429
+    title = "Too many requests"
+    type_slug = "too-many-requests"
+
+
 class ValidationError(GatewayError):
     status = 422
     title = "Validation failed"

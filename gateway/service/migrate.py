@@ -4,6 +4,7 @@ submit on the target, then the source action (keep, suspend or cancel)."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -88,8 +89,19 @@ def compare(source: list[ReportEntry], target: list[ReportEntry]) -> list[dict[s
              "target": tgt[f].model_dump() if f in tgt else none} for f in fields]
 
 
-async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_run: bool) -> tuple[Any, bool]:
-    """Returns (dry-run document, False) or (new Job, True)."""
+@dataclass
+class Migration:
+    """A migration's answer: the dry-run document, or the target job (replayed for a repeated key)."""
+
+    dry_run: dict[str, Any] | None = None
+    job: Job | None = None
+    replayed: bool = False
+
+
+async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_run: bool,
+                  idempotency_key: str | None = None) -> Migration:
+    """The dry run, or the target job. Exactly once: a source gets one target
+    (claimed in the target's create transaction); a repeat with the same Idempotency-Key replays it."""
     try:
         req = MigrateRequest.model_validate(body)
     except pydantic.ValidationError as err:
@@ -103,8 +115,10 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
     if req.backend == row["backend"]:
         raise ValidationError(f"job {job_id} is already on {req.backend}",
                               errors=[{"loc": ["backend"], "msg": "same as the source backend"}])
-    if row["migrated_to"]:
-        raise Conflict(f"job {job_id} was already migrated to {row['migrated_to']}")
+    replay = idempotency_key is not None and await svc.store.keys.find(who.tenant, idempotency_key) is not None
+    if row["migrated_to"] and not (replay and not dry_run):
+        raise Conflict(f"job {job_id} was already migrated to {row['migrated_to']}",
+                       extra={"job_id": row["migrated_to"]})
     spec, notes = convert_spec(row["spec"], source.kind, target.kind, req.backend)
     if req.overrides:
         spec = deep_merge(spec, req.overrides)
@@ -121,13 +135,24 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
         if phase not in SUSPENDABLE and phase not in (Phase.SUSPENDING, Phase.SUSPENDED):
             raise Conflict(f"cannot suspend job {job_id} while it is {phase.value}")
     if dry_run:
-        src_tr = source.translate(JobSpec.model_validate(row["spec"]), job_id)
-        return {"backend": req.backend, "request": {"method": tr.method, "path": tr.path, "body": tr.body},
-                "report": [e.model_dump() for e in report],
-                "source": {"backend": row["backend"], "request": {"method": src_tr.method, "path": src_tr.path,
-                                                                  "body": src_tr.body}},
-                "comparison": compare(src_tr.report, report)}, False
-    result = await svc.submit(who, spec, req.strict, migrated_from=job_id, job_id=new_id, extra_report=notes)
+        try:
+            src_tr = source.translate(JobSpec.model_validate(row["spec"]), job_id)
+            src_request = {"method": src_tr.method, "path": src_tr.path, "body": src_tr.body}
+            src_report = src_tr.report
+        except (pydantic.ValidationError, ValidationError):  # an imported spec outside the contract
+            src_request, src_report = {}, []
+        return Migration(dry_run={
+            "backend": req.backend, "request": {"method": tr.method, "path": tr.path, "body": tr.body},
+            "report": [e.model_dump() for e in report], "source": {"backend": row["backend"], "request": src_request},
+            "comparison": compare(src_report, report)})
+    try:
+        result = await svc.submit(who, spec, req.strict, idempotency_key, migrated_from=job_id, job_id=new_id,
+                                  extra_report=notes)
+    except BackendError:  # refused by the target: the source may be migrated again
+        await svc.store.jobs.release_migration(job_id, new_id)
+        raise
+    if result.replayed:
+        return Migration(job=result.job, replayed=True)
     warnings: list[str] = []
     try:
         if req.source_action == "cancel" and not row["terminal"]:
@@ -137,9 +162,8 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
     except BackendError as err:
         warnings.append(f"the new job was created but the source {req.source_action} failed: {err.detail}")
         log.warning("migrate_source_action_failed", job_id=job_id, error=err.detail)
-    await svc.store.jobs.set_fields(job_id, migrated_to=result.job.id)
     log.info("job_migrated", source=job_id, target=result.job.id, backend=req.backend,
              source_action=req.source_action)
     job: Job = to_job(await svc.row(who, result.job.id))
     job.warnings = warnings
-    return job, True
+    return Migration(job=job)

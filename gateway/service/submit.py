@@ -115,8 +115,10 @@ class Submissions:
         }
         try:
             await self.store.jobs.create(row, idem)
-        except Conflict as err:  # the same key, concurrently: the other request stored it first
-            assert idem is not None
+        except Conflict as err:
+            if idem is None or "body_hash" not in err.extra:  # e.g. a migration source claimed already
+                raise
+            # The same key, concurrently: the other request stored it first.
             return self._replay((str(err.extra["body_hash"]), str(err.extra["job_id"])), idem[2])
         log.info("job_accepted", job_id=job_id, backend=spec.backend, vendor_name=tr.vendor_name)
         await self._send(job_id, tr, self.config.server.submit_wait_seconds, raise_rejection=True)

@@ -60,8 +60,8 @@ class Events:
     async def since(self, last_id: int, tenant: str | None, projects: Sequence[str] = (),
                     limit: int = 500) -> list[dict[str, Any]]:
         """Transitions after a global id, with their job's name and backend; `tenant` None means all."""
-        q = select(transitions, jobs.c.name, jobs.c.backend).join(jobs, jobs.c.id == transitions.c.job_id) \
-            .where(transitions.c.id > last_id)
+        q = select(transitions, jobs.c.name, jobs.c.backend, jobs.c.tenant, jobs.c.origin, jobs.c.project) \
+            .join(jobs, jobs.c.id == transitions.c.job_id).where(transitions.c.id > last_id)
         if tenant is not None:
             own = jobs.c.tenant == tenant
             if projects:

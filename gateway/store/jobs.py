@@ -77,12 +77,21 @@ class JobRows:
     # -- writes -------------------------------------------------------------------------
     async def create(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None) -> None:
         """Insert a job, its labels, its first transition and its idempotency key, atomically.
-        A key already taken raises Conflict with the existing job id in `extra`."""
+        A key already taken raises Conflict with the existing job id in `extra`. A migration target
+        (`migrated_from` set) claims its source in the same transaction: a source has one target, and a
+        second claim raises Conflict naming the first target."""
         now = row["created_at"]
 
         def work(conn: Connection) -> None:
             if idem is not None:
                 IdempotencyKeys.insert(conn, idem[0], idem[1], idem[2], row["id"], now)
+            source = row.get("migrated_from")
+            if source is not None:
+                claimed = conn.execute(update(jobs).where(jobs.c.id == source, jobs.c.migrated_to.is_(None))
+                                       .values(migrated_to=row["id"], updated_at=now))
+                if claimed.rowcount != 1:
+                    taken = conn.execute(select(jobs.c.migrated_to).where(jobs.c.id == source)).scalar()
+                    raise Conflict(f"job {source} is already migrated to {taken}", extra={"job_id": taken})
             # Parameters, not .values(): the statement stays the same, so its compiled form is reused.
             conn.execute(insert(jobs), row)
             if row["labels"]:
@@ -92,7 +101,7 @@ class JobRows:
                                        "accepted by the gateway" if row["origin"] == "gateway"
                                        else "imported from the vendor")], row["origin"], now)
 
-        self._forget([row["id"]])
+        self._forget([row["id"], *([row["migrated_from"]] if row.get("migrated_from") else [])])
         try:
             await self.db.run(work)
         except IntegrityError as err:
@@ -103,6 +112,13 @@ class JobRows:
                                                                           "body_hash": found[0]}) from err
             raise
         self._keep(dict(row))
+
+    async def release_migration(self, source: str, target: str) -> None:
+        """Let a source be migrated again after its target was refused by the vendor."""
+        await self._flushed()
+        await self.db.run(lambda conn: conn.execute(update(jobs).where(
+            jobs.c.id == source, jobs.c.migrated_to == target).values(migrated_to=None, updated_at=time.time())))
+        self._forget([source])
 
     async def confirm(self, job_id: str, status: dict[str, Any], cols: dict[str, Any],
                       write_behind: bool = False) -> None:
