@@ -10,8 +10,16 @@ import uuid
 import structlog
 from aiohttp import web
 
-from gateway.api.http import KEYS, PRINCIPAL, REQUEST_ID, Handler, check_request_text, problem
-from gateway.core.errors import GatewayError, PayloadTooLarge, Unauthorized
+from gateway.api.http import (
+    CONFIG,
+    KEYS,
+    PRINCIPAL,
+    REQUEST_ID,
+    Handler,
+    check_request_text,
+    problem,
+)
+from gateway.core.errors import Forbidden, GatewayError, PayloadTooLarge, Unauthorized
 from gateway.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger(__name__)
@@ -72,8 +80,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer API keys -> tenant; /healthz, /metrics and /openapi.json are open."""
-    if request.path in OPEN_PATHS or not request.path.startswith("/v1/"):
+    """Bearer API keys -> tenant; /healthz and /openapi.json are open, /metrics as `metrics.require_key` says
+    (an admin key: it counts every tenant's jobs)."""
+    guarded_metrics = request.path == "/metrics" and request.app[CONFIG].metrics_need_key()
+    if not guarded_metrics and (request.path in OPEN_PATHS or not request.path.startswith("/v1/")):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
@@ -85,5 +95,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             who = principal
     if who is None:
         raise Unauthorized("unknown API key")
+    if guarded_metrics and not who.admin:
+        raise Forbidden("/metrics needs an admin API key (metrics.require_key)")
     request[PRINCIPAL] = who
     return await handler(request)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 
 from gateway.api.app import create_app, simulator_port_error
+from gateway.api.guard import ConnectionGuard, GuardedSite
 from gateway.core.config import Config
 from gateway.core.errors import StartupError
 from gateway.core.logs import configure_logging
@@ -33,9 +36,29 @@ def serve(config: Config) -> None:
         lines.append(f"  try: export TJG_URL={url} TJG_API_KEY={shown}; tjg submit examples/single-gpu.yaml")
     lines.append(f"  store: {config.store.url}")
     sock = _listen(config)
-    # `print` is called once the gateway is up: nothing claims to listen before it does.
-    web.run_app(app, sock=sock, access_log=None, handle_signals=True, shutdown_timeout=5,
-                print=lambda _: print("\n".join(lines), file=sys.stdout, flush=True))
+    guard = ConnectionGuard(config.server.header_timeout_seconds, config.server.max_connections_per_client)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=5)
+        await runner.setup()
+        try:
+            await GuardedSite(runner, sock, guard).start()
+            print("\n".join(lines), file=sys.stdout, flush=True)  # only once it listens
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except (GracefulExit, KeyboardInterrupt):  # SIGTERM / SIGINT: stop as aiohttp's run_app does
+        pass
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def _listen(config: Config) -> socket.socket:

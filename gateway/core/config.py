@@ -135,6 +135,17 @@ class IdleConfig(_Cfg):
     check_interval: float = Field(60.0, gt=0, description="Seconds between two looks at a backend's running jobs.")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class MetricsConfig(_Cfg):
+    """Who may read GET /metrics (job counts by backend and phase, across every tenant)."""
+
+    require_key: bool | Literal["auto"] = Field(
+        "auto", description="true: an admin API key is needed; false: open; auto (default): open only while "
+        "the server listens on loopback.")
+
+
 class Config(_Cfg):
     """The whole gateway configuration."""
 
@@ -145,6 +156,13 @@ class Config(_Cfg):
     log_level: str = "info"
     replica: ReplicaConfig = Field(default_factory=lambda: ReplicaConfig())
     idle: IdleConfig = Field(default_factory=lambda: IdleConfig())
+    metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())
+
+    def metrics_need_key(self) -> bool:
+        """Whether GET /metrics asks for an admin key (see MetricsConfig)."""
+        if self.metrics.require_key == "auto":
+            return self.server.host not in LOOPBACK_HOSTS
+        return self.metrics.require_key
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

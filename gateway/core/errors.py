@@ -45,6 +45,12 @@ class Unauthorized(GatewayError):
     type_slug = "unauthorized"
 
 
+class Forbidden(GatewayError):
+    status = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
+
+
 class NotFound(GatewayError):
     status = 404
     title = "Not found"

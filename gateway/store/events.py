@@ -91,15 +91,20 @@ class Events:
             select(func.coalesce(func.max(transitions.c.id), 0))).scalar_one()), write=False)
 
     # -- the webhook outbox --------------------------------------------------------------
-    async def claim_outbox(self, owner: str, limit: int = 50, lease_seconds: float = 30.0) -> list[dict[str, Any]]:
-        """Due deliveries, leased to `owner` so no other replica sends them meanwhile."""
+    async def claim_outbox(self, owner: str, limit: int = 50, lease_seconds: float = 30.0,
+                           skip_urls: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Due deliveries, leased to `owner` so no other replica sends them meanwhile (none for the
+        endpoints in `skip_urls`: this replica is still sending to them)."""
         is_sqlite = self.db.is_sqlite
 
         def work(conn: Connection) -> list[dict[str, Any]]:
             now = time.time()
             due = select(outbox.c.id).where(
                 outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now,
-                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now)).order_by(outbox.c.id).limit(limit)
+                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now))
+            if skip_urls:
+                due = due.where(outbox.c.url.not_in(list(skip_urls)))
+            due = due.order_by(outbox.c.id).limit(limit)
             if not is_sqlite:
                 due = due.with_for_update(skip_locked=True)
             ids = [r[0] for r in conn.execute(due)]
@@ -113,6 +118,19 @@ class Events:
                                                   .order_by(outbox.c.id)).mappings()]
 
         return await self.db.run(work)
+
+    async def outbox_release(self, row_ids: Sequence[int], owner: str) -> None:
+        """Give back claimed rows that were not attempted (their attempt is not counted)."""
+        if row_ids:
+            await self.db.run(lambda conn: conn.execute(update(outbox).where(
+                outbox.c.id.in_(list(row_ids)), outbox.c.lease_owner == owner, outbox.c.delivered_at.is_(None))
+                .values(leased_until=None, lease_owner=None, attempts=outbox.c.attempts - 1)))
+
+    async def outbox_defer(self, url: str, after_id: int, until: float) -> None:
+        """An endpoint is backing off: its later deliveries wait too, so each job's stay in order."""
+        await self.db.run(lambda conn: conn.execute(update(outbox).where(
+            outbox.c.url == url, outbox.c.delivered_at.is_(None), outbox.c.id > after_id,
+            outbox.c.next_attempt_at < until).values(next_attempt_at=until)))
 
     async def outbox_result(self, row_id: int, owner: str, delivered: bool,
                             next_attempt_at: float | None = None, error: str | None = None) -> None:
