@@ -26,9 +26,23 @@ WHAT = {
     "outage": "The Run:ai simulator process is frozen (SIGSTOP) for a while: reads are still served from the "
               "store, jobs are marked stale, no phase changes; after SIGCONT the marks clear. The log says "
               "sync_failed once and sync_recovered once.",
-    "fuzz (stateful schemathesis)": "Schemathesis follows the OpenAPI links (submit, then get/cancel/suspend/"
-                                    "resume/events/logs/migrate/delete) and checks every answer against the "
-                                    "document; hypothesis posts valid and garbage JobSpecs: 4xx, never 5xx.",
+    "hostile fuzz (sqlite)": "A hypothesis fuzzer sends submits, dry runs, migrations, lists, gets, events, "
+                             "logs, metrics, usage and cancels whose alphabet has NUL bytes, lone UTF-16 "
+                             "surrogates, NaN/Infinity/1e999, nesting up to 6,000 levels, truncated JSON, hostile "
+                             "ids and query values, and gzip/deflate/garbage/br bodies: every answer a problem "
+                             "document below 500. SQLite store.",
+    "hostile fuzz (postgres)": "The same fuzzer against a gateway on PostgreSQL.",
+    "stateful schemathesis (sqlite)": "The stateful schemathesis run (NUL bytes allowed in its strings) on SQLite.",
+    "stateful schemathesis (postgres)": "The stateful schemathesis run on PostgreSQL.",
+    "renamed vendor jobs": "Submits whose extensions rename the vendor job, under lost create answers "
+                           "(drop_after_commit 30 %), with plain submits alongside: the renames are refused before "
+                           "anything is sent; the vendors' list APIs show no orphan, no duplicate and every plain job "
+                           "once.",
+    "racing migrations": "Ten concurrent migrate requests for each of five jobs: one target each, nine 409s.",
+    "slow webhook receiver": "One tenant's receiver takes 5 s per delivery; another tenant's events must arrive "
+                             "within 2 s.",
+    "2,000 watch streams": "`tjg serve` with 2,000 open /v1/events streams from one tenant: the median of 300 "
+                           "single-job GETs must stay within 3x of the median with no streams open.",
     "isolation": "A second tenant tries to get, cancel, suspend, resume, list, watch, read logs of, migrate and "
                  "delete the first tenant's job: 404 every time, nothing in its list or event stream.",
     "secrets": "A run with distinctive credentials (API keys, Run:ai client secret, ModelArts SK, webhook "

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from adapters.simulators import build_simulator
 from benchmarks.procs import free_port
+from gateway.api.app import server_options
 from gateway.core.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ class AppThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self.app = self.factory()
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, **server_options())
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
         self._runner = runner

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.api.app import create_app
+from gateway.api.app import create_app, server_options
 from gateway.core.config import Config
 
 ALPHA = {"Authorization": "Bearer alpha-key-123"}
@@ -58,6 +58,8 @@ class GW:
 
 
 async def start_gateway(config: Config) -> GW:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    server = TestServer(create_app(config))
+    await server.start_server(**server_options())  # the options `tjg serve` runs with
+    client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     return GW(client, config)

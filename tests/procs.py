@@ -61,6 +61,15 @@ class Simulators:
         for p in self.procs:
             p.stop()
 
+    async def set_faults(self, spec: str) -> None:
+        """Switch both simulators' faults at run time (`""`: none)."""
+        from adapters.simkit import parse_faults
+
+        async with aiohttp.ClientSession() as s:
+            for port in (self.runai_port, self.ma_port):
+                async with s.put(f"http://127.0.0.1:{port}/_sim/faults", json=parse_faults(spec)) as r:
+                    assert r.status == 200, await r.text()
+
     async def vendor_names(self) -> dict[str, list[str]]:
         """Every job name on each vendor, through the vendor's own list API."""
         cfg = base_config(runai_url=f"http://127.0.0.1:{self.runai_port}",

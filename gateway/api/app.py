@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -112,6 +113,12 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         await session.close()
         await store.close()
     return ctx
+
+
+def server_options() -> dict[str, Any]:
+    """aiohttp server settings the gateway runs with, wherever it is served: request bodies are not
+    decompressed by the HTTP parser (a broken gzip body reset the connection); read_json refuses them."""
+    return {"auto_decompress": False}
 
 
 def create_app(config: Config) -> web.Application:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from gateway.api.app import create_app, simulator_port_error
+from gateway.api.app import create_app, server_options, simulator_port_error
 from gateway.api.guard import ConnectionGuard, GuardedSite
 from gateway.core.config import Config
 from gateway.core.errors import StartupError
@@ -39,7 +39,7 @@ def serve(config: Config) -> None:
     guard = ConnectionGuard(config.server.header_timeout_seconds, config.server.max_connections_per_client)
 
     async def main() -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=5)
+        runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=5, **server_options())
         await runner.setup()
         try:
             await GuardedSite(runner, sock, guard).start()

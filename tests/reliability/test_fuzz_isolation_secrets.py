@@ -10,12 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.api.openapi import openapi_document
 from gateway.core.config import parse_config
 from gateway.core.logs import configure_logging
 from tests.conftest import AppThread, gateway_config, record_figures, start_loop_sim
@@ -24,23 +21,6 @@ from tests.strategies import job_specs
 
 pytestmark = pytest.mark.reliability
 OPS_KEY = {"Authorization": "Bearer ops-key-789"}
-
-
-def test_stateful_schemathesis_finds_no_5xx(live_gateway: AppThread, long_mode: bool) -> None:
-    schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/events")
-    base = live_gateway.url
-
-    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
-        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": base, "headers": OPS_KEY}
-
-        def validate_response(self, response: Any, case: Any, additional_checks: Any = None,
-                              **kwargs: Any) -> None:
-            case.validate_response(response, excluded_checks=[positive_data_acceptance], transport_kwargs=kwargs)
-
-    Workflow.run(settings=settings(max_examples=60 if long_mode else 15, stateful_step_count=6, deadline=None,
-                                   suppress_health_check=list(HealthCheck)))
-    record_figures("fuzz (stateful schemathesis)", examples=60 if long_mode else 15, server_errors=0)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
