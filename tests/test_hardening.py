@@ -173,13 +173,13 @@ async def test_compressed_bodies_are_a_415(gw: GW, encoding: str, compress: Any)
     assert listed["jobs"] == []
 
 
-async def test_migrating_an_imported_job_outside_the_contract_is_4xx(gw: GW) -> None:
-    job = await gw.submit(spec("runai", "imp", env={"SIM_OUTCOME": "hang"}))
-    await gw.c.app[STORE].jobs.set_fields(job["id"], origin="external",
-                                          spec={**job["spec"], "labels": {"Not A Label Key!": "x" * 80}})
+async def test_migrating_an_imported_job_outside_the_contract_is_4xx(hgw: GW) -> None:
+    job = await hgw.submit(spec("runai", "imp", env={"SIM_OUTCOME": "hang"}))
+    await hgw.c.app[STORE].jobs.set_fields(job["id"], origin="external",
+                                           spec={**job["spec"], "labels": {"Not A Label Key!": "x" * 80}})
     for dry in ("true", "false"):
-        status, body = await gw.call("POST", f"/v1/jobs/{job['id']}/migrate?dry_run={dry}", headers=OPS,
-                                     json={"backend": "modelarts"})
+        status, body = await hgw.call("POST", f"/v1/jobs/{job['id']}/migrate?dry_run={dry}", headers=OPS,
+                                      json={"backend": "modelarts"})
         assert status == 422 and body["errors"][0]["loc"][0] == "labels", (dry, status, body)
 
 
