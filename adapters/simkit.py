@@ -233,10 +233,18 @@ def wall(mono: float) -> float:
     return time.time() - (time.monotonic() - mono)
 
 
+def exit_code_of(env: dict[str, str]) -> int:
+    """SIM_EXIT_CODE of a failing job (default 1)."""
+    try:
+        return max(1, min(255, int(env.get("SIM_EXIT_CODE", "1"))))
+    except ValueError:
+        return 1
+
+
 def run_outcome(env: dict[str, str]) -> tuple[str, float]:
-    """SIM_OUTCOME (completed|failed|abnormal|hang) and SIM_RUN_SECONDS of a job's environment."""
+    """SIM_OUTCOME (completed|failed|abnormal|preempted|hang) and SIM_RUN_SECONDS of a job's environment."""
     outcome = env.get("SIM_OUTCOME", "completed").lower()
-    if outcome not in ("completed", "failed", "abnormal", "hang"):
+    if outcome not in ("completed", "failed", "abnormal", "preempted", "hang"):
         outcome = "completed"
     try:
         seconds = max(0.0, float(env.get("SIM_RUN_SECONDS", "5")))

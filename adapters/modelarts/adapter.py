@@ -52,8 +52,12 @@ class ModelArtsAdapter(Adapter):
     def _job(self, record: dict[str, Any]) -> VendorJob:
         meta = record.get("metadata") or {}
         st = record.get("status") or {}
-        failed = [t.get("message") for t in st.get("task_statuses") or [] if t.get("exit_code")]
-        status = tr.normalize_phase(st.get("phase"), st.get("secondary_phase"), failed[0] if failed else None)
+        tasks = [t for t in st.get("task_statuses") or [] if isinstance(t, dict)]
+        failed = [t for t in tasks if t.get("exit_code")]
+        codes = [int(t["exit_code"]) for t in tasks if isinstance(t.get("exit_code"), int)]
+        status = tr.normalize_phase(st.get("phase"), st.get("secondary_phase"),
+                                    failed[0].get("message") if failed else None,
+                                    int(failed[0]["exit_code"]) if failed else (0 if codes else None))
         m = JOB_ID_IN_DESCRIPTION.search(str(meta.get("description") or ""))
         return VendorJob(handle=Handle(str(meta.get("id")), str(meta.get("name")), "training"), status=status,
                          project=str(meta.get("workspace_id") or "0"),

@@ -24,6 +24,7 @@ from adapters.simkit import (
     FaultState,
     Timeline,
     Usage,
+    exit_code_of,
     persist,
     run_outcome,
     running_spans,
@@ -125,7 +126,7 @@ class ModelArtsSimulator:
 
     def _end_steps(self, j: TrainingJob, offset: float) -> list[tuple[float, tuple[str, str]]]:
         end = {"completed": ("Completed", "Completed"), "failed": ("Failed", "Failed"),
-               "abnormal": ("Abnormal", "Failed")}.get(j.outcome)
+               "abnormal": ("Abnormal", "Failed"), "preempted": ("Failed", "Failed")}.get(j.outcome)
         return [] if end is None else [(offset + self._s(j.run_seconds), end)]
 
     def record(self, j: TrainingJob, now: float) -> dict[str, Any]:
@@ -136,7 +137,10 @@ class ModelArtsSimulator:
         ended = next((t for t, p in hist if p[0] in TERMINAL), None)
         duration = 0 if started is None else int(((ended or now) - started) * 1000)
         tasks = [f"worker-{i}" for i in range(j.node_count)]
-        exit_code = {"Completed": 0, "Failed": 1, "Abnormal": 137, "Terminated": 143}.get(phase)
+        env = environments((j.body.get("algorithm") or {}).get("environments") or {})
+        exit_code = {"Completed": 0, "Failed": exit_code_of(env), "Abnormal": 137, "Terminated": 143}.get(phase)
+        if phase == "Failed" and j.outcome == "preempted":
+            exit_code = 137
         meta = dict(j.body.get("metadata") or {})
         meta.update(id=j.id, name=j.name, workspace_id=j.workspace_id, create_time=j.create_ms,
                     user_name="tjg-demo")
@@ -158,7 +162,8 @@ class ModelArtsSimulator:
                        # A task has an exit code only once it has ended.
                        "task_statuses": [{"task": t, "message": ""} if exit_code is None else
                                          {"task": t, "exit_code": exit_code,
-                                          "message": {0: "", 143: "terminated"}.get(exit_code, "process exited")}
+                                          "message": "preempted: the node was reclaimed" if j.outcome == "preempted"
+                                          else {0: "", 143: "terminated"}.get(exit_code, "process exited")}
                                          for t in tasks]},
             "algorithm": self._algorithm(j), "spec": spec,
         }

@@ -218,7 +218,8 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
     return Translation("POST", path, body, rep.finish(), name, "training", workspace)
 
 
-def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None) -> JobStatus:
+def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None,
+                    exit_code: int | None = None) -> JobStatus:
     """ModelArts status -> neutral; the primary phase decides, the secondary only when it is unknown."""
     table = phase_table("modelarts")
     rule = table.phases.get(phase or "")
@@ -230,7 +231,8 @@ def normalize_phase(phase: str | None, secondary: str | None = None, message: st
         return JobStatus(phase=Phase.UNKNOWN, vendor_phase=phase, vendor_secondary_phase=secondary,
                          message=message, observed_at=now)
     return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=phase,
-                     vendor_secondary_phase=secondary, message=message, observed_at=now)
+                     vendor_secondary_phase=secondary, message=message, observed_at=now,
+                     exit_code=exit_code if rule.terminal else None)
 
 
 def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:

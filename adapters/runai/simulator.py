@@ -30,6 +30,7 @@ from adapters.simkit import (
     FaultState,
     Timeline,
     Usage,
+    exit_code_of,
     persist,
     run_outcome,
     running_spans,
@@ -243,7 +244,7 @@ class RunaiSimulator:
     def _run_steps(self, w: Workload, start_offset: float) -> list[tuple[float, str]]:
         if w.outcome == "hang":
             return []
-        end = "Completed" if w.outcome == "completed" else "Failed"
+        end = "Completed" if w.outcome == "completed" else "Failed"  # failed or preempted
         return [(start_offset + self._s(w.run_seconds), end)]
 
     def phase(self, w: Workload, now: float | None = None) -> str:
@@ -256,8 +257,10 @@ class RunaiSimulator:
 
     # -- records -------------------------------------------------------------------------
     def _message(self, phase: str, w: Workload) -> str:
+        failed = "Workload was preempted by a higher-priority workload" if w.outcome == "preempted" \
+            else f"Pod exited with code {exit_code_of(self.env(w))}"
         return {"Pending": "Waiting for resources in the requested node pools",
-                "Failed": "Pod exited with code 1", "Completed": "All pods completed successfully",
+                "Failed": failed, "Completed": "All pods completed successfully",
                 "Degraded": "Some pods are not ready"}.get(phase, "")
 
     def workload_record(self, w: Workload, now: float) -> dict[str, Any]:
@@ -633,11 +636,15 @@ class RunaiSimulator:
                 "cpu_limit": float(compute.get("cpuCoreLimit") or cpu), "mem": mem,
                 "mem_limit": _bytes(compute.get("cpuMemoryLimit"), mem)}
 
+    @staticmethod
+    def env(w: Workload) -> dict[str, str]:
+        """The workload's environment variables."""
+        return {str(e.get("name")): str(e.get("value") or "") for e in
+                (w.body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict)}
+
     def usage(self, w: Workload) -> Usage:
         """The deterministic usage model of a workload (SIM_GPU_UTIL pins its GPU utilization)."""
-        env = {str(e.get("name")): str(e.get("value") or "") for e in
-               (w.body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict)}
-        return Usage.of(w.id, env)
+        return Usage.of(w.id, self.env(w))
 
     def measure(self, w: Workload, metric: str, samples: list[float], spans: list[tuple[float, float]]
                 ) -> list[dict[str, Any]]:

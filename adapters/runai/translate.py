@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,6 +203,9 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
     return Translation("POST", path, body, rep.finish(), name, kind, str(body.get("projectId", project)))
 
 
+EXIT_CODE = re.compile(r"exit(?:ed)? (?:with )?code (\d+)", re.IGNORECASE)
+
+
 def normalize_phase(vendor_phase: str | None, message: str | None = None) -> JobStatus:
     """Run:ai phase -> neutral status; an unseen phase is UNKNOWN, with a warning."""
     table = phase_table("runai").phases
@@ -210,8 +214,10 @@ def normalize_phase(vendor_phase: str | None, message: str | None = None) -> Job
         log.warning("unknown_vendor_phase", vendor="runai", vendor_phase=vendor_phase)
         return JobStatus(phase=Phase.UNKNOWN, terminal=False, vendor_phase=vendor_phase, message=message,
                          observed_at=datetime.now(UTC))
+    m = EXIT_CODE.search(message or "") if rule.terminal else None
     return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=vendor_phase,
-                     message=message, degraded=rule.degraded, observed_at=datetime.now(UTC))
+                     message=message, degraded=rule.degraded, observed_at=datetime.now(UTC),
+                     exit_code=int(m.group(1)) if m else (0 if rule.phase == "SUCCEEDED" else None))
 
 
 def _argv(s: Any) -> list[str] | None:

@@ -24,7 +24,7 @@ from gateway.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger(__name__)
 
-OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json")
+OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json", "/ga4gh/tes/v1/service-info")
 
 
 @web.middleware
@@ -83,7 +83,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     """Bearer API keys -> tenant; /healthz and /openapi.json are open, /metrics as `metrics.require_key` says
     (an admin key: it counts every tenant's jobs)."""
     guarded_metrics = request.path == "/metrics" and request.app[CONFIG].metrics_need_key()
-    if not guarded_metrics and (request.path in OPEN_PATHS or not request.path.startswith("/v1/")):
+    api = request.path.startswith(("/v1/", "/ga4gh/tes/v1/"))
+    if not guarded_metrics and (request.path in OPEN_PATHS or not api):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():

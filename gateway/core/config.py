@@ -59,6 +59,9 @@ class TenantConfig(_Cfg):
     projects: list[str] = Field(default_factory=list,
                                 description="Vendor projects whose external jobs this tenant sees.")
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    default_backend: str | None = Field(None, description="Where this tenant's GA4GH TES tasks run when they "
+                                        "name no backend (resources.backend_parameters.backend); default: the "
+                                        "first configured backend.")
 
 
 class Credentials(_Cfg):
@@ -173,7 +176,18 @@ class Config(_Cfg):
         tnames = [t.name for t in self.tenants]
         if len(set(tnames)) != len(tnames):
             raise ValueError("duplicate tenant names")
+        for t in self.tenants:
+            if t.default_backend is not None and t.default_backend not in names:
+                raise ValueError(f"tenant {t.name}: default_backend {t.default_backend!r} is not a configured "
+                                 f"backend ({', '.join(names) or 'none'})")
         return self
+
+    def default_backend(self, tenant: str) -> str | None:
+        """The backend a tenant's tasks go to when they name none."""
+        for t in self.tenants:
+            if t.name == tenant and t.default_backend:
+                return t.default_backend
+        return self.backends[0].name if self.backends else None
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name`, or a 422 naming the field."""

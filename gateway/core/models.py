@@ -169,6 +169,8 @@ class JobStatus(BaseModel):
     degraded: bool = Field(False, description="Running with a health problem (Run:ai Degraded).")
     observed_at: datetime | None = Field(None, description="When the vendor last reported this status.")
     stale: bool = Field(False, description="The last poll failed; this status may be out of date.")
+    exit_code: int | None = Field(None, description="The job's container exit code, once ended, where the vendor "
+                                  "reports it (ModelArts task exit codes; Run:ai's \"exited with code N\").")
     idle: bool = Field(False, description="Running, but its GPU utilization has stayed under the idle threshold "
                        "for the idle window (config `idle`).")
     idle_since: datetime | None = Field(None, description="When the job was found idle.")

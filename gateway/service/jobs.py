@@ -113,6 +113,12 @@ class JobService:
     async def list_jobs(self, who: Principal, f: ListFilters, limit: int, page_token: str | None) -> tuple[list[Job],
                                                                                                  str | None]:
         """A page of jobs, newest first."""
+        rows, token = await self.list_rows(who, f, limit, page_token)
+        return [to_job(r) for r in rows], token
+
+    async def list_rows(self, who: Principal, f: ListFilters, limit: int,
+                        page_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the store rows the caller may see, newest first, and the next page's token."""
         if not who.admin:
             f.tenant = who.tenant
             f.external_projects = list(who.projects)
@@ -120,8 +126,7 @@ class JobService:
         rows = await self.store.jobs.page(f, limit + 1, after)
         more = len(rows) > limit
         rows = rows[:limit]
-        token = encode_token(rows[-1]["id"]) if more and rows else None
-        return [to_job(r) for r in rows], token
+        return rows, encode_token(rows[-1]["id"]) if more and rows else None
 
     async def events(self, who: Principal, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         """A job's phase transitions, oldest first."""

@@ -87,7 +87,8 @@ class Submissions:
     # -- stored -------------------------------------------------------------------------
     async def submit(self, who: Principal, raw: Any, strict: bool = False, idempotency_key: str | None = None,
                      migrated_from: str | None = None, job_id: str | None = None,
-                     extra_report: list[ReportEntry] | None = None) -> Accepted:
+                     extra_report: list[ReportEntry] | None = None,
+                     tes_task: dict[str, Any] | None = None) -> Accepted:
         """Store the job first (QUEUED, no vendor id), then send it; returns once it is confirmed,
         rejected (raised) or left for settling."""
         idem = None
@@ -111,7 +112,7 @@ class Submissions:
             "phase": Phase.QUEUED.value, "terminal": False, "status": status_json(JobStatus(phase=Phase.QUEUED)),
             "origin": "gateway", "submit_state": "pending", "submit_error": None, "cancel_requested": False,
             "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": migrated_from,
-            "migrated_to": None,
+            "migrated_to": None, "tes_task": tes_task,
         }
         try:
             await self.store.jobs.create(row, idem)

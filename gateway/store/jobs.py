@@ -43,6 +43,7 @@ class ListFilters:
     phases: Sequence[str] = ()
     project: str | None = None
     labels: Sequence[tuple[str, str]] = ()
+    label_keys: Sequence[str] = ()  # the label is set, whatever its value
     name_prefix: str | None = None
     include_deleted: bool = False
     include_external: bool = True
@@ -337,6 +338,8 @@ class JobRows:
         for k, v in f.labels:
             conds.append(exists().where(job_labels.c.job_id == jobs.c.id, job_labels.c.key == k,
                                         job_labels.c.value == v))
+        for k in f.label_keys:
+            conds.append(exists().where(job_labels.c.job_id == jobs.c.id, job_labels.c.key == k))
         return conds
 
     async def live(self, backend: str) -> list[dict[str, Any]]:

@@ -55,6 +55,8 @@ jobs = Table(
     Column("deleted_at", Float, nullable=True),
     Column("migrated_from", String(32), nullable=True),
     Column("migrated_to", String(32), nullable=True),
+    # The GA4GH TES task a job was submitted as (its executors, inputs, outputs, tags as sent), if any.
+    Column("tes_task", JSON, nullable=True),
     UniqueConstraint("backend", "vendor_name", name="uq_jobs_backend_vendor_name"),
     UniqueConstraint("backend", "backend_job_id", name="uq_jobs_backend_job_id"),
 )
@@ -146,9 +148,15 @@ def _v3(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE transitions ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'transition'"))
 
 
+def _v4(conn: Connection) -> None:
+    if "tes_task" not in {c["name"] for c in inspect(conn).get_columns("jobs")}:
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN tes_task JSON"))
+
+
 # Versioned migrations: append, never edit. Each runs once, in its own transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "jobs, labels, transitions, idempotency keys", _create(*V1_TABLES)),
     (2, "leases and the webhook outbox", _v2),
     (3, "transition kinds (idle and active marks)", _v3),
+    (4, "the TES task a job was submitted as", _v4),
 ]

@@ -1,0 +1,490 @@
+"""GA4GH Task Execution Service 1.1 under /ga4gh/tes/v1, over the same JobService as /v1.
+
+A TES task is a gateway job: it is submitted, synced, listed, watched and sent to webhooks like any
+other, and every /v1 job can be read as a TES task. This module holds the whole mapping, as data and
+code: tesTask -> JobSpec (with the usual report: exact / approximated / defaulted / dropped), neutral
+phase + vendor reason -> TES state, and the job's history -> TES logs.
+
+Several executors run in order in one container: an entry script (POSIX sh) does each one's workdir,
+env, stdin/stdout/stderr and ignore_error, writes inline input contents and creates the task's volumes.
+So every executor of a task must use the same image; otherwise the task is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+import re
+import shlex
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.api.http import CONFIG, PRINCIPAL, SERVICE, only_query, qint, read_json, reply
+from gateway.core.errors import BadRequest, Conflict, GatewayError
+from gateway.core.models import LABEL_KEY_RE, Phase, ReportEntry
+from gateway.service.jobs import JobService
+from gateway.service.principal import Principal
+from gateway.service.rows import dt
+from gateway.store import ListFilters
+
+PREFIX = "/ga4gh/tes/v1"
+SCHEMES = ("s3", "obs", "pvc", "nfs")
+BACKEND_PARAMETERS = ("backend", "gpus", "gpu_type", "flavor", "project", "priority")
+MAX_CONTENT = 64 * 1024
+VIEWS = ("MINIMAL", "BASIC", "FULL")
+TASK_FIELDS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
+
+# Neutral phase -> TES state; FAILED is refined by the vendor's reason (see tes_state).
+STATES: dict[str, str] = {
+    "QUEUED": "QUEUED", "STARTING": "INITIALIZING", "RUNNING": "RUNNING", "SUSPENDING": "PAUSED",
+    "SUSPENDED": "PAUSED", "SUCCEEDED": "COMPLETE", "FAILED": "EXECUTOR_ERROR", "CANCELLING": "CANCELING",
+    "CANCELLED": "CANCELED", "UNKNOWN": "UNKNOWN",
+}
+# TES state -> the neutral phases it can come from (for GET /tasks?state=).
+PHASES_OF: dict[str, tuple[str, ...]] = {}
+for _phase, _state in STATES.items():
+    PHASES_OF.setdefault(_state, ())
+    PHASES_OF[_state] += (_phase,)
+for _state in ("SYSTEM_ERROR", "PREEMPTED"):
+    PHASES_OF[_state] = ("FAILED",)
+PREEMPTED = re.compile(r"preempt", re.IGNORECASE)
+PLATFORM_FAILURES = ("Abnormal",)  # vendor phases that mean the platform failed, not the program
+
+
+def _bad(loc: list[str | int], msg: str) -> BadRequest:
+    return BadRequest(f"{'.'.join(map(str, loc))}: {msg}", errors=[{"loc": ["body", *loc], "msg": msg}])
+
+
+def _note(report: list[dict[str, str]], field: str, outcome: str, detail: str) -> None:
+    report.append({"field": f"tes.{field}", "outcome": outcome, "detail": detail})
+
+
+def job_name(name: Any) -> str:
+    """A TES name as a JobSpec name (lowercase letters, digits and '-', starting with a letter)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", str(name or "").lower()).strip("-")
+    slug = re.sub(r"-{2,}", "-", slug)[:50].strip("-")
+    if not slug or not slug[0].isalpha():
+        slug = f"tes-{slug}".strip("-")
+    return slug
+
+
+def _data_url(url: str, loc: list[str | int]) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or not parts.netloc:
+        raise _bad(loc, f"url must be {', '.join(s + '://' for s in SCHEMES)}: the backends mount these")
+    return url
+
+
+def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volumes: list[str]) -> str:
+    """The entry script that runs the executors in order in one container."""
+    lines = ["set -u"]
+    for path in volumes:
+        lines.append(f"mkdir -p {shlex.quote(path)}")
+    for path, content in inline:
+        lines.append(f"mkdir -p {shlex.quote(posixpath.dirname(path) or '/')} && "
+                     f"printf '%s' {shlex.quote(content)} > {shlex.quote(path)}")
+    for i, ex in enumerate(executors):
+        cmd = " ".join(shlex.quote(a) for a in ex["command"])
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (ex.get("env") or {}).items())
+        step = f"env {env} {cmd}" if env else cmd
+        if ex.get("workdir"):
+            step = f"cd {shlex.quote(ex['workdir'])} && {step}"
+        for stream, op in (("stdin", "<"), ("stdout", ">"), ("stderr", "2>")):
+            if ex.get(stream):
+                step += f" {op} {shlex.quote(ex[stream])}"
+        if ex.get("ignore_error"):
+            lines.append(f"( {step} ) || true  # executor {i}: ignore_error")
+        else:
+            lines.append(f"( {step} ) || exit $?  # executor {i}")
+    return "\n".join(lines) + "\n"
+
+
+def _typed(value: Any, kind: str, loc: list[str | int]) -> None:
+    """A field of the TES schema has the type the schema gives it (None: not set)."""
+    ok: Callable[[Any], bool] = {"str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "num": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+          "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+          "map": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
+                                                       for k, x in v.items()),
+          "list": lambda v: isinstance(v, list), "obj": lambda v: isinstance(v, dict)}[kind]
+    if value is not None and not ok(value):
+        names = {"str": "a string", "bool": "true or false", "int": "an integer", "num": "a number",
+                 "strs": "a list of strings", "map": "a map of strings", "list": "a list", "obj": "an object"}
+        raise _bad(loc, f"must be {names[kind]}")
+
+
+SHAPE: dict[str, dict[str, str]] = {
+    "task": {"name": "str", "description": "str", "inputs": "list", "outputs": "list", "resources": "obj",
+             "executors": "list", "volumes": "strs", "tags": "map"},
+    "executor": {"image": "str", "command": "strs", "workdir": "str", "stdin": "str", "stdout": "str",
+                 "stderr": "str", "env": "map", "ignore_error": "bool"},
+    "input": {"name": "str", "description": "str", "url": "str", "path": "str", "type": "str", "content": "str",
+              "streamable": "bool"},
+    "output": {"name": "str", "description": "str", "url": "str", "path": "str", "path_prefix": "str",
+               "type": "str"},
+    "resources": {"cpu_cores": "int", "preemptible": "bool", "ram_gb": "num", "disk_gb": "num", "zones": "strs",
+                  "backend_parameters": "map", "backend_parameters_strict": "bool"},
+}
+
+
+def _check_shape(task: dict[str, Any]) -> None:
+    """Every field the TES schema types has that type (a 400 naming it), before any mapping."""
+    for key, kind in SHAPE["task"].items():
+        _typed(task.get(key), kind, [key])
+    for part, shape in (("executors", "executor"), ("inputs", "input"), ("outputs", "output")):
+        for i, item in enumerate(task.get(part) or []):
+            if not isinstance(item, dict):
+                raise _bad([part, i], "must be an object")
+            for key, kind in SHAPE[shape].items():
+                _typed(item.get(key), kind, [part, i, key])
+    for key, kind in SHAPE["resources"].items():
+        _typed((task.get("resources") or {}).get(key), kind, ["resources", key])
+
+
+def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A tesTask as a JobSpec (as JSON) and the TES part of the report. Raises a 400 naming the field for
+    what no backend can do."""
+    if not isinstance(task, dict):
+        raise _bad([], "a task must be a JSON object")
+    _check_shape(task)
+    report: list[dict[str, str]] = []
+    executors = task.get("executors")
+    if not isinstance(executors, list) or not executors:
+        raise _bad(["executors"], "at least one executor is required")
+    for i, ex in enumerate(executors):
+        if not isinstance(ex, dict) or not isinstance(ex.get("image"), str) or not ex["image"]:
+            raise _bad(["executors", i, "image"], "an image is required")
+        cmd = ex.get("command")
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
+            raise _bad(["executors", i, "command"], "a non-empty list of strings is required")
+        env = ex.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise _bad(["executors", i, "env"], "a map of strings is required")
+    images = {ex["image"] for ex in executors}
+    if len(images) > 1:
+        raise _bad(["executors"], "executors run in order in one container on Run:ai and ModelArts, so they must "
+                   f"share one image (got {', '.join(sorted(images))}); split the task or use one image")
+    res = task.get("resources") or {}
+    if not isinstance(res, dict):
+        raise _bad(["resources"], "must be an object")
+    params = res.get("backend_parameters") or {}
+    if not isinstance(params, dict):
+        raise _bad(["resources", "backend_parameters"], "must be a map of strings")
+    unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
+    if unknown and res.get("backend_parameters_strict"):
+        raise _bad(["resources", "backend_parameters", unknown[0]],
+                   f"not supported (backend_parameters_strict); supported: {', '.join(BACKEND_PARAMETERS)}")
+    for k in unknown:
+        _note(report, f"resources.backend_parameters.{k}", "dropped",
+              f"not a parameter this gateway takes ({', '.join(BACKEND_PARAMETERS)})")
+
+    spec: dict[str, Any] = {"name": job_name(task.get("name")), "backend": params.get("backend") or backend,
+                            "image": next(iter(images))}
+    if task.get("name") and spec["name"] != task["name"]:
+        _note(report, "name", "approximated", f"job name {spec['name']} (the TES name is kept in the task)")
+    single = len(executors) == 1 and not any(executors[0].get(k) for k in ("stdin", "stdout", "stderr"))
+    inline: list[tuple[str, str]] = []
+    inputs, outputs = [], []
+    for i, item in enumerate(task.get("inputs") or []):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise _bad(["inputs", i, "path"], "a path is required")
+        if item.get("content") is not None:
+            if not isinstance(item["content"], str) or len(item["content"]) > MAX_CONTENT:
+                raise _bad(["inputs", i, "content"], f"a string of at most {MAX_CONTENT} characters")
+            inline.append((item["path"], item["content"]))
+            _note(report, f"inputs[{i}].content", "exact", "written to the path by the task's entry script")
+            continue
+        url = _data_url(str(item.get("url") or ""), ["inputs", i, "url"])
+        path = item["path"]
+        if item.get("type", "FILE") == "FILE":
+            if posixpath.basename(urlsplit(url).path) == posixpath.basename(path):
+                url, path = url.rsplit("/", 1)[0], posixpath.dirname(path)
+                _note(report, f"inputs[{i}]", "exact", "its folder is mounted at the file's folder")
+            else:
+                _note(report, f"inputs[{i}]", "approximated", "a file whose name differs in the container: its "
+                      "location is mounted at the path")
+        inputs.append({"name": f"in{i}", "uri": url, "path": path, "read_only": True})
+    for i, item in enumerate(task.get("outputs") or []):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise _bad(["outputs", i, "path"], "a path is required")
+        url = _data_url(str(item.get("url") or ""), ["outputs", i, "url"])
+        path = item.get("path_prefix") or item["path"]
+        if item.get("type", "FILE") == "FILE" and not item.get("path_prefix"):
+            url, path = url.rsplit("/", 1)[0], posixpath.dirname(item["path"])
+        if item.get("path_prefix"):
+            _note(report, f"outputs[{i}].path_prefix", "approximated", "the whole folder is written back")
+        outputs.append({"name": f"out{i}", "uri": url, "path": path or "/", "read_only": False})
+    if inputs:
+        spec["inputs"] = inputs
+    if outputs:
+        spec["outputs"] = outputs
+    volumes = [v for v in task.get("volumes") or [] if isinstance(v, str)]
+    if volumes:
+        _note(report, "volumes", "exact", "directories in the task's one container, shared by its executors")
+
+    if single and not inline and not volumes:
+        ex = executors[0]
+        spec["command"] = list(ex["command"])
+        if ex.get("workdir"):
+            spec["working_dir"] = ex["workdir"]
+        if ex.get("env"):
+            spec["env"] = dict(ex["env"])
+        _note(report, "executors", "exact", "one executor: the job's command, working_dir and env")
+    else:
+        spec["command"] = ["/bin/sh", "-c", _script(executors, inline, volumes)]
+        common = dict(executors[0].get("env") or {})
+        for ex in executors[1:]:
+            common = {k: v for k, v in common.items() if (ex.get("env") or {}).get(k) == v}
+        if common:
+            spec["env"] = common  # what every executor shares is the job's environment too
+        _note(report, "executors", "exact", f"{len(executors)} executor(s) run in order by an entry script (sh -c) "
+              "with each one's workdir, env, stdin/stdout/stderr and ignore_error")
+
+    resources: dict[str, Any] = {}
+    if res.get("cpu_cores") is not None:
+        resources["cpu"] = res["cpu_cores"]
+        _note(report, "resources.cpu_cores", "exact", "resources.cpu")
+    if res.get("ram_gb") is not None:
+        resources["memory"] = f"{float(res['ram_gb']):g}G"
+        _note(report, "resources.ram_gb", "exact", "resources.memory (decimal GB)")
+    if res.get("disk_gb") is not None:
+        _note(report, "resources.disk_gb", "dropped", "neither backend takes a scratch disk size through the gateway")
+    if res.get("zones"):
+        _note(report, "resources.zones", "dropped", "zones are chosen by the backend; pick one with "
+              "backend_parameters.backend or .flavor")
+    if res.get("preemptible") is not None:
+        spec["preemptible"] = bool(res["preemptible"])
+    for key in ("gpus", "gpu_type", "flavor"):
+        if params.get(key) is not None:
+            resources[key] = params[key]
+    if resources:
+        spec["resources"] = resources
+    for key in ("project", "priority"):
+        if params.get(key):
+            spec[key] = params[key]
+
+    tags = task.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise _bad(["tags"], "a map of strings is required")
+    labels = {}
+    for k, v in tags.items():
+        if len(k) <= 63 and LABEL_KEY_RE.match(k) and isinstance(v, str) and len(v) <= 63:
+            labels[k] = v
+        else:
+            _note(report, f"tags.{k}", "dropped", "not a valid label (keys: 1-63 letters, digits, -, _, .; "
+                  "values up to 63 characters); kept in the task")
+    if labels:
+        spec["labels"] = labels
+        _note(report, "tags", "exact", "labels")
+    return spec, report
+
+
+def tes_state(row: dict[str, Any]) -> str:
+    """The TES state of a job: its neutral phase, refined by the vendor's reason when it failed."""
+    phase = str(row["phase"])
+    status = row["status"] or {}
+    if phase != Phase.FAILED.value:
+        return STATES.get(phase, "UNKNOWN")
+    if row.get("submit_state") == "rejected":
+        return "SYSTEM_ERROR"  # the vendor refused the job: nothing of the task ran
+    if PREEMPTED.search(str(status.get("message") or "")):
+        return "PREEMPTED"
+    if status.get("vendor_phase") in PLATFORM_FAILURES:
+        return "SYSTEM_ERROR"
+    code = status.get("exit_code")
+    return "EXECUTOR_ERROR" if code is None or code != 0 else "SYSTEM_ERROR"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    when = dt(value) if isinstance(value, int | float) else value
+    return when.isoformat() if isinstance(when, datetime) else str(when)
+
+
+def _executors_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The executors of a job submitted through /v1: its image, command + args, working_dir and env."""
+    spec = row["spec"] or {}
+    ex: dict[str, Any] = {"image": spec.get("image") or "", "command": [*(spec.get("command") or []),
+                                                                        *(spec.get("args") or [])]}
+    if spec.get("working_dir"):
+        ex["workdir"] = spec["working_dir"]
+    if spec.get("env"):
+        ex["env"] = spec["env"]
+    return [ex]
+
+
+def _document(row: dict[str, Any]) -> dict[str, Any]:
+    """The task as it was sent (TES jobs) or as a /v1 job reads as one."""
+    if row.get("tes_task"):
+        return copy.deepcopy(dict(row["tes_task"]))  # rows may be the store's kept objects
+    spec = row["spec"] or {}
+    doc: dict[str, Any] = {"name": spec.get("name") or row["name"], "executors": _executors_of(row)}
+    res = spec.get("resources") or {}
+    resources: dict[str, Any] = {"backend_parameters": {"backend": row["backend"]}}
+    if res.get("cpu") is not None:
+        resources["cpu_cores"] = max(1, int(res["cpu"]))
+    if spec.get("preemptible") is not None:
+        resources["preemptible"] = spec["preemptible"]
+    doc["resources"] = resources
+    if row.get("labels"):
+        doc["tags"] = dict(row["labels"])
+    for key in ("inputs", "outputs"):
+        if spec.get(key):
+            doc[key] = [{"name": m["name"], "url": m["uri"], "path": m.get("path") or f"/mnt/{key}/{m['name']}",
+                         "type": "DIRECTORY"} for m in spec[key]]
+    return doc
+
+
+async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str, stdout: bool = False
+                ) -> dict[str, Any]:
+    """A job as a tesTask in the given view."""
+    state = tes_state(row)
+    if view == "MINIMAL":
+        return {"id": row["id"], "state": state}
+    doc = _document(row)
+    task: dict[str, Any] = {**{k: v for k, v in doc.items() if k not in ("id", "state", "logs", "creation_time")},
+                            "id": row["id"], "state": state, "creation_time": _iso(row["created_at"])}
+    if view == "BASIC":
+        for item in task.get("inputs") or []:
+            item.pop("content", None)
+    events = await svc.events(who, row["id"])
+    started = next((e["at"] for e in events if e["kind"] == "transition"
+                    and e["to_phase"] in ("STARTING", "RUNNING")), None)
+    ended = next((e["at"] for e in reversed(events) if e["kind"] == "transition"
+                  and e["to_phase"] in ("SUCCEEDED", "FAILED", "CANCELLED")), None)
+    status = row["status"] or {}
+    log: dict[str, Any] = {"logs": [], "outputs": [],
+                           "metadata": {"backend": row["backend"], "gateway_job_id": row["id"],
+                                        **({"vendor_job_id": row["backend_job_id"]} if row["backend_job_id"]
+                                           else {}),
+                                        **({"vendor_phase": status["vendor_phase"]} if status.get("vendor_phase")
+                                           else {})}}
+    if started is not None:
+        log["start_time"] = _iso(started)
+    if ended is not None:
+        log["end_time"] = _iso(ended)
+    code = status.get("exit_code")
+    if row["terminal"] and code is not None:
+        ex_log: dict[str, Any] = {"exit_code": int(code)}
+        if started is not None:
+            ex_log["start_time"] = _iso(started)
+        if ended is not None:
+            ex_log["end_time"] = _iso(ended)
+        log["logs"].append(ex_log)
+    if view == "FULL":
+        notes = [f"{e['outcome']}: {e['field']}: {e['detail']}" for e in row["report"] or []
+                 if e.get("outcome") in ("dropped", "approximated")]
+        if status.get("message"):
+            notes.append(f"{status.get('vendor_phase') or row['phase']}: {status['message']}")
+        log["system_logs"] = notes
+        if stdout and log["logs"] and row["backend_job_id"]:  # an executor log exists once its exit code does
+            try:
+                preview = await svc.logs(who, row["id"], None, 200)
+                log["logs"][-1]["stdout"] = preview["content"]
+            except GatewayError as err:  # Run:ai has no log endpoint; say why instead
+                log["system_logs"].append(f"stdout: {err.detail}")
+    task["logs"] = [log]
+    return task
+
+
+def _view(request: web.Request) -> str:
+    view = (request.query.get("view") or "MINIMAL").upper()
+    if view not in VIEWS:
+        raise BadRequest(f"view must be one of {', '.join(VIEWS)}", errors=[{"loc": ["query", "view"],
+                                                                             "msg": "unknown view"}])
+    return view
+
+
+async def service_info(request: web.Request) -> web.Response:
+    """GET /service-info."""
+    return reply({
+        "id": "dev.trainjob-gateway.tes", "name": "trainjob-gateway (GA4GH TES over Run:ai and ModelArts)",
+        "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+        "description": "Runs TES tasks on NVIDIA Run:ai and Huawei ModelArts; pick one with "
+                       "resources.backend_parameters.backend.",
+        "organization": {"name": "trainjob-gateway", "url": "https://github.com/trainjob-gateway"},
+        "version": __version__, "storage": [f"{s}://" for s in SCHEMES],
+        "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
+        "documentationUrl": f"{request.url.origin()}/openapi.json",
+        "environment": "backends: " + ", ".join(b.name for b in request.app[CONFIG].backends),
+    })
+
+
+async def create_task(request: web.Request) -> web.Response:
+    """POST /tasks: submit the task as a gateway job (exactly once, as /v1)."""
+    only_query(request)
+    svc, who = request.app[SERVICE], request[PRINCIPAL]
+    task = await read_json(request)
+    spec, notes = task_to_spec(task, request.app[CONFIG].default_backend(who.tenant))
+    doc = {k: v for k, v in task.items() if k in TASK_FIELDS}  # what a client sent, in the spec's terms
+    res = await svc.submit(who, spec, False, request.headers.get("Idempotency-Key"), tes_task=doc,
+                           extra_report=_entries(notes))
+    return reply({"id": res.job.id})
+
+
+def _entries(notes: list[dict[str, str]]) -> list[ReportEntry]:
+    return [ReportEntry.model_validate(n) for n in notes]
+
+
+async def get_task(request: web.Request) -> web.Response:
+    """GET /tasks/{id}."""
+    only_query(request, "view")
+    svc, who = request.app[SERVICE], request[PRINCIPAL]
+    view = _view(request)
+    row = await svc.row(who, request.match_info["id"])
+    return reply(await _task(svc, who, row, view, stdout=True))
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """GET /tasks: newest first, with name_prefix, state, tag_key/tag_value filters and page tokens."""
+    only_query(request, "name_prefix", "state", "tag_key", "tag_value", "page_size", "page_token", "view")
+    svc, who = request.app[SERVICE], request[PRINCIPAL]
+    view = _view(request)
+    state = request.query.get("state")
+    if state is not None and state not in PHASES_OF:
+        raise BadRequest(f"unknown state {state!r}", errors=[{"loc": ["query", "state"], "msg": "unknown state"}])
+    keys, values = request.query.getall("tag_key", []), request.query.getall("tag_value", [])
+    if len(values) > len(keys):
+        raise BadRequest("tag_value without its tag_key", errors=[{"loc": ["query", "tag_value"],
+                                                                  "msg": "more values than keys"}])
+    pairs = [(k, values[i]) for i, k in enumerate(keys) if i < len(values) and values[i]]
+    only_keys = [k for i, k in enumerate(keys) if i >= len(values) or not values[i]]
+    prefix = request.query.get("name_prefix")
+    f = ListFilters(phases=list(PHASES_OF[state]) if state else [], labels=pairs, label_keys=only_keys,
+                    name_prefix=job_name(prefix) if prefix else None)
+    size = qint(request, "page_size", 256, 1, 2048)
+    jobs, token = await svc.list_rows(who, f, size, request.query.get("page_token") or None)
+    tasks = [await _task(svc, who, row, view) for row in jobs if state is None or tes_state(row) == state]
+    body: dict[str, Any] = {"tasks": tasks}
+    if token:
+        body["next_page_token"] = token
+    return reply(body)
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    """POST /tasks/{id}:cancel (a task that has ended stays as it is)."""
+    only_query(request)
+    svc, who = request.app[SERVICE], request[PRINCIPAL]
+    try:
+        await svc.cancel(who, request.match_info["id"])
+    except Conflict:
+        row = await svc.row(who, request.match_info["id"])
+        if not row["terminal"]:
+            raise
+    return reply({})
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    """The TES 1.1 routes."""
+    r.add_get(f"{PREFIX}/service-info", service_info)
+    r.add_post(f"{PREFIX}/tasks", create_task)
+    r.add_get(f"{PREFIX}/tasks", list_tasks)
+    r.add_post(PREFIX + "/tasks/{id:[^/:]+}:cancel", cancel_task)
+    r.add_get(PREFIX + "/tasks/{id:[^/:]+}", get_task)

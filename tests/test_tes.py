@@ -1,0 +1,295 @@
+"""GA4GH TES 1.1 facade: py-tes (the real client) against a live gateway on both backends, the mapping,
+and every TES answer against the official TES OpenAPI (schemathesis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+import yaml
+from hypothesis import HealthCheck, settings
+
+from gateway.api.app import create_app
+from gateway.api.tes import task_to_spec, tes_state
+from gateway.core.errors import BadRequest
+from tests.conftest import AppThread, eventually, gateway_config
+from tests.gwkit import ALPHA, BETA, GW, start_gateway
+from tests.test_sync import Receiver
+
+tes = pytest.importorskip("tes")  # py-tes, a test dependency: `pip install -e '.[test]'`
+
+ROOT = Path(__file__).resolve().parent.parent
+TES_SPEC = ROOT.parent / "shared" / "specs" / "tes-1.1.openapi.yaml"
+# The TES document takes Service and ServiceType from GA4GH service-info v1.0.0 by URL; there is no network
+# here, so those two schemas are written out (required fields as that specification lists them).
+SERVICE = {"type": "object", "required": ["id", "name", "type", "organization", "version"], "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "type": {"$ref": "#/components/schemas/ServiceType"},
+    "description": {"type": "string"}, "contactUrl": {"type": "string"}, "documentationUrl": {"type": "string"},
+    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}, "environment": {"type": "string"},
+    "version": {"type": "string"}, "organization": {"type": "object", "required": ["name", "url"], "properties": {
+        "name": {"type": "string"}, "url": {"type": "string"}}}}}
+SERVICE_TYPE = {"type": "object", "required": ["group", "artifact", "version"], "properties": {
+    "group": {"type": "string"}, "artifact": {"type": "string"}, "version": {"type": "string"}}}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
+    db = tmp_path_factory.mktemp("tes") / "tjg.db"
+    cfg = gateway_config(f"sqlite+aiosqlite:///{db}", tenant_extra={"beta": {"default_backend": "modelarts"}})
+    with AppThread(lambda: create_app(cfg)) as gw:
+        yield gw
+
+
+def client(gw: AppThread, key: str = "alpha-key-123") -> Any:
+    return tes.HTTPClient(gw.url, token=key, timeout=30)
+
+
+def task(backend: str, name: str, *executors: dict[str, Any], **kw: Any) -> Any:
+    exs = [tes.Executor(**e) for e in executors] or [tes.Executor(image="alpine:3", command=["echo", "hi"],
+                                                                  env={"SIM_RUN_SECONDS": "1"})]
+    return tes.Task(name=name, executors=exs,
+                    resources=tes.Resources(cpu_cores=1, backend_parameters={"backend": backend}), **kw)
+
+
+def wait_state(c: Any, task_id: str, want: set[str], within: float = 30) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        t = c.get_task(task_id, "BASIC")
+        if t.state in want or time.monotonic() > deadline:
+            return t
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("backend", ["runai", "modelarts"])
+def test_py_tes_creates_gets_lists_and_cancels(live: AppThread, backend: str) -> None:
+    c = client(live)
+    info = c.get_service_info()
+    assert info.type["artifact"] == "tes" and "backend" in info.tes_resources_backend_parameters
+    done = c.create_task(task(backend, f"Done on {backend}", tags={"suite": "tes", "backend": backend}))
+    minimal = c.get_task(done, "MINIMAL")
+    assert minimal.id == done and minimal.state and minimal.executors is None
+    basic = c.get_task(done, "BASIC")
+    assert basic.name == f"Done on {backend}" and basic.executors[0].command == ["echo", "hi"]
+    assert basic.tags == {"suite": "tes", "backend": backend}
+    final = wait_state(c, done, {"COMPLETE"})
+    assert final.state == "COMPLETE"
+    full = c.get_task(done, "FULL")
+    log = full.logs[0]
+    assert log.end_time is not None and log.logs[0].exit_code == 0 and log.metadata["backend"] == backend
+    if backend == "modelarts":
+        assert "job phase Completed" in log.logs[0].stdout  # the ModelArts log preview
+    else:
+        assert any("no log endpoint" in s for s in log.system_logs)
+
+    hang = c.create_task(task(backend, "to-cancel", {"image": "alpine:3", "command": ["sleep", "1d"],
+                                                     "env": {"SIM_OUTCOME": "hang"}}))
+    assert wait_state(c, hang, {"RUNNING"}).state == "RUNNING"
+    c.cancel_task(hang)
+    assert wait_state(c, hang, {"CANCELED"}).state == "CANCELED"
+    c.cancel_task(hang)  # cancelling an ended task changes nothing
+
+    page1 = c.list_tasks(view="MINIMAL", page_size=1)
+    assert len(page1.tasks) == 1 and page1.next_page_token
+    page2 = c.list_tasks(view="BASIC", page_size=1, page_token=page1.next_page_token)
+    assert len(page2.tasks) == 1 and page2.tasks[0].id != page1.tasks[0].id
+
+
+def _list(c: Any, **params: Any) -> Any:
+    """GET /tasks with filters, through py-tes's own request and model code (its list_tasks has no filters)."""
+    from tes.client import append_suffixes_to_url, send_request
+    from tes.models import ListTasksResponse
+    from tes.utils import unmarshal
+
+    kwargs = c._request_params(params=params)
+    r = send_request(append_suffixes_to_url(c.urls, ["/tasks"]), kwargs_requests=kwargs)
+    return unmarshal(r.json(), ListTasksResponse)
+
+
+def test_list_filters_by_name_state_and_tags(live: AppThread) -> None:
+    c = client(live)
+    ids = [c.create_task(task("runai", f"filter-me-{i}", tags={"batch": "f1", "idx": str(i)})) for i in range(3)]
+    other = c.create_task(task("runai", "unrelated", tags={"batch": "f2"}))
+    for i in [*ids, other]:
+        wait_state(c, i, {"COMPLETE"})
+    got = _list(c, name_prefix="filter-me", view="BASIC")
+    assert {t.id for t in got.tasks} == set(ids)
+    assert {t.id for t in _list(c, tag_key="batch", tag_value="f1").tasks} == set(ids)
+    assert {t.id for t in _list(c, tag_key=["batch", "idx"], tag_value=["f1", "2"]).tasks} == {ids[2]}
+    keyed = {t.id for t in _list(c, tag_key="idx").tasks}
+    assert set(ids) <= keyed and other not in keyed
+    assert set(ids) <= {t.id for t in _list(c, state="COMPLETE", name_prefix="filter").tasks}
+    assert _list(c, state="EXECUTOR_ERROR", name_prefix="filter").tasks == []
+
+
+@pytest.mark.parametrize("backend", ["runai", "modelarts"])
+def test_two_executors_complete_and_a_failing_one_is_an_executor_error(live: AppThread, backend: str) -> None:
+    c = client(live)
+    two = c.create_task(task(backend, "two-steps",
+                             {"image": "python:3.11", "command": ["python", "-c", "print(1)"], "workdir": "/work",
+                              "stdout": "/work/one.txt", "env": {"SIM_RUN_SECONDS": "1", "STEP": "1"}},
+                             {"image": "python:3.11", "command": ["sh", "-c", "cat /work/one.txt"],
+                              "ignore_error": True, "env": {"SIM_RUN_SECONDS": "1", "STEP": "2"}},
+                             volumes=["/work"]))
+    assert wait_state(c, two, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"}).state == "COMPLETE"
+    failing = c.create_task(task(backend, "fails", {"image": "alpine:3", "command": ["false"],
+                                                    "env": {"SIM_OUTCOME": "failed", "SIM_EXIT_CODE": "3",
+                                                            "SIM_RUN_SECONDS": "1"}}))
+    final = wait_state(c, failing, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"})
+    assert final.state == "EXECUTOR_ERROR"
+    assert c.get_task(failing, "FULL").logs[0].logs[0].exit_code == 3
+
+
+def test_platform_failures_and_preemptions(live: AppThread) -> None:
+    c = client(live)
+    abnormal = c.create_task(task("modelarts", "abnormal", {"image": "a", "command": ["x"],
+                                                            "env": {"SIM_OUTCOME": "abnormal", "SIM_RUN_SECONDS": "1"}}))
+    preempted = c.create_task(task("runai", "preempted", {"image": "a", "command": ["x"],
+                                                          "env": {"SIM_OUTCOME": "preempted", "SIM_RUN_SECONDS": "1"}}))
+    ended = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "PREEMPTED"}
+    assert wait_state(c, abnormal, ended).state == "SYSTEM_ERROR"
+    assert wait_state(c, preempted, ended).state == "PREEMPTED"
+
+
+def test_a_tenant_without_a_backend_parameter_uses_its_default_and_sees_only_its_tasks(live: AppThread) -> None:
+    alpha, beta = client(live), client(live, "beta-key-456")
+    mine = beta.create_task(tes.Task(name="beta-default", executors=[tes.Executor(image="a", command=["x"])]))
+    assert beta.get_task(mine, "FULL").logs[0].metadata["backend"] == "modelarts"  # beta's default_backend
+    theirs = alpha.create_task(tes.Task(name="alpha-default", executors=[tes.Executor(image="a", command=["x"])]))
+    assert alpha.get_task(theirs, "FULL").logs[0].metadata["backend"] == "runai"  # the first backend
+    with pytest.raises(requests.HTTPError) as err:
+        beta.get_task(theirs, "BASIC")
+    assert err.value.response.status_code == 404
+    assert theirs not in {t.id for t in beta.list_tasks(page_size=2048).tasks}
+    with pytest.raises(requests.HTTPError):
+        tes.HTTPClient(live.url, token="wrong-key").list_tasks()
+
+
+async def test_a_tes_task_is_a_v1_job_with_webhooks(tmp_path: Path) -> None:
+    rx = Receiver()
+    runner = await rx.start()
+    gw: GW = await start_gateway(gateway_config(f"sqlite+aiosqlite:///{tmp_path}/tjg.db", tenant_extra={
+        "alpha": {"webhooks": [{"url": rx.url, "secret": "tes-hook"}]}}))
+    try:
+        status, created = await gw.call("POST", "/ga4gh/tes/v1/tasks", json={
+            "name": "Seen Everywhere", "executors": [{"image": "alpine", "command": ["true"],
+                                                      "env": {"SIM_RUN_SECONDS": "1"}}],
+            "resources": {"backend_parameters": {"backend": "runai"}}, "tags": {"origin": "tes"}})
+        assert status == 200, created
+        job = await gw.wait_phase(created["id"], {"SUCCEEDED"})
+        assert job["name"] == "seen-everywhere" and job["labels"] == {"origin": "tes"}
+        _, listed = await gw.call("GET", "/v1/jobs?label=origin=tes")
+        assert [j["id"] for j in listed["jobs"]] == [created["id"]]
+        assert await eventually(lambda: _hook_for(rx, created["id"], "SUCCEEDED"), within=10)
+        _, beta_view = await gw.call("GET", f"/ga4gh/tes/v1/tasks/{created['id']}", headers=BETA)
+        assert beta_view["status"] == 404
+        _, as_task = await gw.call("GET", f"/ga4gh/tes/v1/tasks/{created['id']}?view=BASIC", headers=ALPHA)
+        assert as_task["name"] == "Seen Everywhere" and as_task["state"] == "COMPLETE"
+    finally:
+        await gw.c.close()
+        await runner.cleanup()
+
+
+async def _hook_for(rx: Receiver, job_id: str, phase: str) -> bool:
+    return any(json.loads(b)["job_id"] == job_id and json.loads(b)["to_phase"] == phase for _, b in rx.got)
+
+
+def test_tjg_list_shows_tes_tasks(live: AppThread) -> None:
+    c = client(live)
+    tid = c.create_task(task("modelarts", "cli-visible"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TJG_")}
+    p = subprocess.run([sys.executable, "-m", "gateway", "list", "--name-prefix", "cli-visible", "--url", live.url,
+                        "--api-key", "alpha-key-123"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert p.returncode == 0 and tid in p.stdout, p.stderr
+
+
+# -- the mapping -----------------------------------------------------------------------------------------------
+def test_mapping_report_and_refusals() -> None:
+    spec, notes = task_to_spec({
+        "name": "Align Reads!", "executors": [
+            {"image": "bwa:1", "command": ["bwa", "mem", "ref.fa", "r.fq"], "workdir": "/data", "stdout": "/data/o.sam",
+             "env": {"T": "4"}},
+            {"image": "bwa:1", "command": ["gzip", "/data/o.sam"], "ignore_error": True, "env": {"T": "4"}}],
+        "inputs": [{"url": "s3://bucket/ref/ref.fa", "path": "/data/ref.fa"},
+                   {"path": "/data/r.fq", "content": "@r1\nACGT\n+\n!!!!\n"}],
+        "outputs": [{"url": "obs://out/run1/o.sam.gz", "path": "/data/o.sam.gz"}],
+        "resources": {"cpu_cores": 4, "ram_gb": 16, "disk_gb": 100, "zones": ["z1"],
+                      "backend_parameters": {"backend": "modelarts", "gpus": "1", "colour": "blue"}},
+        "volumes": ["/data"], "tags": {"run": "1", "Bad Key!": "x"}}, "runai")
+    assert spec["name"] == "align-reads" and spec["backend"] == "modelarts" and spec["image"] == "bwa:1"
+    script = spec["command"][2]
+    assert spec["command"][:2] == ["/bin/sh", "-c"] and "cd /data && env T=4 bwa mem ref.fa r.fq > /data/o.sam" in script
+    assert "|| true" in script and "mkdir -p /data" in script and "printf" in script
+    assert spec["env"] == {"T": "4"} and spec["resources"] == {"cpu": 4, "memory": "16G", "gpus": "1"}
+    assert spec["inputs"] == [{"name": "in0", "uri": "s3://bucket/ref", "path": "/data", "read_only": True}]
+    assert spec["outputs"][0]["uri"] == "obs://out/run1" and spec["labels"] == {"run": "1"}
+    outcomes = {n["field"]: n["outcome"] for n in notes}
+    assert outcomes["tes.resources.disk_gb"] == "dropped" and outcomes["tes.resources.zones"] == "dropped"
+    assert outcomes["tes.resources.backend_parameters.colour"] == "dropped" and outcomes["tes.tags.Bad Key!"] == "dropped"
+    for bad, loc in (
+        ({"executors": []}, ["body", "executors"]),
+        ({"executors": [{"image": "a", "command": ["x"]}, {"image": "b", "command": ["y"]}]}, ["body", "executors"]),
+        ({"executors": [{"image": "a", "command": ["x"]}], "inputs": [{"url": "http://x/y", "path": "/y"}]},
+         ["body", "inputs", 0, "url"]),
+        ({"executors": [{"image": "a", "command": ["x"]}],
+          "resources": {"backend_parameters": {"zone": "z"}, "backend_parameters_strict": True}},
+         ["body", "resources", "backend_parameters", "zone"]),
+    ):
+        with pytest.raises(BadRequest) as err:
+            task_to_spec(bad, "runai")
+        assert err.value.errors is not None and err.value.errors[0]["loc"] == loc
+
+
+def test_states_from_phase_and_vendor_reason() -> None:
+    def row(phase: str, **status: Any) -> dict[str, Any]:
+        return {"phase": phase, "status": status, "submit_state": "submitted"}
+
+    assert tes_state(row("STARTING")) == "INITIALIZING" and tes_state(row("SUSPENDED")) == "PAUSED"
+    assert tes_state(row("CANCELLING")) == "CANCELING" and tes_state(row("SUCCEEDED")) == "COMPLETE"
+    assert tes_state(row("FAILED", exit_code=2, vendor_phase="Failed")) == "EXECUTOR_ERROR"
+    assert tes_state(row("FAILED", exit_code=137, vendor_phase="Abnormal")) == "SYSTEM_ERROR"
+    assert tes_state(row("FAILED", message="Workload was preempted")) == "PREEMPTED"
+    assert tes_state({**row("FAILED"), "submit_state": "rejected"}) == "SYSTEM_ERROR"
+
+
+# -- every answer against the official TES OpenAPI --------------------------------------------------------------
+def tes_schema() -> Any:
+    doc = yaml.safe_load(TES_SPEC.read_text())
+    comps = doc["components"]["schemas"]
+    comps["Service"], comps["ServiceType"] = SERVICE, SERVICE_TYPE
+    text = json.dumps(doc, default=str).replace(
+        "https://raw.githubusercontent.com/ga4gh-discovery/ga4gh-service-info/v1.0.0/service-info.yaml"
+        "#/components/schemas/", "#/components/schemas/")
+    return schemathesis.openapi.from_dict(json.loads(text))
+
+
+TES = tes_schema() if TES_SPEC.exists() else None
+
+
+@pytest.mark.skipif(TES is None, reason="the shared TES OpenAPI is not beside this checkout")
+def test_the_tes_document_is_the_official_one() -> None:
+    assert TES is not None and set(TES.raw_schema["paths"]) == {"/service-info", "/tasks", "/tasks/{id}",
+                                                                "/tasks/{id}:cancel"}
+
+
+if TES is not None:
+    @TES.parametrize()
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    def test_every_tes_answer_conforms_to_the_tes_openapi(case: Any, live: AppThread) -> None:
+        from schemathesis.checks import not_a_server_error
+        from schemathesis.specs.openapi.checks import response_schema_conformance
+
+        response = case.call(base_url=live.url + "/ga4gh/tes/v1",
+                             headers={"Authorization": "Bearer alpha-key-123"})
+        # The TES document lists only 200 for each operation, so status codes are not checked against it: an
+        # unknown task id is a 404 and a task no backend can run a 400, both problem documents. Every 200 must
+        # match its schema, and nothing may be a server error.
+        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
