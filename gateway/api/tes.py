@@ -346,9 +346,10 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
                 ) -> dict[str, Any]:
     """A job as a tesTask in the given view."""
     state = tes_state(row)
-    if view == "MINIMAL":
-        return {"id": row["id"], "state": state}
     doc = _document(row)
+    if view == "MINIMAL":
+        # The view names id and state; tesTask also requires executors, and every answer must match the schema.
+        return {"id": row["id"], "state": state, "executors": doc["executors"]}
     task: dict[str, Any] = {**{k: v for k, v in doc.items() if k not in ("id", "state", "logs", "creation_time")},
                             "id": row["id"], "state": state, "creation_time": _iso(row["created_at"])}
     if view == "BASIC":
