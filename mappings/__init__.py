@@ -20,6 +20,9 @@ RUNAI_PHASES = ("Creating", "Initializing", "Resuming", "Pending", "Deleting", "
                 "Stopped", "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown")
 MODELARTS_PHASES = ("Creating", "Pending", "Running", "Failed", "Completed", "Terminating",
                     "Terminated", "Abnormal")
+# ModelArts real-time services (v2 services API, ShowInferServiceResponse.status).
+MODELARTS_SERVICE_STATUSES = ("INIT", "DEPLOYING", "RUNNING", "CONCERNING", "UPGRADING", "STOPPING", "STOPPED",
+                              "DELETING", "FAILED", "ERROR")
 MODELARTS_SECONDARY = ("Creating", "Queuing", "Running", "Failed", "Completed", "Terminating",
                        "Terminated", "CreateFailed", "TerminatedFailed", "Unknown", "Lost")
 
@@ -85,12 +88,15 @@ def load_phase_table(path: Path, required: tuple[str, ...],
 
 @cache
 def phase_table(vendor: str) -> PhaseTable:
-    """The shipped phase table of `runai` or `modelarts`."""
+    """The shipped phase table of `runai` (trainings, distributed and inferences share Run:ai's workload
+    phases), `modelarts` (training jobs) or `modelarts_services` (real-time services)."""
     if vendor == "runai":
         return load_phase_table(HERE / "phases_runai.yaml", RUNAI_PHASES)
     if vendor == "modelarts":
         return load_phase_table(HERE / "phases_modelarts.yaml", MODELARTS_PHASES, MODELARTS_SECONDARY)
-    raise MappingError(f"no phase table for vendor {vendor!r} (known: runai, modelarts)")
+    if vendor == "modelarts_services":
+        return load_phase_table(HERE / "phases_modelarts_services.yaml", MODELARTS_SERVICE_STATUSES)
+    raise MappingError(f"no phase table for vendor {vendor!r} (known: runai, modelarts, modelarts_services)")
 
 
 @dataclass(frozen=True)

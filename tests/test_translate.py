@@ -14,14 +14,15 @@ from gateway.core.errors import ValidationError
 from gateway.core.models import parse_spec
 from gateway.core.translation import enforce_strict, spec_fields, vendor_name
 from tests.conftest import EXAMPLES
-from tests.oracles import check_modelarts_body, load_runapy, validate_runai
+from tests.oracles import check_modelarts_body, load_huawei, load_runapy, validate_runai
 from tests.strategies import job_specs
 
 JOB_ID = "019a0000000000aa11bb22cc33dd44ee"
 
 
 def check_runai(body: dict[str, Any], path: str) -> None:
-    schema = "DistributedCreationRequest" if path.endswith("/distributed") else "TrainingCreationRequest"
+    schema = {"distributed": "DistributedCreationRequest", "inferences": "InferenceCreationRequest"}.get(
+        path.rsplit("/", 1)[-1], "TrainingCreationRequest")
     validate_runai(schema, body)
     load_runapy(schema, body)
 
@@ -51,6 +52,9 @@ def test_examples_translate_and_pass_vendor_oracles(path: Any, backend: str, con
     tr = translate_spec(parse_spec(raw), config.backend(backend), JOB_ID)
     if backend == "runai":
         check_runai(tr.body, tr.path)
+    elif raw.get("kind") == "inference":
+        assert tr.path == "/v2/0123456789abcdef0123456789abcdef/services" and tr.kind == "service"
+        load_huawei("ServiceCreateRequest", tr.body, "body")  # every key known to the SDK's request model
     else:
         assert tr.path == "/v2/0123456789abcdef0123456789abcdef/training-jobs"
         check_modelarts_body(tr.body)

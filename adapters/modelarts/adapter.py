@@ -22,7 +22,14 @@ from gateway.core.adapter import (
     VendorJob,
 )
 from gateway.core.config import BackendConfig
-from gateway.core.errors import BackendConflict, BackendNotFound, BadRequest, GatewayError
+from gateway.core.errors import (
+    BackendConflict,
+    BackendNotFound,
+    BackendRejected,
+    BadRequest,
+    GatewayError,
+    UnsupportedByBackend,
+)
 from gateway.core.models import JobSpec
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
@@ -40,6 +47,14 @@ class ModelArtsAdapter(Adapter):
         Capability.SUSPEND: "ModelArts training jobs cannot be paused; cancel and resubmit instead",
         Capability.RESUME: "ModelArts training jobs cannot be paused, so there is nothing to resume",
         Capability.FRACTIONAL_GPUS: "ModelArts flavors allocate whole GPUs; a fraction is rounded up to one",
+        Capability.SCALE: "only an inference workload has replicas",
+    }
+    unsupported_inference = {  # real-time services: stop/start is their suspend/resume
+        Capability.LOGS: "the gateway reads training-job logs only; see the service's logs in the ModelArts console",
+        Capability.EVENTS: "the gateway reads training-job events only",
+        Capability.METRICS: "the gateway reads training-task metrics only",
+        Capability.FRACTIONAL_GPUS: "ModelArts flavors allocate whole GPUs; a fraction is rounded up to one",
+        Capability.MULTI_NODE: "an inference workload scales by replicas",
     }
 
     def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
@@ -68,11 +83,38 @@ class ModelArtsAdapter(Adapter):
         job.spec = tr.spec_from_vendor(job.raw, self.name)
         return job
 
+    def _service(self, record: dict[str, Any]) -> VendorJob:
+        status = tr.normalize_service(record.get("status"), record.get("failure_reason") or None)
+        urls = [u for p in record.get("predict_url") or [] if isinstance(p, dict) for u in p.get("urls") or []]
+        groups = ((record.get("version") or {}).get("instance_groups") or []) if isinstance(record.get("version"),
+                                                                                             dict) else []
+        status = status.model_copy(update={
+            "endpoint": urls[0] if urls else None,
+            "ready_replicas": sum(int(g.get("running_count") or 0) for g in groups) if groups else None,
+            "desired_replicas": sum(int(g.get("count") or 0) for g in groups) if groups else None})
+        m = JOB_ID_IN_DESCRIPTION.search(str(record.get("description") or ""))
+        return VendorJob(handle=Handle(str(record.get("id")), str(record.get("name")), "service"), status=status,
+                         project=str(record.get("workspace_id") or "0"), raw=record,
+                         job_id_hint=m.group(1) if m else None)
+
     async def _create(self, translation: Translation) -> VendorJob:
+        if translation.kind == "service":
+            r = await self.client.create_service(translation.body)
+            return self._service(dict(r.body or {}))
         r = await self.client.create(translation.body)
         return self._job(dict(r.body or {}))
 
-    async def find_by_name(self, vendor_name: str, project: str | None = None) -> VendorJob | None:
+    async def _find_service(self, vendor_name: str) -> VendorJob | None:
+        res = await self.client.services(name=vendor_name)
+        for item in res.get("data") or []:
+            if item.get("name") == vendor_name:
+                return self._service(await self.client.service(str(item.get("id"))))
+        return None
+
+    async def find_by_name(self, vendor_name: str, project: str | None = None,
+                           kind: str | None = None) -> VendorJob | None:
+        if kind == "service":
+            return await self._find_service(vendor_name)
         res = await self.client.search(0, 50, [{"key": "name", "operator": "like", "value": [vendor_name]}])
         for item in res.get("items") or []:
             if (item.get("metadata") or {}).get("name") == vendor_name:
@@ -81,6 +123,8 @@ class ModelArtsAdapter(Adapter):
 
     async def get(self, handle: Handle) -> VendorJob | None:
         try:
+            if handle.vendor_kind == "service":
+                return self._service(await self.client.service(handle.backend_job_id, attempts=POLL_ATTEMPTS))
             return self._job(await self.client.show(handle.backend_job_id, attempts=POLL_ATTEMPTS))
         except BackendNotFound:
             return None
@@ -99,6 +143,9 @@ class ModelArtsAdapter(Adapter):
         return [self._job(i) for i in items], offset + len(items) < int(res.get("total") or 0)
 
     async def cancel(self, handle: Handle) -> None:
+        if handle.vendor_kind == "service":  # a service stopped for good is a deleted one
+            await self.delete(handle)
+            return
         try:
             await self.client.terminate(handle.backend_job_id)
         except BackendConflict as err:
@@ -106,10 +153,33 @@ class ModelArtsAdapter(Adapter):
                 raise
 
     async def delete(self, handle: Handle) -> None:
+        if handle.vendor_kind == "service":
+            answers = await self.client.delete_services([handle.backend_job_id])
+            failed = [a for a in answers if a.get("status") == "FAILED" and "not found" not in
+                      str(a.get("failure_reason")).lower()]
+            if failed:
+                raise BackendRejected(f"{self.name}: could not delete service {handle.backend_job_id}: "
+                                      f"{failed[0].get('failure_reason')}", backend=self.name)
+            return
         try:
             await self.client.delete(handle.backend_job_id)
         except BackendNotFound:
             return
+
+    async def suspend(self, handle: Handle) -> None:
+        self.require(Capability.SUSPEND, "inference" if handle.vendor_kind == "service" else "training")
+        await self.client.service_action(handle.backend_job_id, "stop")
+
+    async def resume(self, handle: Handle) -> None:
+        self.require(Capability.RESUME, "inference" if handle.vendor_kind == "service" else "training")
+        await self.client.service_action(handle.backend_job_id, "start")
+
+    async def scale(self, handle: Handle, replicas: int) -> None:
+        if replicas < 1:
+            raise UnsupportedByBackend(f"backend {self.name} (modelarts) cannot scale a real-time service to 0 "
+                                       "instances: stop it (tjg suspend) instead",
+                                       extra={"backend": self.name, "capability": "scale"})
+        await self.client.update_service(handle.backend_job_id, {"group_configs": [{"count": replicas}]})
 
     async def logs(self, handle: Handle, task: str | None = None, tail: int | None = None) -> LogChunk:
         tasks = [str(t) for t in ((await self.client.show(handle.backend_job_id)).get("status") or {}).get("tasks")

@@ -14,6 +14,8 @@ from gateway.core.errors import BackendAuthError, BackendError
 
 NOT_FOUND = "ModelArts.2775"
 DUPLICATE = "ModelArts.2751"
+SERVICE_NOT_FOUND = "ModelArts.3502"
+SERVICE_DUPLICATE = "ModelArts.3505"
 NOT_STOPPABLE = "ModelArts.2796"
 STATUS_CHANGED = "ModelArts.2878"
 
@@ -27,8 +29,8 @@ def parse_error(backend: str) -> Any:
         rid = headers.get("X-Request-Id") if headers else None
         if rid:
             message = f"{message} (request id {rid})"
-        return classify(status, backend, code, message, headers, not_found=code == NOT_FOUND,
-                        conflict=code in (DUPLICATE, STATUS_CHANGED, NOT_STOPPABLE))
+        return classify(status, backend, code, message, headers, not_found=code in (NOT_FOUND, SERVICE_NOT_FOUND),
+                        conflict=code in (DUPLICATE, SERVICE_DUPLICATE, STATUS_CHANGED, NOT_STOPPABLE))
     return parse
 
 
@@ -76,6 +78,35 @@ class ModelArtsClient:
         """GET one job."""
         r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}", attempts=attempts)
         return dict(r.body or {})
+
+    # -- real-time services (v2) --------------------------------------------------------------
+    async def create_service(self, body: dict[str, Any]) -> Response:
+        """POST /v2/{project}/services (never retried blindly)."""
+        return await self.transport.request("POST", f"{self.base}/services", body=body, idempotent=False)
+
+    async def service(self, service_id: str, attempts: int | None = None) -> dict[str, Any]:
+        """GET one service."""
+        r = await self.transport.request("GET", f"{self.base}/services/{seg(service_id)}", attempts=attempts)
+        return dict(r.body or {})
+
+    async def services(self, name: str | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """GET /v2/{project}/services (name matches as a substring)."""
+        q = [("offset", str(offset)), ("limit", str(limit))] + ([("name", name)] if name else [])
+        r = await self.transport.request("GET", f"{self.base}/services", query=q)
+        return dict(r.body or {})
+
+    async def service_action(self, service_id: str, action: str) -> None:
+        """POST …/services/{id}/stop or /start."""
+        await self.transport.request("POST", f"{self.base}/services/{seg(service_id)}/{seg(action)}")
+
+    async def update_service(self, service_id: str, body: dict[str, Any]) -> None:
+        """PUT …/services/{id}."""
+        await self.transport.request("PUT", f"{self.base}/services/{seg(service_id)}", body=body)
+
+    async def delete_services(self, service_ids: list[str]) -> list[dict[str, Any]]:
+        """POST …/services/delete: one answer per service."""
+        r = await self.transport.request("POST", f"{self.base}/services/delete", body={"service_ids": service_ids})
+        return list((r.body or {}).get("service_responses") or [])
 
     async def search(self, offset: int = 0, limit: int = 50, filters: list[dict[str, Any]] | None = None,
                      order: str = "asc", attempts: int | None = None) -> dict[str, Any]:

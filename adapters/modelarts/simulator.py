@@ -74,6 +74,37 @@ class TrainingJob:
     deleted: bool = False
 
 
+@dataclass
+class Service:
+    """One simulated real-time service (v2 services API)."""
+
+    id: str
+    project_id: str
+    name: str
+    workspace_id: str
+    body: dict[str, Any]
+    create_ms: int
+    timeline: Timeline
+    url: str
+    deleted: bool = False
+    user: str = "tjg-demo"
+
+    @property
+    def group(self) -> dict[str, Any]:
+        return ((self.body.get("group_configs") or [{}])[0]) or {}
+
+    @property
+    def count(self) -> int:
+        return max(0, int(self.group.get("count") or 1))
+
+
+UNIT_KEYS = ("id", "name", "role", "custom_spec", "flavor", "image", "count", "cmd", "envs", "readiness_health",
+             "port", "recovery")
+ITEM_KEYS = ("id", "name", "status", "workspace_id", "type", "deploy_type", "task_type", "tags")
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SERVICE_NOT_FOUND = "ModelArts.3502"
+
+
 class ModelArtsSimulator:
     """State and handlers of one simulated ModelArts region."""
 
@@ -87,11 +118,12 @@ class ModelArtsSimulator:
         self.order: list[TrainingJob] = []
         self.names: dict[tuple[str, str], str] = {}
         self.flavor_ids = {f.id: f for f in flavors()}
+        self.services: dict[str, Service] = {}
         self.revision = 0  # bumped by every request that changes a job (see simkit.persist)
 
     def export_state(self) -> dict[str, Any]:
-        """The jobs, for simkit.StateFile."""
-        return {"order": self.order}
+        """The jobs and services, for simkit.StateFile."""
+        return {"order": self.order, "services": list(self.services.values())}
 
     def restore_state(self, state: dict[str, Any], shift: float) -> None:
         """Take saved jobs up again on this process's clock."""
@@ -101,6 +133,9 @@ class ModelArtsSimulator:
             self.order.append(j)
             if not j.deleted:
                 self.names[(j.project_id, j.name)] = j.id
+        for svc in state.get("services", []):
+            svc.timeline.shift(shift)
+            self.services[svc.id] = svc
 
     def _s(self, seconds: float) -> float:
         return seconds / self.speed
@@ -431,6 +466,181 @@ class ModelArtsSimulator:
         return _reply(200, {"metrics": [{"metric": name, "value": [fn(t) for t in ends]}
                                         for name, fn in series.items()]})
 
+    # -- real-time services (v2) -------------------------------------------------------------
+    def service_record(self, svc: Service, now: float) -> dict[str, Any]:
+        """The service as create/show/stop/start answer it (ServiceResponse)."""
+        status = svc.timeline.current(now)
+        group = svc.group
+        units = group.get("unit_configs") or [{}]
+        running = svc.count if status in ("RUNNING", "CONCERNING", "UPGRADING") else 0
+        version = {"id": svc.id[:8] + "-v1", "version": svc.body.get("version") or "v1",
+                   "description": svc.body.get("description") or "", "predict_url": svc.url,
+                   "runtime_config": {"service_invoke": {"port": int(units[0].get("port") or 8080),
+                                                         "protocol": "HTTP", "auth_type": "NONE"}},
+                   "instance_groups": [{"id": svc.id[:8] + "-g0", "name": group.get("name") or "default",
+                                        "count": svc.count, "running_count": running, "status": status,
+                                        "unit_configs": [{k: v for k, v in u.items() if k in UNIT_KEYS}
+                                                         for u in units]}]}
+        since = int(wall(svc.timeline.since(now)) * 1000)
+        return {"id": svc.id, "name": svc.name, "workspace_id": svc.workspace_id, "type": "REAL_TIME",
+                "deploy_type": svc.body.get("deploy_type") or "SINGLE", "status": status,
+                "failure_reason": "", "version": version,
+                "predict_url": [{"type": "INTERNET", "urls": [svc.url]}] if running else [],
+                "tags": list(svc.body.get("tags") or []), "create_at": str(svc.create_ms),
+                "update_at": str(since), "task_type": svc.body.get("task_type") or "INFERENCE",
+                "provider": "ModelArts"}
+
+    def _service(self, request: web.Request) -> Service | None:
+        svc = self.services.get(request.match_info["service_id"])
+        if svc is None or svc.deleted or svc.project_id != request.match_info["project_id"]:
+            return None
+        return svc
+
+    async def _service_target(self, request: web.Request) -> Service | web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        svc = self._service(request)
+        if svc is None:
+            return _fail(404, SERVICE_NOT_FOUND, f"Service {request.match_info['service_id']} not found.")
+        return svc
+
+    async def create_service(self, request: web.Request) -> web.Response:
+        """POST /v2/{project_id}/services: deploy an image as a real-time service."""
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return _fail(400, "ModelArts.0101", "Invalid request body: not JSON.")
+        if not isinstance(body, dict):
+            return _fail(400, "ModelArts.0101", "Invalid request body: expected an object.")
+        name = body.get("name")
+        if not isinstance(name, str) or not SERVICE_NAME.match(name):
+            return _fail(400, "ModelArts.0101", "Invalid parameter name: 1-64 letters, digits, _ or -.")
+        groups = body.get("group_configs")
+        units = (groups[0].get("unit_configs") if isinstance(groups, list) and groups and
+                 isinstance(groups[0], dict) else None) or []
+        unit = units[0] if units and isinstance(units[0], dict) else {}
+        if not ((unit.get("image") or {}).get("swr_path")):
+            return _fail(400, "ModelArts.0101", "Invalid parameter group_configs[0].unit_configs[0].image.swr_path.")
+        flavor = unit.get("flavor")
+        if flavor is not None and flavor not in self.flavor_ids:
+            return _fail(400, "ModelArts.2781", f"Flavor {flavor} not found.")
+        project = request.match_info["project_id"]
+        if any(s.name == name and s.project_id == project and not s.deleted for s in self.services.values()):
+            return _fail(400, "ModelArts.3505", f"Service name {name} already exists.")
+        sid = str(uuid.uuid4())
+        now = time.monotonic()
+        svc = Service(id=sid, project_id=project, name=name,
+                      workspace_id=str(request.query.get("workspace_id") or body.get("workspace_id") or "0"),
+                      body=body, create_ms=int(time.time() * 1000),
+                      timeline=Timeline(now, [(0, "INIT"), (self._s(0.2), "DEPLOYING"), (self._s(0.6), "RUNNING")]),
+                      url=f"{request.url.origin()}/_serve/{sid}/")
+        self.services[sid] = svc
+        request[COMMITTED] = True
+        return _reply(200, self.service_record(svc, now))
+
+    async def show_service(self, request: web.Request) -> web.Response:
+        svc = await self._service_target(request)
+        if isinstance(svc, web.Response):
+            return svc
+        return _reply(200, self.service_record(svc, time.monotonic()))
+
+    async def list_services(self, request: web.Request) -> web.Response:
+        """GET /v2/{project_id}/services with name/status filters and offset/limit paging."""
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        q = request.query
+        try:
+            offset, limit = int(q.get("offset", "0")), int(q.get("limit", "10"))
+            if offset < 0 or not 1 <= limit <= 100:
+                raise ValueError
+        except ValueError:
+            return _fail(400, "ModelArts.0101", "Invalid parameter offset/limit (limit 1-100).")
+        now = time.monotonic()
+        rows = [s for s in self.services.values() if not s.deleted and s.project_id == request.match_info["project_id"]
+                and (not q.get("name") or q["name"].lower() in s.name.lower())
+                and (not q.get("status") or s.timeline.current(now) == q["status"])]
+        rows.sort(key=lambda s: s.create_ms, reverse=(q.get("sort_dir") or "DESC").upper() == "DESC")
+        page = rows[offset: offset + limit]
+        data = [{k: v for k, v in self.service_record(s, now).items() if k in ITEM_KEYS} |
+                {"version": "v1", "version_count": 1, "create_at": s.create_ms,
+                 "update_at": int(wall(s.timeline.since(now)) * 1000), "user_name": s.user, "auth_type": "NONE",
+                 "description": s.body.get("description") or ""} for s in page]
+        return _reply(200, {"data": data, "current": offset // limit, "size": len(page),
+                            "pages": (len(rows) + limit - 1) // limit, "total": len(rows)})
+
+    async def service_action(self, request: web.Request) -> web.Response:
+        """POST .../services/{id}/stop or /start."""
+        svc = await self._service_target(request)
+        if isinstance(svc, web.Response):
+            return svc
+        now = time.monotonic()
+        status = svc.timeline.current(now)
+        if request.path.endswith("/stop"):
+            if status not in ("STOPPING", "STOPPED"):
+                svc.timeline.cut(now, [(0, "STOPPING"), (self._s(0.3), "STOPPED")])
+        elif status in ("STOPPED", "STOPPING", "FAILED"):
+            svc.timeline.cut(now, [(0, "DEPLOYING"), (self._s(0.4), "RUNNING")])
+        request[COMMITTED] = True
+        return _reply(200, self.service_record(svc, now))
+
+    async def update_service(self, request: web.Request) -> web.Response:
+        """PUT .../services/{id}: e.g. a new instance count for the group (a rolling upgrade)."""
+        svc = await self._service_target(request)
+        if isinstance(svc, web.Response):
+            return svc
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        groups = body.get("group_configs") if isinstance(body, dict) else None
+        if not isinstance(groups, list) or not groups or not isinstance(groups[0], dict):
+            return _fail(400, "ModelArts.0101", "Invalid parameter group_configs.")
+        count = groups[0].get("count")
+        if count is not None and (not isinstance(count, int) or count < 1 or count > 128):
+            return _fail(400, "ModelArts.0101", "Invalid parameter group_configs[0].count: 1-128.")
+        merged = {**svc.group, **groups[0]}
+        svc.body = {**svc.body, "group_configs": [merged]}
+        now = time.monotonic()
+        if svc.timeline.current(now) in ("RUNNING", "CONCERNING"):
+            svc.timeline.cut(now, [(0, "UPGRADING"), (self._s(0.3), "RUNNING")])
+        request[COMMITTED] = True
+        return _reply(200, self.service_record(svc, now))
+
+    async def delete_services(self, request: web.Request) -> web.Response:
+        """POST /v2/{project_id}/services/delete {service_ids}: each answered on its own."""
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        ids = body.get("service_ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids:
+            return _fail(400, "ModelArts.0101", "Invalid parameter service_ids.")
+        now = time.monotonic()
+        out = []
+        for sid in ids:
+            svc = self.services.get(str(sid))
+            if svc is None or svc.deleted or svc.project_id != request.match_info["project_id"]:
+                out.append({"id": str(sid), "status": "FAILED", "failure_reason": f"Service {sid} not found."})
+                continue
+            svc.deleted = True
+            out.append({**self.service_record(svc, now), "status": "DELETING"})
+        request[COMMITTED] = True
+        return _reply(200, {"service_responses": out})
+
+    async def serve(self, request: web.Request) -> web.Response:
+        """The model server behind a running service's URL."""
+        svc = self.services.get(request.match_info["service_id"])
+        if svc is None or svc.deleted or svc.timeline.current(time.monotonic()) not in ("RUNNING", "CONCERNING",
+                                                                                          "UPGRADING"):
+            return _reply(503, {"error_code": "ModelArts.4503", "error_msg": "Service is not running."})
+        body = await request.read()
+        return _reply(200, {"model": svc.name, "service": svc.id, "path": "/" + request.match_info["tail"],
+                            "method": request.method, "instances": svc.count, "received_bytes": len(body)})
+
     async def sim_flavors(self, _: web.Request) -> web.Response:
         return web.json_response(sorted(self.flavor_ids))
 
@@ -446,6 +656,14 @@ class ModelArtsSimulator:
         r.add_get(base + "/training-jobs/{job_id}/events", self.events)
         r.add_get(base + "/training-jobs/{job_id}/metrics/{task_id}", self.metrics)
         r.add_get("/_sim/flavors", self.sim_flavors)
+        r.add_post(base + "/services", self.create_service)
+        r.add_get(base + "/services", self.list_services)
+        r.add_post(base + "/services/delete", self.delete_services)
+        r.add_get(base + "/services/{service_id}", self.show_service)
+        r.add_put(base + "/services/{service_id}", self.update_service)
+        r.add_post(base + "/services/{service_id}/stop", self.service_action)
+        r.add_post(base + "/services/{service_id}/start", self.service_action)
+        r.add_route("*", "/_serve/{service_id}/{tail:.*}", self.serve)
 
 
 SIM_KEY = web.AppKey("modelarts_sim", ModelArtsSimulator)

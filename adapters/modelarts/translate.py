@@ -73,9 +73,106 @@ def obs_url(uri: str) -> str:
     return f"/{p.netloc}/{path}/" if path else f"/{p.netloc}/"
 
 
-def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
-    """Build the ModelArts create-training-job request for `spec` on `backend`."""
+def translate_service(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+    """Build the ModelArts create-real-time-service request (v2 services API, the image deployed directly:
+    no model registration is needed) for an inference `spec`."""
+    assert spec.serving is not None  # enforced by parse_spec
+    sv = spec.serving
     rep = ReportBuilder(spec)
+    name = vendor_name(spec.name, job_id)
+    rep.add("name", "exact", f"service name {name} (spec name + short job id, so a retry can find it)")
+    rep.add("kind", "exact", "a ModelArts real-time service (/v2/{project_id}/services)")
+    rep.add("backend", "exact", f"ModelArts backend {backend.name}")
+    if not backend.project_id:
+        raise ValidationError(f"backend {backend.name} has no project_id configured",
+                              errors=[{"loc": ["config", "backends", backend.name, "project_id"],
+                                       "msg": "required for ModelArts"}])
+    workspace = spec.project or backend.default_project or "0"
+    rep.add("project", "exact" if spec.project else "defaulted", f"workspace_id {workspace}")
+    image = rewrite_image(spec.image, "modelarts")
+    unit: dict[str, Any] = {"name": "model", "image": {"source": "SWR", "swr_path": image or spec.image},
+                            "port": sv.port, "count": 1}
+    rep.add("image", "approximated" if image else "exact",
+            f"unit image.swr_path {image} (registry rewritten by mappings/images.yaml)" if image else
+            "unit image.swr_path")
+    argv = (spec.command or []) + (spec.args or [])
+    if argv:
+        unit["cmd"] = shell_join(argv)
+    if spec.command:
+        rep.add("command", "exact", "unit cmd (shell-quoted)")
+    if spec.args:
+        rep.add("args", "approximated", "appended to the unit's cmd: ModelArts has one command string")
+    if spec.working_dir:
+        rep.add("working_dir", "dropped", "a service unit has no working directory; cd in the command instead")
+    if spec.env is not None:
+        unit["envs"] = dict(spec.env)
+        rep.add("env", "exact", "unit envs")
+    r = spec.resources
+    rep.add("resources.nodes", "exact", "one instance's resources; serving.min_replicas sets the instance count")
+    if r.flavor:
+        unit["flavor"] = r.flavor
+        rep.add("resources.flavor", "exact", "unit flavor")
+        for f in ("gpus", "gpu_type", "cpu", "memory"):
+            rep.add(f"resources.{f}", "approximated", f"decided by resources.flavor={r.flavor}")
+    else:
+        fl = choose_flavor(r.gpus, r.gpu_type, r.cpu, r.memory)
+        unit["flavor"] = fl.id
+        for f, value in (("gpus", r.gpus), ("gpu_type", r.gpu_type), ("cpu", r.cpu), ("memory", r.memory)):
+            if value is not None:
+                rep.add(f"resources.{f}", "exact" if f != "gpus" or value == fl.gpus else "approximated",
+                        f"flavor {fl.id}")
+    rep.add("serving.port", "exact", "unit port and runtime_config.service_invoke.port")
+    rep.add("serving.protocol", "exact", "runtime_config.service_invoke.protocol")
+    rep.add("serving.path", "approximated", "ModelArts serves the port at the service's predict URL; the path is "
+            "part of the URLs you call")
+    count = max(sv.min_replicas, 1)
+    rep.add("serving.min_replicas", "exact" if sv.min_replicas >= 1 else "approximated",
+            f"group_configs[0].count {count}" + ("" if sv.min_replicas >= 1 else " (ModelArts cannot scale to zero)"))
+    if sv.max_replicas is not None:
+        rep.add("serving.max_replicas", "exact" if sv.max_replicas == count else "approximated",
+                f"runs {count} instance(s); a ModelArts service keeps a fixed count (change it with tjg scale)")
+    if sv.autoscaling is not None:
+        rep.add("serving.autoscaling", "dropped", "ModelArts real-time services have no metric autoscaling in "
+                "this API; the instance count is fixed")
+    if sv.readiness is not None:
+        unit["readiness_health"] = {"check_method": "HTTP", "url": sv.readiness.path, "protocol": "HTTP",
+                                    "initial_delay_seconds": sv.readiness.initial_delay_seconds,
+                                    "period_seconds": sv.readiness.period_seconds, "timeout_seconds": 3,
+                                    "failure_threshold": 3}
+        rep.add("serving.readiness", "exact", "unit readiness_health (HTTP)")
+    for i, _ in enumerate(spec.inputs or []):
+        rep.add(f"inputs[{i}]", "dropped", "mounting data into a real-time service is not offered through the gateway")
+    if spec.priority:
+        rep.add("priority", "dropped", "real-time services have no priority")
+    if spec.preemptible is not None:
+        rep.add("preemptible", "dropped", "real-time services are not preemptible")
+    body: dict[str, Any] = {
+        "name": name, "description": f"trainjob-gateway job {job_id}", "workspace_id": workspace,
+        "group_configs": [{"name": "default", "count": count, "unit_configs": [unit]}],
+        "runtime_config": {"service_invoke": {"port": sv.port, "protocol": sv.protocol.upper(), "auth_type": "NONE"}},
+    }
+    if spec.labels is not None:
+        body["tags"] = [{"key": k, "value": v} for k, v in spec.labels.items()]
+        rep.add("labels", "exact", "tags")
+    ext = spec.extensions
+    if ext and ext.modelarts is not None:
+        if "name" in ext.modelarts:
+            raise _err(["extensions", "modelarts", "name"], "the service name is set by the gateway: it is how a "
+                       "create whose answer was lost finds its service again; name the job with `name`")
+        body = deep_merge(body, ext.modelarts)
+        rep.add("extensions.modelarts", "passthrough", "deep-merged into the create body")
+    if ext and ext.runai is not None:
+        rep.add("extensions.runai", "dropped", "applies to Run:ai backends only")
+    return Translation("POST", f"/v2/{backend.project_id}/services", body, rep.finish(), name, "service", workspace)
+
+
+def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+    """Build the ModelArts create request for `spec` on `backend`: a training job, or a real-time service
+    for an inference spec."""
+    if spec.kind == "inference":
+        return translate_service(spec, backend, job_id)
+    rep = ReportBuilder(spec)
+    rep.add("kind", "exact", "a ModelArts training job")
     name = vendor_name(spec.name, job_id)
     rep.add("name", "exact", f"metadata.name {name} (spec name + short job id, so a retry can find it)")
     rep.add("backend", "exact", f"ModelArts backend {backend.name}")
@@ -216,6 +313,17 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
         rep.add("extensions.runai", "dropped", "applies to Run:ai backends only")
     path = f"/v2/{backend.project_id}/training-jobs"
     return Translation("POST", path, body, rep.finish(), name, "training", workspace)
+
+
+def normalize_service(status: str | None, message: str | None = None) -> JobStatus:
+    """A real-time service's status -> neutral (mappings/phases_modelarts_services.yaml)."""
+    rule = phase_table("modelarts_services").phases.get(status or "")
+    now = datetime.now(UTC)
+    if rule is None:
+        log.warning("unknown_vendor_phase", vendor="modelarts_services", vendor_phase=status)
+        return JobStatus(phase=Phase.UNKNOWN, vendor_phase=status, message=message, observed_at=now)
+    return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=status, message=message,
+                     degraded=rule.degraded, observed_at=now)
 
 
 def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None,

@@ -27,6 +27,13 @@ class RunaiAdapter(Adapter):
     kind = "runai"
     unsupported = {
         Capability.LOGS: "Run:ai's control-plane API has no log endpoint for trainings; use kubectl or the UI",
+        Capability.SCALE: "only an inference workload has replicas",
+    }
+    unsupported_inference = {
+        Capability.LOGS: "Run:ai's control-plane API has no log endpoint for workloads; use kubectl or the UI",
+        Capability.SUSPEND: "Run:ai inference workloads cannot be suspended; scale them to 0 replicas instead",
+        Capability.RESUME: "Run:ai inference workloads cannot be suspended, so there is nothing to resume",
+        Capability.MULTI_NODE: "an inference workload scales by replicas",
     }
 
     def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
@@ -39,8 +46,15 @@ class RunaiAdapter(Adapter):
     def _job(self, record: dict[str, Any], kind: str | None = None) -> VendorJob:
         wid = str(record.get("workloadId") or record.get("id"))
         rtype = str(record.get("type") or "")
-        vkind = kind or ("distributed" if rtype == "Distributed" else "training")
+        vkind = kind or {"Distributed": "distributed", "Inference": "inference"}.get(rtype, "training")
         status = tr.normalize_phase(tr.vendor_phase_of(record), record.get("phaseMessage") or None)
+        if vkind == "inference":
+            urls = [u for u in record.get("urls") or [] if isinstance(u, str)]
+            pods = record.get("requestedPods") or {}
+            status = status.model_copy(update={
+                "endpoint": urls[0] if urls else None,
+                "ready_replicas": int(record.get("runningPods") or 0) if "runningPods" in record else None,
+                "desired_replicas": int(pods["number"]) if isinstance(pods, dict) and "number" in pods else None})
         hint = None
         for a in (record.get("spec") or {}).get("annotations") or []:
             if isinstance(a, dict) and a.get("name") == tr.JOB_ID_ANNOTATION:
@@ -53,7 +67,8 @@ class RunaiAdapter(Adapter):
         r = await self.client.create(translation.kind, translation.body)
         return self._job(dict(r.body or {}), translation.kind)
 
-    async def find_by_name(self, vendor_name: str, project: str | None = None) -> VendorJob | None:
+    async def find_by_name(self, vendor_name: str, project: str | None = None,
+                           kind: str | None = None) -> VendorJob | None:
         filters = [f"name=={vendor_name}"] + ([f"projectId=={project}"] if project else [])
         page = await self.client.list_workloads(0, 10, filters)
         for w in page.get("workloads") or []:
@@ -76,7 +91,8 @@ class RunaiAdapter(Adapter):
             filters.append(f"createdAt>={stamp}")
         page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt",
                                                 attempts=POLL_ATTEMPTS)
-        jobs = [self._job(w) for w in page.get("workloads") or [] if w.get("type") in ("Training", "Distributed")]
+        jobs = [self._job(w) for w in page.get("workloads") or []
+                if w.get("type") in ("Training", "Distributed", "Inference")]
         return jobs, page.get("next") is not None
 
     async def describe(self, job: VendorJob) -> VendorJob:
@@ -100,6 +116,11 @@ class RunaiAdapter(Adapter):
             await self.client.delete(handle.vendor_kind, handle.backend_job_id)
         except BackendNotFound:
             return
+
+    async def scale(self, handle: Handle, replicas: int) -> None:
+        # A fixed count: both bounds of the autoscaler (0 scales to zero where the cluster allows it).
+        await self.client.update_inference(handle.backend_job_id, {"spec": {"autoscaling": {
+            "minReplicas": replicas, "maxReplicas": max(replicas, 1)}}})
 
     async def suspend(self, handle: Handle) -> None:
         await self.client.action(handle.vendor_kind, handle.backend_job_id, "suspend")

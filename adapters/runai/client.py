@@ -164,6 +164,10 @@ class RunaiClient:
         """POST …/{id}/suspend or …/resume."""
         await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}/{seg(workload_id)}/{action}")
 
+    async def update_inference(self, workload_id: str, body: dict[str, Any]) -> None:
+        """PATCH /api/v1/workloads/inferences/{id}."""
+        await self.transport.request("PATCH", f"/api/v1/workloads/inferences/{seg(workload_id)}", body=body)
+
     async def delete(self, kind: str, workload_id: str) -> None:
         """DELETE /api/v1/workloads/{kind}/{id}."""
         await self.transport.request("DELETE", f"/api/v1/workloads/{_plural(kind)}/{seg(workload_id)}")
@@ -183,4 +187,4 @@ class RunaiClient:
 
 
 def _plural(kind: str) -> str:
-    return "distributed" if kind == "distributed" else "trainings"
+    return {"distributed": "distributed", "inference": "inferences"}.get(kind, "trainings")

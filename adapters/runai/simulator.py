@@ -133,6 +133,7 @@ class Workload:
     created_by: str
     desired: str = "Running"
     deleted_at: float | None = None
+    url: str = ""  # an inference's endpoint on this simulator (/_serve/{id}/)
     events: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -273,6 +274,8 @@ class RunaiSimulator:
         gpus = compute.get("gpuPortionRequest") if compute.get("gpuRequestType") == "portion" \
             else compute.get("gpuDevicesRequest")
         workers = int(spec.get("numWorkers") or 0)
+        if w.type == "Inference":
+            workers = self.replicas(w) - 1
         rec: dict[str, Any] = {
             "tenantId": 1001, "id": w.id, "name": w.name, "type": w.type,
             "source": "Control-plane", "priority": 50, "priorityClassName": spec.get("priorityClass") or "train",
@@ -286,13 +289,22 @@ class RunaiSimulator:
             "requestedPods": {"number": workers + 1},
             "phaseUpdatedAt": _iso(since), "k8sPhaseUpdatedAt": _iso(since), "updatedAt": _iso(since),
             "deletedAt": _iso(wall(w.deleted_at)) if w.deleted_at is not None else None,
-            "category": "Train", "requestedNodePools": spec.get("nodePools") or ["default"],
+            "category": "Deploy" if w.type == "Inference" else "Train",
+            "requestedNodePools": spec.get("nodePools") or ["default"],
             "workloadRequestedResources": {"gpuRequestType": compute.get("gpuRequestType") or "portion",
                                            "gpu": {"request": gpus}},
         }
         if w.type == "Distributed":
             rec["distributedFramework"] = spec.get("distributedFramework")
+        if w.type == "Inference":
+            rec["urls"] = [w.url] if shown in RUNNING else []
         return rec
+
+    @staticmethod
+    def replicas(w: Workload) -> int:
+        """An inference's desired replicas: its autoscaling minimum (at least one)."""
+        auto = (w.body.get("spec") or {}).get("autoscaling") or {}
+        return max(1, int(auto.get("minReplicas") or 1))
 
     def training_record(self, w: Workload, now: float) -> dict[str, Any]:
         """Training1 / DistributedWorkload shape."""
@@ -319,7 +331,8 @@ class RunaiSimulator:
         if (denied := await self._authed(request)) is not None:
             return denied
         kind = _kind(request)
-        schema = "TrainingCreationRequest" if kind == "trainings" else "DistributedCreationRequest"
+        schema = {"trainings": "TrainingCreationRequest", "distributed": "DistributedCreationRequest",
+                  "inferences": "InferenceCreationRequest"}[kind]
         try:
             body = await request.json()
         except ValueError:
@@ -351,12 +364,14 @@ class RunaiSimulator:
         if outcome == "abnormal":
             outcome = "failed"
         now = time.monotonic()
-        w = Workload(id=str(uuid.uuid4()), name=final, requested_name=body["name"],
-                     type="Training" if kind == "trainings" else "Distributed", project_id=project,
-                     cluster_id=str(body["clusterId"]), created_at=time.time(), body=body,
+        wid = str(uuid.uuid4())
+        w = Workload(id=wid, name=final, requested_name=body["name"],
+                     type={"trainings": "Training", "distributed": "Distributed", "inferences": "Inference"}[kind],
+                     project_id=project, cluster_id=str(body["clusterId"]), created_at=time.time(), body=body,
                      timeline=Timeline(now, self._steps(START)), outcome=outcome, run_seconds=run,
-                     created_by=self.caller(request))
-        w.timeline.extend(now, self._run_steps(w, self._s(START[-1][0])))
+                     created_by=self.caller(request), url=f"{request.url.origin()}/_serve/{wid}/")
+        if w.type != "Inference":  # a served model runs until it is deleted
+            w.timeline.extend(now, self._run_steps(w, self._s(START[-1][0])))
         self.jobs[w.id] = w
         self.order.append(w)
         self.names[(project, final)] = w.id
@@ -370,6 +385,8 @@ class RunaiSimulator:
         if kind == "trainings" and w.type != "Training":
             return None
         if kind == "distributed" and w.type != "Distributed":
+            return None
+        if kind == "inferences" and w.type != "Inference":
             return None
         return w
 
@@ -431,6 +448,38 @@ class RunaiSimulator:
             w.timeline.extend(now, self._run_steps(w, self._s(RESUME[-1][0])))
         request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
+
+    async def update_inference(self, request: web.Request) -> web.Response:
+        """PATCH /api/v1/workloads/inferences/{id}: change the image, compute or autoscaling (replicas)."""
+        w = await self._target(request, "inferences")
+        if isinstance(w, web.Response):
+            return w
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or (issues := self.checker.check("InferenceUpdateRequest", body)):
+            why = "body must be an object" if not isinstance(body, dict) else f"{issues[0][0]}: {issues[0][1]}"
+            return _unexpected(f"invalid update: {why}")  # the PATCH operation documents no 400
+        spec = dict(w.body.get("spec") or {})
+        for key, value in (body.get("spec") or {}).items():
+            spec[key] = {**(spec.get(key) or {}), **value} if isinstance(value, dict) else value
+        w.body = {**w.body, "spec": spec}
+        now = time.monotonic()
+        if self.phase(w, now) in RUNNING:
+            w.timeline.cut(now, [(0, "Updating"), (self._s(0.3), "Running")])
+        request[COMMITTED] = True
+        return _json(202, self.training_record(w, now))
+
+    async def serve(self, request: web.Request) -> web.Response:
+        """The model server behind a running inference's URL (any method, any path under it)."""
+        w = self.jobs.get(request.match_info["id"])
+        now = time.monotonic()
+        if w is None or w.type != "Inference" or self.phase(w, now) not in RUNNING:
+            return _json(503, {"error": "no running inference serves this URL"})
+        body = await request.read()
+        return _json(200, {"model": w.name, "workload": w.id, "path": "/" + request.match_info["tail"],
+                           "method": request.method, "replicas": self.replicas(w), "received_bytes": len(body)})
 
     def bulk_create(self, n: int, project: str, cluster: str, prefix: str = "bulk", outcome: str = "hang",
                     run_seconds: float = 5.0) -> list[str]:
@@ -775,13 +824,17 @@ class RunaiSimulator:
         r.add_get("/api/v1/workloads", self.list_workloads)
         r.add_get("/api/v1/workloads/count", self.count)
         r.add_get("/api/v1/workloads/telemetry", self.telemetry)
-        for kind in ("trainings", "distributed"):
+        for kind in ("trainings", "distributed", "inferences"):
             base = f"/api/v1/workloads/{kind}"
             r.add_post(base, self.create)
             r.add_get(base + "/{id}", self.get_training)
             r.add_delete(base + "/{id}", self.delete)
-            r.add_post(base + "/{id}/suspend", self.suspend)
-            r.add_post(base + "/{id}/resume", self.resume)
+            if kind == "inferences":
+                r.add_patch(base + "/{id}", self.update_inference)
+            else:
+                r.add_post(base + "/{id}/suspend", self.suspend)
+                r.add_post(base + "/{id}/resume", self.resume)
+        r.add_route("*", "/_serve/{id}/{tail:.*}", self.serve)
         r.add_get("/api/v1/workloads/{id}", self.get_workload)
         r.add_get("/api/v1/workloads/{id}/events", self.events)
         r.add_get("/api/v1/workloads/{id}/history", self.history)

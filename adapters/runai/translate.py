@@ -11,7 +11,7 @@ import structlog
 
 from gateway.core.config import BackendConfig
 from gateway.core.errors import ValidationError
-from gateway.core.models import JobSpec, JobStatus, Phase
+from gateway.core.models import JobSpec, JobStatus, Phase, Serving
 from gateway.core.translation import (
     ReportBuilder,
     Translation,
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 TRAININGS = "/api/v1/workloads/trainings"
 DISTRIBUTED = "/api/v1/workloads/distributed"
+INFERENCES = "/api/v1/workloads/inferences"
 FRAMEWORKS = {"pytorch": "PyTorch", "tf": "TF", "mpi": "MPI", "xgboost": "XGBoost", "jax": "JAX"}
 JOB_ID_ANNOTATION = "trainjob-gateway/job-id"
 
@@ -174,7 +175,13 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
     body: dict[str, Any] = {"name": name, "projectId": str(project), "clusterId": backend.cluster_id}
     path = TRAININGS
     kind = "training"
-    if r.nodes > 1:
+    if spec.kind == "inference":
+        assert spec.serving is not None  # enforced by parse_spec
+        path, kind = INFERENCES, "inference"
+        s.update(_serving(spec.serving, rep))
+        rep.add("kind", "exact", "a Run:ai inference workload (/api/v1/workloads/inferences)")
+        rep.add("resources.nodes", "exact", "one replica's resources; serving.min/max_replicas set the count")
+    elif r.nodes > 1:
         assert spec.distributed is not None  # enforced by JobSpec
         fw = spec.distributed.framework
         s["distributedFramework"] = FRAMEWORKS[fw]
@@ -186,6 +193,7 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
         rep.add("resources.nodes", "exact", f"distributed workload: {role} {workers} workers, same spec")
         rep.add("distributed.framework", "exact", f"distributedFramework {FRAMEWORKS[fw]}")
     else:
+        rep.add("kind", "exact", "a Run:ai training")
         rep.add("resources.nodes", "exact", "single-node training")
         if spec.distributed:
             rep.add("distributed.framework", "dropped", "ignored for a single-node job (nodes = 1)")
@@ -204,6 +212,35 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
 
 
 EXIT_CODE = re.compile(r"exit(?:ed)? (?:with )?code (\d+)", re.IGNORECASE)
+
+
+def _serving(sv: Serving, rep: ReportBuilder) -> dict[str, Any]:
+    """An inference's serving settings: servingPort, autoscaling and the readiness probe."""
+    out: dict[str, Any] = {"servingPort": {"container": sv.port, "protocol": sv.protocol}}
+    rep.add("serving.port", "exact", "spec.servingPort.container")
+    rep.add("serving.protocol", "exact", "spec.servingPort.protocol")
+    rep.add("serving.path", "approximated", "Run:ai serves the whole port at the workload's URL; the path is "
+            "part of the URLs you call")
+    hi = sv.max_replicas or max(sv.min_replicas, 1)
+    auto: dict[str, Any] = {"minReplicas": sv.min_replicas, "maxReplicas": hi}
+    rep.add("serving.min_replicas", "exact", "spec.autoscaling.minReplicas")
+    rep.add("serving.max_replicas", "exact", "spec.autoscaling.maxReplicas")
+    if sv.autoscaling is not None:
+        auto["metric"] = sv.autoscaling.metric
+        auto["metricThreshold"] = max(1, round(sv.autoscaling.target))
+        exact = float(sv.autoscaling.target).is_integer()
+        rep.add("serving.autoscaling", "exact" if exact else "approximated",
+                f"spec.autoscaling.metric {sv.autoscaling.metric}, metricThreshold {auto['metricThreshold']}"
+                + ("" if exact else " (Run:ai takes a whole number)"))
+    out["autoscaling"] = auto
+    if sv.readiness is not None:
+        rd = sv.readiness
+        out["probes"] = {"readiness": {"initialDelaySeconds": rd.initial_delay_seconds,
+                                       "periodSeconds": rd.period_seconds,
+                                       "handler": {"httpGet": {"path": rd.path, "port": rd.port or sv.port,
+                                                               "scheme": "HTTP"}}}}
+        rep.add("serving.readiness", "exact", "spec.probes.readiness (httpGet)")
+    return out
 
 
 def normalize_phase(vendor_phase: str | None, message: str | None = None) -> JobStatus:

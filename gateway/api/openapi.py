@@ -197,6 +197,7 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "label", "in": "query", "schema": {"type": "array", "items": {"type": "string"}},
                      "style": "form", "explode": True, "description": "k=v, repeatable"},
                     {"name": "name_prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["training", "inference"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "page_token", "in": "query", "schema": {"type": "string"}},
                     {"name": "deleted", "in": "query", "schema": {"type": "boolean"},
@@ -242,6 +243,15 @@ def openapi_document() -> dict[str, Any]:
                                     "description": "ISO 8601 time or an age such as 15m"}],
                     "responses": {"200": _json("JobMetricsOut"), **_problem_responses(400, 404, 409, 502, 503),
                                   **auth}},
+        },
+        "/v1/jobs/{id}/scale": {
+            "post": {"summary": "Set an inference workload's replicas (409 where the backend cannot)",
+                     "operationId": "scaleJob", "parameters": [JOB_ID],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["replicas"], "additionalProperties": False,
+                         "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}}}}},
+                     "responses": {"202": _json("Job", "Accepted"),
+                                   **_problem_responses(400, 404, 409, 413, 415, 422, 502, 503), **auth}},
         },
         "/v1/usage": {
             "get": {"summary": "GPU-hours, utilization and cost by backend, tenant, project or label",

@@ -23,14 +23,17 @@ from gateway.api.http import (
 )
 from gateway.api.openapi import openapi_document
 from gateway.api.watch import watch_all, watch_job
-from gateway.core.errors import BadRequest, GatewayError
+from gateway.core.errors import BadRequest, GatewayError, ValidationError
 from gateway.core.metrics import GPUS_ALLOCATED, GPUS_IDLE, JOBS_BY_PHASE
 from gateway.core.metrics import REGISTRY as METRICS
 from gateway.core.models import Phase
 from gateway.core.telemetry import METRICS as METRIC_NAMES
 from gateway.core.telemetry import job_gpus
 from gateway.service.migrate import migrate
+from gateway.service.rows import INFERENCE_VENDOR_KINDS
 from gateway.store import ListFilters
+
+TRAINING_VENDOR_KINDS = ("training", "distributed")
 
 
 def list_filters(request: web.Request) -> ListFilters:
@@ -53,9 +56,14 @@ def list_filters(request: web.Request) -> ListFilters:
     if backend is not None and backend not in known:
         raise BadRequest(f"unknown backend {backend!r}; this gateway has {', '.join(known)}",
                          errors=[{"loc": ["query", "backend"], "msg": "not a configured backend"}])
+    kind = q.get("kind") or None
+    if kind not in (None, "training", "inference"):
+        raise BadRequest("kind must be training or inference", errors=[{"loc": ["query", "kind"],
+                                                                         "msg": "training or inference"}])
+    vendor_kinds = () if kind is None else INFERENCE_VENDOR_KINDS if kind == "inference" else TRAINING_VENDOR_KINDS
     return ListFilters(backend=backend, phases=phases, project=q.get("project") or None,
                        labels=labels, name_prefix=q.get("name_prefix") or None,
-                       include_deleted=qbool(request, "deleted"))
+                       include_deleted=qbool(request, "deleted"), vendor_kinds=vendor_kinds)
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -74,7 +82,8 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted")
+    only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted",
+               "kind")
     jobs, token = await request.app[SERVICE].list_jobs(request[PRINCIPAL], list_filters(request),
                                                   qint(request, "limit", 50, 1, 500),
                                                   request.query.get("page_token") or None)
@@ -93,6 +102,21 @@ async def job_action(request: web.Request) -> web.Response:
     only_query(request)
     fn = {"cancel": svc.cancel, "suspend": svc.suspend, "resume": svc.resume}[action]
     return reply(await fn(request[PRINCIPAL], request.match_info["id"]), 202)
+
+
+async def scale_job(request: web.Request) -> web.Response:
+    """POST /v1/jobs/{id}/scale {"replicas": N}: an inference workload's replicas."""
+    only_query(request)
+    body = await read_json(request)
+    replicas = body.get("replicas") if isinstance(body, dict) else None
+    extra = sorted(set(body) - {"replicas"}) if isinstance(body, dict) else []
+    if extra:
+        raise ValidationError(f"unknown field {extra[0]!r}; send {{\"replicas\": N}}",
+                              errors=[{"loc": [extra[0]], "msg": "unknown field"}])
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 1000:
+        raise ValidationError("replicas must be an integer from 0 to 1000",
+                              errors=[{"loc": ["replicas"], "msg": "integer 0-1000"}])
+    return reply(await request.app[SERVICE].scale(request[PRINCIPAL], request.match_info["id"], replicas), 202)
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -222,6 +246,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/v1/usage", usage)
     r.add_get("/v1/jobs/{id}/logs", job_logs)
     r.add_post("/v1/jobs/{id}/migrate", migrate_job)
+    r.add_post("/v1/jobs/{id}/scale", scale_job)
     r.add_get("/v1/backends", backends)
     r.add_get("/v1/events", all_events)
     r.add_get("/healthz", healthz)

@@ -34,7 +34,8 @@ def _changed(old: dict[str, Any], new: JobStatus) -> bool:
     return (old.get("phase") != new.phase.value or old.get("vendor_phase") != new.vendor_phase
             or old.get("vendor_secondary_phase") != new.vendor_secondary_phase
             or old.get("message") != new.message or bool(old.get("degraded")) != new.degraded
-            or bool(old.get("stale")))
+            or bool(old.get("stale")) or old.get("endpoint") != new.endpoint
+            or old.get("ready_replicas") != new.ready_replicas or old.get("exit_code") != new.exit_code)
 
 
 @dataclass

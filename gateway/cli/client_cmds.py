@@ -33,7 +33,8 @@ def _age(created: str) -> str:
     return f"{int(secs)}s"
 
 
-WIDE = (*COLUMNS, ("PROJECT", "project"), ("VENDOR ID", "vendor_id"), ("LABELS", "labels"))
+WIDE = (*COLUMNS, ("KIND", "kind"), ("PROJECT", "project"), ("VENDOR ID", "vendor_id"), ("LABELS", "labels"),
+        ("ENDPOINT", "endpoint"))
 
 
 def _row(job: dict[str, Any]) -> dict[str, str]:
@@ -42,7 +43,8 @@ def _row(job: dict[str, Any]) -> dict[str, str]:
     return {"id": job["id"], "name": job["name"], "backend": job["backend"], "phase": phase,
             "vendor": str(st.get("vendor_phase") or "-"), "age": _age(job["created_at"]),
             "origin": job.get("origin", "gateway"), "project": str(job.get("project") or "-"),
-            "vendor_id": str(job.get("backend_job_id") or "-"),
+            "vendor_id": str(job.get("backend_job_id") or "-"), "kind": str(job.get("kind") or "training"),
+            "endpoint": str(st.get("endpoint") or "-"),
             "labels": ",".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items()) or "-"}
 
 
@@ -66,6 +68,9 @@ def show_job(job: dict[str, Any]) -> str:
            f"vendor phase: {st.get('vendor_phase') or '-'}"
            + (f" / {st['vendor_secondary_phase']}" if st.get("vendor_secondary_phase") else ""),
            f"message:      {st.get('message') or '-'}", f"created:      {job['created_at']}",
+           *([f"kind:         inference, {st.get('ready_replicas') if st.get('ready_replicas') is not None else '?'}"
+              f"/{st.get('desired_replicas') if st.get('desired_replicas') is not None else '?'} replicas ready",
+              f"endpoint:     {st.get('endpoint') or '-'}"] if job.get("kind") == "inference" else []),
            *([f"deleted:      yes (updated {job['updated_at']})"] if job.get("deleted") else []),
            f"labels:       {', '.join(f'{k}={v}' for k, v in (job.get('labels') or {}).items()) or '-'}"]
     for key in ("migrated_from", "migrated_to"):
@@ -171,6 +176,11 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         emit(evs, out, lambda: table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
                                             ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
         return OK
+    if cmd == "scale":
+        job = client.call("POST", f"/v1/jobs/{args.id}/scale", json={"replicas": args.replicas})
+        emit(job, out, lambda: f"{job['id']}: scaling to {args.replicas} replica(s); "
+                               f"{job['status'].get('ready_replicas') or 0} ready now")
+        return OK
     if cmd == "metrics":
         params = {k: v for k, v in (("names", args.names), ("since", args.since)) if v}
         res = client.call("GET", f"/v1/jobs/{args.id}/metrics", params=params)
@@ -272,7 +282,7 @@ def _migrate(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def _list(args: argparse.Namespace, client: GatewayClient) -> int:
     params: list[tuple[str, str]] = [("limit", str(args.limit))]
-    for name in ("backend", "phase", "project", "name_prefix"):
+    for name in ("backend", "phase", "project", "name_prefix", "kind"):
         value = getattr(args, name)
         if value:
             params.append((name, value))

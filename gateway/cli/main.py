@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--project")
     c.add_argument("--label", action="append", metavar="K=V")
     c.add_argument("--name-prefix")
+    c.add_argument("--kind", choices=["training", "inference"], help="only trainings or only inference workloads")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--all", action="store_true", help="follow page tokens to the end")
     c.add_argument("--page-token", help="start at this page (printed after a full page)")
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("id", metavar="ID")
     c.add_argument("--task", help="task, e.g. worker-0 (default: the first)")
     c.add_argument("--tail", type=int, help="only the last N lines (0: none)")
+    c = client_parser("scale", "set an inference workload's replicas (where the backend can: see tjg backends)")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("--replicas", type=int, required=True, metavar="N", help="replicas to run (0: scale to zero "
+                   "where the backend allows it)")
     c = client_parser("metrics", "show a job's GPU, CPU and memory use (latest, min/avg/max and a sparkline)")
     c.add_argument("id", metavar="ID")
     c.add_argument("--names", help="comma list: gpu_utilization, gpu_memory_used, gpu_memory_utilization, "

@@ -45,12 +45,13 @@ class Capability(StrEnum):
     MULTI_NODE = "multi_node"
     LIST = "list"
     METRICS = "metrics"
+    SCALE = "scale"
 
 
 _DOING = {"suspend": "suspend jobs", "resume": "resume jobs", "cancel": "cancel jobs", "delete": "delete jobs",
           "logs": "show logs", "events": "list vendor events", "fractional_gpus": "run fractional GPUs",
           "multi_node": "run multi-node jobs", "list": "list jobs",
-          "metrics": "report job metrics"}
+          "metrics": "report job metrics", "scale": "scale replicas"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ class Adapter(abc.ABC):
     """One vendor behind the neutral model. Subclasses declare what they cannot do, with a reason."""
 
     kind: ClassVar[str]
-    unsupported: ClassVar[dict[Capability, str]] = {}
+    unsupported: ClassVar[dict[Capability, str]] = {Capability.SCALE: "only an inference workload has replicas"}
+    # What this backend cannot do for an inference workload (kind: inference), when it differs.
+    unsupported_inference: ClassVar[dict[Capability, str]] = {}
 
     def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
@@ -103,19 +106,25 @@ class Adapter(abc.ABC):
         """The backend's configured name."""
         return self.config.name
 
-    def capabilities(self) -> dict[str, Any]:
+    def unsupported_for(self, kind: str = "training") -> dict[Capability, str]:
+        """What this backend cannot do for a workload of `kind` (training or inference), with the reasons."""
+        return dict(self.unsupported) if kind == "training" else dict(self.unsupported_inference)
+
+    def capabilities(self, kind: str = "training") -> dict[str, Any]:
         """{capability: true | {supported: false, reason}} for GET /v1/backends."""
         out: dict[str, Any] = {}
+        cannot = self.unsupported_for(kind)
         for cap in Capability:
-            reason = self.unsupported.get(cap)
+            reason = cannot.get(cap)
             out[cap.value] = True if reason is None else {"supported": False, "reason": reason}
         return out
 
-    def require(self, cap: Capability) -> None:
-        """Refuse, before any vendor call, what this backend cannot do."""
-        reason = self.unsupported.get(cap)
+    def require(self, cap: Capability, kind: str = "training") -> None:
+        """Refuse, before any vendor call, what this backend cannot do for this kind of workload."""
+        reason = self.unsupported_for(kind).get(cap)
         if reason is not None:
-            raise UnsupportedByBackend(f"backend {self.name} ({self.kind}) cannot {cap.doing}: {reason}",
+            what = "" if kind == "training" else " for an inference workload"
+            raise UnsupportedByBackend(f"backend {self.name} ({self.kind}) cannot {cap.doing}{what}: {reason}",
                                        extra={"backend": self.name, "capability": cap.value})
 
     @abc.abstractmethod
@@ -162,7 +171,7 @@ class Adapter(abc.ABC):
         attempt = 0
         while True:
             try:
-                return await self.find_by_name(translation.vendor_name, translation.project)
+                return await self.find_by_name(translation.vendor_name, translation.project, translation.kind)
             except BackendUnavailable:
                 attempt += 1
                 delay = random.uniform(0, min(2.0, 0.05 * 2 ** attempt))
@@ -172,8 +181,10 @@ class Adapter(abc.ABC):
                 await asyncio.sleep(delay)
 
     @abc.abstractmethod
-    async def find_by_name(self, vendor_name: str, project: str | None = None) -> VendorJob | None:
-        """The job with this vendor name, or None when it certainly does not exist."""
+    async def find_by_name(self, vendor_name: str, project: str | None = None,
+                           kind: str | None = None) -> VendorJob | None:
+        """The job with this vendor name (of this vendor kind when given), or None when it certainly does not
+        exist."""
 
     @abc.abstractmethod
     async def get(self, handle: Handle) -> VendorJob | None:
@@ -205,6 +216,11 @@ class Adapter(abc.ABC):
     async def resume(self, handle: Handle) -> None:
         """Resume a suspended job."""
         self.require(Capability.RESUME)
+        raise NotImplementedError
+
+    async def scale(self, handle: Handle, replicas: int) -> None:
+        """Set an inference workload's replicas."""
+        self.require(Capability.SCALE, "inference")
         raise NotImplementedError
 
     async def logs(self, handle: Handle, task: str | None = None, tail: int | None = None) -> LogChunk:

@@ -92,6 +92,41 @@ class DataMount(_Strict):
         return v
 
 
+class Autoscaling(_Strict):
+    """How a served model scales between min_replicas and max_replicas."""
+
+    metric: Literal["concurrency", "throughput", "latency"] = Field(
+        ..., description="concurrency (requests in flight per replica), throughput (requests/s) or latency (ms).")
+    target: float = Field(..., gt=0, description="The metric's target value per replica.")
+
+
+class Readiness(_Strict):
+    """An HTTP readiness probe."""
+
+    path: str = Field("/", pattern=r"^/[A-Za-z0-9\-_./]*$", max_length=256, description="HTTP path probed.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port probed (default: serving.port).")
+    initial_delay_seconds: int = Field(0, ge=0, le=3600)
+    period_seconds: int = Field(10, ge=1, le=3600)
+
+
+class Serving(_Strict):
+    """How an inference workload serves requests."""
+
+    port: int = Field(..., ge=1, le=65535, description="Container port the model server listens on.")
+    path: str = Field("/", pattern=r"^/[A-Za-z0-9\-_./]*$", max_length=256, description="URL path prefix served.")
+    protocol: Literal["http", "grpc"] = Field("http", description="http or grpc.")
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas (0: scale to zero where allowed).")
+    max_replicas: int | None = Field(None, ge=1, le=1000, description="Most replicas (default: min_replicas).")
+    autoscaling: Autoscaling | None = Field(None, description="Scale on a metric between min and max replicas.")
+    readiness: Readiness | None = Field(None, description="Readiness probe.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Serving:
+        if self.max_replicas is not None and self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError("max_replicas must be at least min_replicas (and at least 1)")
+        return self
+
+
 class Extensions(_Strict):
     """Raw vendor fields deep-merged into that vendor's payload last."""
 
@@ -104,6 +139,8 @@ class JobSpec(_Strict):
 
     name: str = Field(..., min_length=1, max_length=63, pattern=NAME_RE,
                       description="Job name, valid on both vendors.")
+    kind: Literal["training", "inference"] = Field("training", description="training (runs to an end) or "
+                                                   "inference (a served model, with `serving`).")
     backend: str = Field(..., min_length=1, max_length=64, description="Name of a configured backend.")
     project: str | None = Field(None, min_length=1, max_length=128,
                                 description="Run:ai project id or ModelArts workspace id (default \"0\").")
@@ -122,6 +159,7 @@ class JobSpec(_Strict):
     max_retries: int | None = Field(None, ge=0, le=100, description="Retries before the job is failed.")
     max_runtime_seconds: int | None = Field(None, gt=0, description="Hard limit on run time.")
     extensions: Extensions | None = Field(None, description="Raw vendor fields, merged last.")
+    serving: Serving | None = Field(None, description="Inference only: port, path, replicas, autoscaling.")
 
     @field_validator("command", "args")
     @classmethod
@@ -148,6 +186,21 @@ class JobSpec(_Strict):
                 raise ValueError(f"label {k!r}: value longer than 63 characters")
         return v
 
+    def kind_problems(self) -> list[tuple[list[str], str]]:
+        """Fields that make no sense for this kind, as (location, reason)."""
+        if self.kind == "training":
+            return [(["serving"], "only an inference workload has serving settings")] if self.serving else []
+        out: list[tuple[list[str], str]] = []
+        if self.serving is None:
+            out.append((["serving"], "an inference workload needs serving settings (at least serving.port)"))
+        for name in ("distributed", "max_retries", "max_runtime_seconds", "outputs"):
+            if getattr(self, name) is not None:
+                out.append(([name], "does not apply to an inference workload (it serves until deleted)"))
+        if self.resources.nodes != 1:
+            out.append((["resources", "nodes"], "an inference workload scales by serving.min_replicas and "
+                                                "max_replicas, not nodes"))
+        return out
+
     @model_validator(mode="after")
     def _distributed_needs_nodes(self) -> JobSpec:
         if self.resources.nodes > 1 and self.distributed is None:
@@ -169,6 +222,9 @@ class JobStatus(BaseModel):
     degraded: bool = Field(False, description="Running with a health problem (Run:ai Degraded).")
     observed_at: datetime | None = Field(None, description="When the vendor last reported this status.")
     stale: bool = Field(False, description="The last poll failed; this status may be out of date.")
+    endpoint: str | None = Field(None, description="Inference: the URL the served model answers on.")
+    ready_replicas: int | None = Field(None, description="Inference: replicas serving now.")
+    desired_replicas: int | None = Field(None, description="Inference: replicas asked for.")
     exit_code: int | None = Field(None, description="The job's container exit code, once ended, where the vendor "
                                   "reports it (ModelArts task exit codes; Run:ai's \"exited with code N\").")
     idle: bool = Field(False, description="Running, but its GPU utilization has stayed under the idle threshold "
@@ -210,6 +266,7 @@ class Job(BaseModel):
 
     id: str = Field(..., description="The gateway's id (never the vendor's).")
     name: str
+    kind: Literal["training", "inference"] = Field("training", description="training or inference.")
     backend: str
     backend_job_id: str | None = Field(None, description="The vendor's id once the create succeeded.")
     vendor_name: str | None = Field(None, description="The name the job has on the vendor.")
@@ -239,7 +296,7 @@ def parse_spec(data: Any) -> JobSpec:
         raise ValidationError("a job spec must be a JSON/YAML object",
                               errors=[{"loc": [], "msg": "expected an object"}])
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except pydantic.ValidationError as err:
         errors = []
         for e in err.errors():
@@ -251,3 +308,8 @@ def parse_spec(data: Any) -> JobSpec:
         first = errors[0]
         where = ".".join(str(x) for x in first["loc"]) or "spec"
         raise ValidationError(f"invalid job spec: {where}: {first['msg']}", errors=errors) from err
+    problems = spec.kind_problems()
+    if problems:
+        errs = [{"loc": loc, "msg": msg} for loc, msg in problems]
+        raise ValidationError(f"invalid job spec: {'.'.join(problems[0][0])}: {problems[0][1]}", errors=errs)
+    return spec

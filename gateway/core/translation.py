@@ -33,7 +33,7 @@ def spec_fields(spec: JobSpec) -> list[str]:
     data = spec.model_dump(exclude_unset=True, exclude_none=True)
     out: list[str] = []
     for key, value in data.items():
-        if key in ("resources", "distributed", "extensions"):
+        if key in ("resources", "distributed", "extensions", "serving"):
             out.extend(f"{key}.{sub}" for sub in value)
         elif key in ("inputs", "outputs"):
             out.extend(f"{key}[{i}]" for i in range(len(value)))

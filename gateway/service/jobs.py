@@ -13,7 +13,7 @@ from gateway.core.errors import Conflict, NotFound
 from gateway.core.models import DryRun, Job, JobStatus, Phase
 from gateway.core.telemetry import DEFAULT_METRICS, JobMetrics
 from gateway.service.principal import Principal
-from gateway.service.rows import dt, handle_of, status_json, to_job
+from gateway.service.rows import dt, handle_of, kind_of, status_json, to_job
 from gateway.service.submit import Submissions
 from gateway.service.usage import usage
 from gateway.store import ListFilters, Store, decode_token, encode_token
@@ -139,7 +139,7 @@ class JobService:
         """The vendor's own events for a job, marked by source (empty when it has none or cannot say)."""
         row = await self.row(who, job_id)
         adapter = self.adapter(row["backend"])
-        if not row["backend_job_id"] or Capability.EVENTS in adapter.unsupported:
+        if not row["backend_job_id"] or Capability.EVENTS in adapter.unsupported_for(kind_of(row)):
             return []
         out = []
         for e in await adapter.events(handle_of(row)):
@@ -155,7 +155,7 @@ class JobService:
         """A preview of the job's log where the backend can give one (a 409 saying why otherwise)."""
         row = await self.row(who, job_id)
         adapter = self.adapter(row["backend"])
-        adapter.require(Capability.LOGS)
+        adapter.require(Capability.LOGS, kind_of(row))
         if not row["backend_job_id"]:
             raise Conflict(f"job {job_id} is not on the backend yet; no logs")
         chunk = await adapter.logs(handle_of(row), task, tail)
@@ -166,7 +166,7 @@ class JobService:
         """The job's resource metrics from its backend, with a note for every metric asked for."""
         row = await self.row(who, job_id)
         adapter = self.adapter(row["backend"])
-        adapter.require(Capability.METRICS)
+        adapter.require(Capability.METRICS, kind_of(row))
         names = names or list(DEFAULT_METRICS)
         if not row["backend_job_id"]:
             got = JobMetrics()
@@ -189,7 +189,7 @@ class JobService:
         """Stop a job for good; the record stays."""
         row = await self.row(who, job_id)
         adapter = self.adapter(row["backend"])
-        adapter.require(Capability.CANCEL)
+        adapter.require(Capability.CANCEL, kind_of(row))
         if row["terminal"]:
             raise Conflict(f"job {job_id} is already {row['phase']}")
         await self.store.jobs.set_fields(job_id, cancel_requested=True)
@@ -210,7 +210,7 @@ class JobService:
     async def _pause(self, who: Principal, job_id: str, cap: Capability, allowed: set[Phase], then: Phase) -> Job:
         row = await self.row(who, job_id)
         adapter = self.adapter(row["backend"])
-        adapter.require(cap)
+        adapter.require(cap, kind_of(row))
         phase = Phase(row["phase"])
         if phase not in allowed or row["submit_state"] != "submitted":
             raise Conflict(f"cannot {cap.value} job {job_id} while it is {phase.value}"
@@ -221,6 +221,20 @@ class JobService:
             await adapter.resume(handle_of(row))
         status = JobStatus.model_validate(row["status"]).model_copy(update={"phase": then,
                                                                             "message": f"{cap.value} requested"})
+        await self.store.jobs.apply_status(job_id, status_json(status), "gateway")
+        return to_job(await self.row(who, job_id))
+
+    async def scale(self, who: Principal, job_id: str, replicas: int) -> Job:
+        """Set an inference workload's replicas where the backend allows it (a 409 with the reason otherwise)."""
+        row = await self.row(who, job_id)
+        adapter = self.adapter(row["backend"])
+        adapter.require(Capability.SCALE, kind_of(row))
+        if row["terminal"] or row["submit_state"] != "submitted":
+            raise Conflict(f"cannot scale job {job_id} while it is {row['phase']}"
+                           + ("" if row["submit_state"] == "submitted" else " and not yet on the backend"))
+        await adapter.scale(handle_of(row), replicas)
+        status = JobStatus.model_validate(row["status"]).model_copy(update={
+            "desired_replicas": replicas, "message": f"scale to {replicas} replica(s) requested"})
         await self.store.jobs.apply_status(job_id, status_json(status), "gateway")
         return to_job(await self.row(who, job_id))
 
@@ -249,6 +263,7 @@ class JobService:
             health = a.health()
             circuit = health.get("circuit", {}).get("state", "closed")
             out.append({"name": b.name, "kind": b.kind, "url": b.url, "simulated": b.simulate,
-                        "capabilities": a.capabilities(), "healthy": circuit == "closed", "circuit": circuit,
+                        "capabilities": a.capabilities(), "inference_capabilities": a.capabilities("inference"),
+                        "healthy": circuit == "closed", "circuit": circuit,
                         **({"sync": health["sync"]} if "sync" in health else {})})
         return out

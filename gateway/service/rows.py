@@ -20,7 +20,8 @@ def to_job(row: dict[str, Any]) -> Job:
     for key in ("observed_at", "idle_since"):
         if status.get(key) is not None and not isinstance(status[key], str):
             status[key] = dt(status[key])
-    return Job(id=row["id"], name=row["name"], backend=row["backend"], backend_job_id=row["backend_job_id"],
+    return Job(id=row["id"], name=row["name"], kind=kind_of(row), backend=row["backend"],
+               backend_job_id=row["backend_job_id"],
                vendor_name=row["vendor_name"], project=row["project"], spec=row["spec"],
                status=JobStatus.model_validate(status), labels=row["labels"] or {},
                created_at=dt(row["created_at"]) or datetime.now(UTC),
@@ -33,6 +34,14 @@ def to_job(row: dict[str, Any]) -> Job:
 def status_json(status: JobStatus) -> dict[str, Any]:
     """A status as stored (JSON-safe)."""
     return status.model_dump(mode="json")
+
+
+INFERENCE_VENDOR_KINDS = ("inference", "service")  # Run:ai inferences, ModelArts real-time services
+
+
+def kind_of(row: dict[str, Any]) -> str:
+    """The neutral kind of a job row: inference or training."""
+    return "inference" if row.get("vendor_kind") in INFERENCE_VENDOR_KINDS else "training"
 
 
 def handle_of(row: dict[str, Any]) -> Handle:

@@ -193,7 +193,7 @@ class Submissions:
         self._inflight.add(job_id)
         try:
             try:
-                found = await adapter.find_by_name(row["vendor_name"], row["project"])
+                found = await adapter.find_by_name(row["vendor_name"], row["project"], row["vendor_kind"])
             except BackendUnavailable:
                 return False
             if found is not None:

@@ -44,6 +44,7 @@ class ListFilters:
     project: str | None = None
     labels: Sequence[tuple[str, str]] = ()
     label_keys: Sequence[str] = ()  # the label is set, whatever its value
+    vendor_kinds: Sequence[str] = ()  # e.g. ("inference", "service") for GET /v1/jobs?kind=inference
     name_prefix: str | None = None
     include_deleted: bool = False
     include_external: bool = True
@@ -327,6 +328,8 @@ class JobRows:
             conds.append(jobs.c.origin == "gateway")
         if f.backend:
             conds.append(jobs.c.backend == f.backend)
+        if f.vendor_kinds:
+            conds.append(jobs.c.vendor_kind.in_(list(f.vendor_kinds)))
         if f.phases:
             conds.append(jobs.c.phase.in_(list(f.phases)))
         if f.project:
