@@ -16,7 +16,7 @@ from tests.gwkit import ALPHA, GW, start_gateway
 
 pytestmark = pytest.mark.reliability
 FAULTS = {"http503": 0.1, "http429": 0.05, "reset": 0.03, "drop_after_commit": 0.05}
-EXPECT = {"completed": "SUCCEEDED", "failed": "FAILED"}
+EXPECT = {"completed": "SUCCEEDED", "failed": "FAILED", "serving": "RUNNING"}
 
 
 async def vendor_names(gw: GW) -> dict[str, Counter[str]]:
@@ -36,6 +36,12 @@ async def vendor_names(gw: GW) -> dict[str, Counter[str]]:
                 offset += len(page)
                 if not page:
                     break
+            if b.kind == "modelarts":  # real-time services have their own list
+                offset, total = 0, 1
+                while offset < total:
+                    res = await adapter.client.services(offset=offset, limit=100)  # type: ignore[attr-defined]
+                    names.update(str(item["name"]) for item in res.get("data") or [])
+                    total, offset = int(res.get("total") or 0), offset + 100
             out[b.name] = names
     return out
 
@@ -56,8 +62,11 @@ async def test_fault_soak_every_job_once_in_its_expected_phase(tmp_path: Path, l
         async def one(i: int) -> None:
             nonlocal client_retries
             outcome = "failed" if i % 5 == 0 else "completed"
-            body = {"name": f"soak-{i}", "backend": "runai" if i % 2 else "modelarts", "image": "python:3.11",
-                    "env": {"SIM_OUTCOME": outcome, "SIM_RUN_SECONDS": "2"}}
+            body: dict[str, Any] = {"name": f"soak-{i}", "backend": "runai" if i % 2 else "modelarts",
+                                    "image": "python:3.11", "env": {"SIM_OUTCOME": outcome, "SIM_RUN_SECONDS": "2"}}
+            if i % 10 == 3:  # a served model: it ends up RUNNING, and must exist exactly once too
+                body.update(kind="inference", serving={"port": 8080})
+                outcome = "serving"
             headers = {**ALPHA, "Idempotency-Key": f"soak-{i}"}
             async with gate:
                 for _ in range(10):  # a client retrying with its key: never a second job
@@ -84,7 +93,9 @@ async def test_fault_soak_every_job_once_in_its_expected_phase(tmp_path: Path, l
                 listed += page["jobs"]
             seen.clear()
             seen.update({j["id"]: j for j in listed})
-            return len(listed) == n and all(j["status"]["terminal"] for j in listed)
+            return len(listed) == n and all(j["status"]["terminal"] or (j["kind"] == "inference" and
+                                                                         j["status"]["phase"] == "RUNNING")
+                                            for j in listed)
 
         assert await eventually(all_ended, within=180 if long_mode else 90, step=0.5), "not every job ended"
         jobs = seen
@@ -106,7 +117,9 @@ async def test_fault_soak_every_job_once_in_its_expected_phase(tmp_path: Path, l
             assert names[job["backend"]][job["vendor_name"]] == 1, f"{job['vendor_name']} not on its vendor once"
         total_vendor = sum(sum(c.values()) for c in names.values())
         assert total_vendor == n
-        record_figures("fault soak", submits=n, acknowledged=len(acked), vendor_jobs=total_vendor,
+        record_figures("fault soak", submits=n, inference_submits=sum(1 for j in jobs.values()
+                                                                    if j["kind"] == "inference"),
+                       acknowledged=len(acked), vendor_jobs=total_vendor,
                        duplicates=0, lost=0, wrong_phase=0, faults_injected=faults_served,
                        client_retries=client_retries, submit_seconds=round(submit_seconds, 1),
                        total_seconds=round(time.monotonic() - started, 1))
