@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 import adapters  # noqa: F401  (registers the adapters)
 from adapters.simulators import start_simulator
-from gateway.api import tes
+from gateway.api import dashboard, tes
 from gateway.api.http import CONFIG, KEYS, SERVICE, SHUTDOWN, STORE, SYNCS
 from gateway.api.middleware import authenticate, errors, observe
 from gateway.api.v1 import add_routes
@@ -145,4 +145,5 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_core(config))
     add_routes(app.router)
     tes.add_routes(app.router)
+    dashboard.add_routes(app.router)
     return app

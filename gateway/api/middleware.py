@@ -24,6 +24,9 @@ from gateway.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger(__name__)
 
+# Every answer: nothing but the gateway's own origin may be loaded (the dashboard needs nothing else).
+SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'self'; "
+                                               "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
 OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json", "/ga4gh/tes/v1/service-info")
 
 
@@ -41,7 +44,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
         status = resp.status
-        resp.headers["X-Request-Id"] = rid
+        if not resp.prepared:  # a stream has sent its headers already
+            resp.headers["X-Request-Id"] = rid
+            resp.headers.update(SECURITY_HEADERS)
         return resp
     finally:
         elapsed = time.perf_counter() - started

@@ -198,6 +198,7 @@ def openapi_document() -> dict[str, Any]:
                      "style": "form", "explode": True, "description": "k=v, repeatable"},
                     {"name": "name_prefix", "in": "query", "schema": {"type": "string"}},
                     {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["training", "inference"]}},
+                    {"name": "origin", "in": "query", "schema": {"type": "string", "enum": ["gateway", "external"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "page_token", "in": "query", "schema": {"type": "string"}},
                     {"name": "deleted", "in": "query", "schema": {"type": "boolean"},

@@ -61,9 +61,13 @@ def list_filters(request: web.Request) -> ListFilters:
         raise BadRequest("kind must be training or inference", errors=[{"loc": ["query", "kind"],
                                                                          "msg": "training or inference"}])
     vendor_kinds = () if kind is None else INFERENCE_VENDOR_KINDS if kind == "inference" else TRAINING_VENDOR_KINDS
+    origin = q.get("origin") or None
+    if origin not in (None, "gateway", "external"):
+        raise BadRequest("origin must be gateway or external", errors=[{"loc": ["query", "origin"],
+                                                                         "msg": "gateway or external"}])
     return ListFilters(backend=backend, phases=phases, project=q.get("project") or None,
                        labels=labels, name_prefix=q.get("name_prefix") or None,
-                       include_deleted=qbool(request, "deleted"), vendor_kinds=vendor_kinds)
+                       include_deleted=qbool(request, "deleted"), vendor_kinds=vendor_kinds, origin=origin)
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -83,7 +87,7 @@ async def submit_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted",
-               "kind")
+               "kind", "origin")
     jobs, token = await request.app[SERVICE].list_jobs(request[PRINCIPAL], list_filters(request),
                                                   qint(request, "limit", 50, 1, 500),
                                                   request.query.get("page_token") or None)

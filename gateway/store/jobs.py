@@ -45,6 +45,7 @@ class ListFilters:
     labels: Sequence[tuple[str, str]] = ()
     label_keys: Sequence[str] = ()  # the label is set, whatever its value
     vendor_kinds: Sequence[str] = ()  # e.g. ("inference", "service") for GET /v1/jobs?kind=inference
+    origin: str | None = None  # gateway | external
     name_prefix: str | None = None
     include_deleted: bool = False
     include_external: bool = True
@@ -330,6 +331,8 @@ class JobRows:
             conds.append(jobs.c.backend == f.backend)
         if f.vendor_kinds:
             conds.append(jobs.c.vendor_kind.in_(list(f.vendor_kinds)))
+        if f.origin:
+            conds.append(jobs.c.origin == f.origin)
         if f.phases:
             conds.append(jobs.c.phase.in_(list(f.phases)))
         if f.project:
