@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable
@@ -48,12 +49,28 @@ def _row(job: dict[str, Any]) -> dict[str, str]:
             "labels": ",".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items()) or "-"}
 
 
+COLOURS = {"RUNNING": "32", "SUCCEEDED": "34", "FAILED": "31", "QUEUED": "33", "STARTING": "33",
+           "SUSPENDED": "35", "SUSPENDING": "35", "CANCELLED": "2", "CANCELLING": "2"}
+
+
+def colour_on() -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    return is_tty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def _paint(key: str, text: str) -> str:
+    code = COLOURS.get(text.split("*")[0].split(" ")[0].strip()) if key == "phase" else None
+    return f"\033[{code}m{text}\033[0m" if code else text
+
+
 def table(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
-    """Aligned columns, header first."""
+    """Aligned columns, header first; phases coloured on a terminal."""
     widths = [max([len(h)] + [len(r[k]) for r in rows]) for h, k in columns]
+    paint = colour_on()
     lines = ["  ".join(h.ljust(w) for (h, _), w in zip(columns, widths, strict=True)).rstrip()]
     for r in rows:
-        lines.append("  ".join(r[k].ljust(w) for (_, k), w in zip(columns, widths, strict=True)).rstrip())
+        cells = [(_paint(k, r[k].ljust(w)) if paint else r[k].ljust(w)) for (_, k), w in zip(columns, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 

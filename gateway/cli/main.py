@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("vendor", choices=["runai", "modelarts"])
     ph.set_defaults(func=server_cmds.cmd_phases)
 
+    comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)", description=(
+        "Print a completion script. bash: `source <(tjg completion bash)` (or save it in "
+        "/etc/bash_completion.d/tjg); zsh: `tjg completion zsh > ~/.zfunc/_tjg` with ~/.zfunc on $fpath."))
+    comp.add_argument("shell", choices=["bash", "zsh"])
+    comp.set_defaults(func=lambda args: _completion(args.shell))
+
     sim = sub.add_parser("simulate", help="run a vendor simulator standalone", description=(
         "Run the Run:ai or ModelArts simulator. Without --credentials it accepts "
         "tjg-demo:tjg-demo-secret (Run:ai) or TJGDEMOAK:TJGDEMOSK (ModelArts)."))
@@ -196,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         c = client_parser(name, help_)
         c.add_argument("id", metavar="ID")
     return p
+
+
+def _completion(shell: str) -> int:
+    from gateway.cli import completion
+
+    print(getattr(completion, shell)(build_parser()), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+"""The CLI a user of SkyPilot or dstack expects: shell completion, colour only on a terminal, -o on every
+read command, and the typed client it shares with scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.api.app import create_app
+from gateway.client import AsyncClient, Client
+from gateway.core.errors import NotFound, ValidationError
+from gateway.core.models import Job
+from tests.conftest import AppThread, gateway_config
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "alpha-key-123"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
+    db = tmp_path_factory.mktemp("cli") / "tjg.db"
+    with AppThread(lambda: create_app(gateway_config(f"sqlite+aiosqlite:///{db}"))) as gw:
+        yield gw
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TJG_") and k != "NO_COLOR"}
+    return {**e, **extra}
+
+
+def tjg(live: AppThread, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args, "--url", live.url, "--api-key", KEY],
+                          capture_output=True, text=True, cwd=ROOT, env=env(**extra), timeout=60)
+
+
+def on_a_terminal(live: AppThread, *args: str, **extra: str) -> str:
+    """Run tjg with stdout on a pseudo-terminal; what it wrote."""
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "gateway", *args, "--url", live.url, "--api-key", KEY],
+                         stdout=follower, stderr=subprocess.DEVNULL, cwd=ROOT, env=env(TERM="xterm", **extra))
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    p.wait(30)
+    os.close(leader)
+    return out.decode()
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(live: AppThread) -> None:
+    job = Client(live.url, KEY).submit({"name": "colourful", "backend": "runai", "image": "x",
+                                        "env": {"SIM_OUTCOME": "hang"}})
+    for _ in range(100):
+        if Client(live.url, KEY).get(job.id).status.phase.value == "RUNNING":
+            break
+        time.sleep(0.1)
+    assert "\x1b[32m" in on_a_terminal(live, "list")  # RUNNING in green
+    assert "\x1b[" not in on_a_terminal(live, "list", NO_COLOR="1")
+    piped = tjg(live, "list")
+    assert piped.returncode == 0 and "colourful" in piped.stdout and "\x1b[" not in piped.stdout
+
+
+@pytest.mark.parametrize("command", [["list"], ["get", "{id}"], ["events", "{id}"], ["backends"], ["metrics", "{id}"],
+                                     ["usage"]])
+def test_every_read_command_speaks_all_four_formats(live: AppThread, command: list[str]) -> None:
+    job = Client(live.url, KEY).submit({"name": "formats", "backend": "modelarts", "image": "x"})
+    args = [a.replace("{id}", job.id) for a in command]
+    for fmt, parse in (("json", json.loads), ("yaml", yaml.safe_load)):
+        p = tjg(live, *args, "-o", fmt)
+        assert p.returncode == 0, p.stderr
+        assert parse(p.stdout) is not None
+    for fmt in ("table", "wide"):
+        p = tjg(live, *args, "-o", fmt)
+        assert p.returncode == 0 and p.stdout.strip() and not p.stdout.lstrip().startswith("{"), p.stdout
+
+
+def test_bash_completion_completes_commands_and_flags() -> None:
+    script = subprocess.run([sys.executable, "-m", "gateway", "completion", "bash"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60).stdout
+    probe = script + """
+COMP_WORDS=(tjg mi); COMP_CWORD=1; _tjg; echo "1:${COMPREPLY[*]}"
+COMP_WORDS=(tjg list --ki); COMP_CWORD=2; _tjg; echo "2:${COMPREPLY[*]}"
+COMP_WORDS=(tjg get ID -o); COMP_CWORD=4; COMP_WORDS+=(""); _tjg; echo "3:${COMPREPLY[*]}"
+"""
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30).stdout
+    assert "1:migrate" in out and "2:--kind" in out and "3:table wide json yaml" in out
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed here (apt-get install zsh)")
+def test_zsh_completion_is_valid_zsh(tmp_path: Path) -> None:
+    script = subprocess.run([sys.executable, "-m", "gateway", "completion", "zsh"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60).stdout
+    path = tmp_path / "_tjg"
+    path.write_text(script)
+    check = subprocess.run(["zsh", "-n", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    assert script.startswith("#compdef tjg") and "'migrate:move a job to another backend'" in script
+
+
+def test_the_typed_client_returns_models_and_raises_the_error_tree(live: AppThread) -> None:
+    tjg_ = Client(live.url, KEY)
+    job = tjg_.submit({"name": "typed", "backend": "runai", "image": "x", "env": {"SIM_RUN_SECONDS": "1"}},
+                      idempotency_key="typed-1")
+    assert isinstance(job, Job) and tjg_.submit({"name": "typed", "backend": "runai", "image": "x",
+                                                 "env": {"SIM_RUN_SECONDS": "1"}}, idempotency_key="typed-1").id == job.id
+    assert tjg_.wait(job.id).status.phase.value == "SUCCEEDED"
+    assert job.id in [j.id for j in tjg_.list_jobs(backend="runai")]
+    with pytest.raises(NotFound):
+        tjg_.get("0" * 32)
+    with pytest.raises(ValidationError) as err:
+        tjg_.submit({"name": "Bad Name", "backend": "runai", "image": "x"})
+    assert err.value.status == 422 and err.value.errors and err.value.errors[0]["loc"] == ["name"]
+    dry = tjg_.dry_run({"name": "dry", "backend": "modelarts", "image": "x"})
+    assert dry.request.path.endswith("/training-jobs")
+
+    import asyncio
+
+    async def run() -> list[str]:
+        async with AsyncClient(live.url, KEY) as a:
+            return [b["name"] for b in await a.backends()]
+
+    assert asyncio.run(run()) == ["runai", "modelarts"]
