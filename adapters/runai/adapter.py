@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,8 +92,12 @@ class RunaiAdapter(Adapter):
             filters.append(f"createdAt>={stamp}")
         page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt",
                                                 attempts=POLL_ATTEMPTS)
-        jobs = [self._job(w) for w in page.get("workloads") or []
-                if w.get("type") in ("Training", "Distributed", "Inference")]
+        jobs = []
+        for i, w in enumerate(page.get("workloads") or []):
+            if i and i % 25 == 0:
+                await asyncio.sleep(0)  # a 500-record page is normalized in slices: requests go on meanwhile
+            if w.get("type") in ("Training", "Distributed", "Inference"):
+                jobs.append(self._job(w))
         return jobs, page.get("next") is not None
 
     async def describe(self, job: VendorJob) -> VendorJob:

@@ -471,6 +471,13 @@ class RunaiSimulator:
         request[COMMITTED] = True
         return _json(202, self.training_record(w, now))
 
+    async def sim_bulk(self, request: web.Request) -> web.Response:
+        """POST /_sim/bulk {n, project, prefix}: add running trainings without the API (benchmark set-up)."""
+        body = await request.json()
+        ids = self.bulk_create(int(body["n"]), str(body.get("project", "1")), str(body.get("cluster", "")),
+                               prefix=str(body.get("prefix", "bulk")))
+        return _json(200, {"ids": ids})
+
     async def serve(self, request: web.Request) -> web.Response:
         """The model server behind a running inference's URL (any method, any path under it)."""
         w = self.jobs.get(request.match_info["id"])
@@ -835,6 +842,7 @@ class RunaiSimulator:
                 r.add_post(base + "/{id}/suspend", self.suspend)
                 r.add_post(base + "/{id}/resume", self.resume)
         r.add_route("*", "/_serve/{id}/{tail:.*}", self.serve)
+        r.add_post("/_sim/bulk", self.sim_bulk)
         r.add_get("/api/v1/workloads/{id}", self.get_workload)
         r.add_get("/api/v1/workloads/{id}/events", self.events)
         r.add_get("/api/v1/workloads/{id}/history", self.history)

@@ -17,7 +17,7 @@ import adapters  # noqa: F401  (registers the adapters)
 from adapters.simulators import start_simulator
 from gateway.api import dashboard, tes
 from gateway.api.http import CONFIG, KEYS, SERVICE, SHUTDOWN, STORE, SYNCS
-from gateway.api.middleware import authenticate, errors, observe
+from gateway.api.middleware import pipeline
 from gateway.api.v1 import add_routes
 from gateway.api.watch import NOTIFIER, Notifier
 from gateway.background.idle import IdleWatch
@@ -125,7 +125,7 @@ def server_options() -> dict[str, Any]:
 def create_app(config: Config) -> web.Application:
     """The gateway as an aiohttp application."""
     register_secrets(config.secrets())
-    app = web.Application(middlewares=[observe, errors, authenticate],
+    app = web.Application(middlewares=[pipeline],
                           client_max_size=config.server.max_body_bytes)
     app[CONFIG] = config
     keys: list[tuple[bytes, Principal]] = []

@@ -26,6 +26,7 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 CONCURRENCY = 8
+MAX_JOBS_PER_CHECK = 200  # the least recently checked first: a check's vendor calls stay bounded
 
 
 @dataclass
@@ -52,6 +53,8 @@ class IdleWatch:
         rows = [r for r in await self.store.jobs.running(self.adapter.name) if job_gpus(r["spec"] or {}) > 0]
         if not rows:
             return 0
+        rows.sort(key=lambda r: float((r["status"] or {}).get("activity_checked_at") or 0))
+        rows = rows[:MAX_JOBS_PER_CHECK]
         started = await self.store.events.phases_of([r["id"] for r in rows])
         gate = asyncio.Semaphore(CONCURRENCY)
 

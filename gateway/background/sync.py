@@ -98,6 +98,7 @@ class BackendSync:
                 elif known is not None and vid not in known:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
+            await asyncio.sleep(0)  # a page was just parsed: let requests in before the next step
             for start in range(0, len(batch), YIELD_EVERY):
                 await self.store.jobs.apply_statuses(batch[start:start + YIELD_EVERY], "sync")
                 await asyncio.sleep(0)  # let API requests in between: the SQLite store works inline
@@ -139,12 +140,10 @@ class BackendSync:
 
         return await import_job(self.store, self.adapter, vj)
 
-    def interval(self, live: list[dict[str, Any]] | None = None) -> float:
+    def interval(self, busy: bool = False) -> float:
         """Faster while jobs are starting or stopping, slower when all is quiet."""
         base = self.adapter.config.sync_interval
-        if live and any(r["phase"] in BUSY for r in live):
-            return max(0.2, min(1.0, base / 5))
-        return base
+        return max(0.2, min(1.0, base / 5)) if busy else base
 
     async def step(self) -> float:
         """One guarded cycle; returns the seconds to wait before the next."""
@@ -173,10 +172,10 @@ class BackendSync:
                 log.exception("sync_crashed", backend=self.backend, error=str(err))
                 self.failing = True
         try:
-            live = await self.store.jobs.live(self.backend)
+            busy = await self.store.jobs.busy(self.backend, sorted(BUSY))
         except Exception:
-            live = []
-        return self.interval(live)
+            busy = False
+        return self.interval(busy)
 
     def health(self) -> dict[str, Any]:
         """For GET /v1/backends."""

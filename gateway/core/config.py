@@ -26,6 +26,8 @@ class ServerConfig(_Cfg):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    access_log_sample: float = Field(0.01, ge=0, le=1, description="Share of successful, fast requests logged "
+                                     "(errors and requests over 0.5 s are always logged; 1 logs every request).")
     header_timeout_seconds: float = Field(10.0, gt=0, description="A connection that has not sent a whole "
                                           "request head within this time is closed (slowloris).")
     body_timeout_seconds: float = Field(30.0, gt=0, description="How long a request body may take to arrive.")

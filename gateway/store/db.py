@@ -50,6 +50,19 @@ class Database:
         async with (self.engine.begin() if write else self.engine.connect()) as aconn:
             return await aconn.run_sync(fn, *args)
 
+    async def scan(self, query: Any, chunk: int) -> list[dict[str, Any]]:
+        """All rows of a read query. On SQLite (which runs on the event loop) they are fetched `chunk` at a
+        time from one cursor, with the loop free in between; PostgreSQL reads do not hold the loop."""
+        if self.sync_engine is None:
+            return await self.run(lambda conn: [dict(r) for r in conn.execute(query).mappings()], write=False)
+        out: list[dict[str, Any]] = []
+        with self.sync_engine.connect() as conn:
+            result = conn.execute(query).mappings()
+            while rows := result.fetchmany(chunk):
+                out += [dict(r) for r in rows]
+                await asyncio.sleep(0)
+        return out
+
     async def migrate(self) -> int:
         """Apply pending migrations; several replicas may race, so PostgreSQL serializes on a lock."""
         is_sqlite = self.is_sqlite

@@ -30,6 +30,7 @@ from gateway.store.schema import job_labels, jobs
 log = structlog.get_logger(__name__)
 
 CONFIRM_BATCH_SECONDS = 0.01
+READ_CHUNK = 50  # rows per read of a long scan, the loop free in between
 # Status keys the gateway observes itself (the idle watch), kept when the vendor's status is stored.
 ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_points", "activity_checked_at")
 
@@ -284,6 +285,15 @@ class JobRows:
             await self.db.run(lambda conn, c=chunk: conn.execute(insert(jobs), c))
 
     # -- reads --------------------------------------------------------------------------
+    def kept(self, job_id: str) -> dict[str, Any] | None:
+        """The row this process keeps for a job (SQLite mode), or None: a read that needs no I/O."""
+        if self._rows is None:
+            return None
+        row = self._rows.get(job_id)
+        if row is not None:
+            self._rows.move_to_end(job_id)
+        return row
+
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """One job row (callers must not change it: in SQLite mode it is the kept row)."""
         if self._rows is not None:
@@ -350,13 +360,24 @@ class JobRows:
 
     async def live(self, backend: str) -> list[dict[str, Any]]:
         """Submitted, non-terminal, not deleted jobs of a backend (what a sync cycle looks at): only the
-        columns a sync needs, so a cycle over thousands of jobs decodes no specs or reports."""
+        columns a sync needs, read in chunks with the event loop free in between (SQLite reads run on the
+        loop: one read of 10,000 rows held every request up for a fifth of a second)."""
         await self._flushed()
-        q = select(jobs.c.id, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.phase,
-                   jobs.c.status, jobs.c.cancel_requested, jobs.c.created_at).where(
+        base = select(jobs.c.id, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.phase,
+                      jobs.c.status, jobs.c.cancel_requested, jobs.c.created_at).where(
             jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
             jobs.c.deleted_at.is_(None))
-        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+        return await self._scan(base)
+
+    async def _scan(self, query: Any) -> list[dict[str, Any]]:
+        """All rows of a long read, READ_CHUNK at a time with the event loop free in between."""
+        return await self.db.scan(query, READ_CHUNK)
+
+    async def busy(self, backend: str, phases: Sequence[str]) -> bool:
+        """Whether any live job of a backend is in one of `phases` (one small query)."""
+        q = select(jobs.c.id).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
+                                    jobs.c.deleted_at.is_(None), jobs.c.phase.in_(list(phases))).limit(1)
+        return await self.db.run(lambda conn: conn.execute(q).first() is not None, write=False)
 
     async def running(self, backend: str | None = None) -> list[dict[str, Any]]:
         """RUNNING jobs on the vendor (of one backend, or all), with the spec and status the idle watch and
@@ -365,9 +386,8 @@ class JobRows:
         conds = [jobs.c.phase == "RUNNING", jobs.c.submit_state == "submitted", jobs.c.deleted_at.is_(None)]
         if backend:
             conds.append(jobs.c.backend == backend)
-        q = select(jobs.c.id, jobs.c.backend, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind,
-                   jobs.c.status, jobs.c.spec).where(*conds)
-        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+        return await self._scan(select(jobs.c.id, jobs.c.backend, jobs.c.backend_job_id, jobs.c.vendor_name,
+                                       jobs.c.vendor_kind, jobs.c.status, jobs.c.spec).where(*conds))
 
     async def pending(self, backend: str | None = None, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Jobs accepted but not yet confirmed on the vendor."""
