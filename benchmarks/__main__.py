@@ -419,6 +419,24 @@ concurrent clients the gateway is CPU-bound on one core next to the load generat
     return "\n".join(lines)
 
 
+def compare(a_path: str, b_path: str) -> int:
+    """Two saved runs side by side: value, ratio and whether the target held, per benchmark."""
+    a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
+    rows_b = {r["name"]: r for r in b["rows"]}
+    names = [r["name"] for r in a["rows"]] + [n for n in rows_b if n not in {r["name"] for r in a["rows"]}]
+    rows_a = {r["name"]: r for r in a["rows"]}
+    table = [("benchmark", f"A: {Path(a_path).name}", "ratio", "holds", f"B: {Path(b_path).name}", "ratio", "holds")]
+    for n in names:
+        ra, rb = rows_a.get(n, {}), rows_b.get(n, {})
+        table.append((n, ra.get("value", "-"), ra.get("ratio", "-"), ra.get("holds", "-"),
+                      rb.get("value", "-"), rb.get("ratio", "-"), rb.get("holds", "-")))
+    widths = [max(len(str(row[i])) for row in table) for i in range(7)]
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(f"\nA: {a['when']} ({'quick' if a['quick'] else 'full'})  B: {b['when']} ({'quick' if b['quick'] else 'full'})")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -426,7 +444,12 @@ def main() -> int:
     p.add_argument("--only", nargs="*", default=None,
                    choices=["get", "submit", "sync-get", "list", "rss", "sync", "translate"])
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--save", metavar="FILE.json", help="also write the rows as JSON (for --compare)")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="print two saved runs side by side (e.g. main against a branch) and exit")
     args = p.parse_args()
+    if args.compare:
+        return compare(*args.compare)
     duration = 3.0 if args.quick else 8.0
     big = 20_000 if args.quick else 100_000
     only = set(args.only or ["get", "submit", "sync-get", "list", "rss", "sync", "translate"])
@@ -474,6 +497,10 @@ def main() -> int:
         print("  ".join(getattr(r, f).ljust(w) for f, w in zip(fields, widths, strict=True)).rstrip())
     if table:
         print(f"\nwritten to {ROOT / 'docs' / 'benchmarks.md'}")
+    if args.save:
+        Path(args.save).write_text(json.dumps({"when": datetime.now(UTC).isoformat(), "platform": platform.platform(),
+                                               "quick": args.quick, "rows": [r.__dict__ for r in rows]}, indent=1))
+        print(f"rows saved to {args.save}")
     return 0 if all(r.holds != "NO" for r in rows) else 1
 
 

@@ -47,7 +47,7 @@ def serve(config: Config) -> None:
             # Objects alive after start-up are not scanned again by the cyclic GC, and young collections run
             # less often: a full collection over a sync cycle's rows held requests up for tens of ms.
             gc.freeze()
-            gc.set_threshold(50_000, 20, 100)
+            gc.set_threshold(2_000, 20, 1_000)
             print("\n".join(lines), file=sys.stdout, flush=True)  # only once it listens
             await asyncio.Event().wait()
         finally:
