@@ -159,6 +159,9 @@ JOB_LINKS = {name: {"operationId": op, "parameters": {"id": "$response.body#/id"
                               ("ResumeJob", "resumeJob"), ("JobEvents", "jobEvents"), ("JobLogs", "jobLogs"),
                               ("JobMetrics", "jobMetrics"),
                               ("DeleteJob", "deleteJob"), ("MigrateJob", "migrateJob"))}
+# One Server-Sent Event as a client reads it: its event name, its JSON data (as text) and its id.
+SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"},
+                                              "id": {"type": "string"}, "retry": {"type": "integer"}}}
 JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
@@ -223,7 +226,7 @@ def openapi_document() -> dict[str, Any]:
                                     "description": "Merge in the vendor's events (default true)"}],
                     "responses": {"200": {"description": "OK", "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/EventList"}},
-                        "text/event-stream": {"schema": {"type": "string"}}}},
+                        "text/event-stream": {"schema": SSE_EVENT}}},
                         **_problem_responses(400, 404), **auth}},
         },
         "/v1/jobs/{id}/logs": {
@@ -280,7 +283,7 @@ def openapi_document() -> dict[str, Any]:
             "get": {"summary": "Server-Sent Events: transitions of the caller's jobs from now on",
                     "operationId": "watchEvents",
                     "responses": {"200": {"description": "text/event-stream", "content": {
-                        "text/event-stream": {"schema": {"type": "string"}}}}, **auth}},
+                        "text/event-stream": {"schema": SSE_EVENT}}}, **auth}},
         },
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
                              "responses": {"200": {"description": "OK", "content": {"application/json": {

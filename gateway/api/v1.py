@@ -56,12 +56,12 @@ def list_filters(request: web.Request) -> ListFilters:
     if backend is not None and backend not in known:
         raise BadRequest(f"unknown backend {backend!r}; this gateway has {', '.join(known)}",
                          errors=[{"loc": ["query", "backend"], "msg": "not a configured backend"}])
-    kind = q.get("kind") or None
+    kind = q.get("kind")
     if kind not in (None, "training", "inference"):
         raise BadRequest("kind must be training or inference", errors=[{"loc": ["query", "kind"],
                                                                          "msg": "training or inference"}])
     vendor_kinds = () if kind is None else INFERENCE_VENDOR_KINDS if kind == "inference" else TRAINING_VENDOR_KINDS
-    origin = q.get("origin") or None
+    origin = q.get("origin")
     if origin not in (None, "gateway", "external"):
         raise BadRequest("origin must be gateway or external", errors=[{"loc": ["query", "origin"],
                                                                          "msg": "gateway or external"}])
