@@ -136,3 +136,18 @@ def test_the_typed_client_returns_models_and_raises_the_error_tree(live: AppThre
             return [b["name"] for b in await a.backends()]
 
     assert asyncio.run(run()) == ["runai", "modelarts"]
+
+
+def test_tjg_scale_changes_replicas_and_says_why_it_cannot(live: AppThread) -> None:
+    served = Client(live.url, KEY).submit({"name": "cli-serve", "backend": "modelarts", "kind": "inference",
+                                           "image": "swr/s:1", "serving": {"port": 8080}})
+    for _ in range(100):
+        if Client(live.url, KEY).get(served.id).status.phase.value == "RUNNING":
+            break
+        time.sleep(0.1)
+    ok = tjg(live, "scale", served.id, "--replicas", "3")
+    assert ok.returncode == 0 and "scaling to 3 replica(s)" in ok.stdout, ok.stderr
+    refused = tjg(live, "scale", served.id, "--replicas", "0")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "stop it" in refused.stderr
+

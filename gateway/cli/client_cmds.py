@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
                                             ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
         return OK
     if cmd == "scale":
-        job = client.call("POST", f"/v1/jobs/{args.id}/scale", json={"replicas": args.replicas})
+        job = client.call("POST", f"/v1/jobs/{args.id}/scale", body={"replicas": args.replicas})
         emit(job, out, lambda: f"{job['id']}: scaling to {args.replicas} replica(s); "
                                f"{job['status'].get('ready_replicas') or 0} ready now")
         return OK
