@@ -208,3 +208,23 @@ async def test_no_normal_run_steps_backwards(tmp_path: Path) -> None:
         assert [RANK[p] for p in after] == sorted(RANK[p] for p in after) and "STARTING" in after, path
     finally:
         await gw.c.close()
+
+
+def test_served_models_count_every_replica_and_are_priced_by_their_flavor() -> None:
+    import aiohttp as _aiohttp
+
+    import adapters  # noqa: F401
+    from gateway.core.adapter import REGISTRY
+    from gateway.core.telemetry import job_gpus
+
+    served = {"name": "s", "kind": "inference", "backend": "modelarts", "image": "x", "resources": {"gpus": 1},
+              "serving": {"port": 8080, "min_replicas": 2}}
+    assert job_gpus(served) == 2 and job_gpus(served, {"desired_replicas": 3}) == 3
+    assert job_gpus({"resources": {"gpus": 2, "nodes": 4}}) == 8
+
+    async def price() -> Any:
+        cfg = gateway_config("sqlite+aiosqlite:///unused.db")
+        async with _aiohttp.ClientSession() as s:
+            return REGISTRY.create(cfg.backend("modelarts"), s).gpu_hour_price(served)
+
+    assert asyncio.run(price()) == ("modelarts.vm.gpu.t4", 0.6)

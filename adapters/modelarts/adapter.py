@@ -208,7 +208,9 @@ class ModelArtsAdapter(Adapter):
             body = self.translate(JobSpec.model_validate({**spec, "backend": self.name}), "0" * 32).body
         except (ValueError, GatewayError):  # an imported job's spec may not translate: no price, no guess
             return None
-        flavor = str(((body.get("spec") or {}).get("resource") or {}).get("flavor_id"))
+        units = ((body.get("group_configs") or [{}])[0].get("unit_configs") or [{}]) if "group_configs" in body else []
+        flavor = str(units[0].get("flavor") if units else ((body.get("spec") or {}).get("resource") or {})
+                     .get("flavor_id"))
         price = prices()[1]["modelarts"].get(flavor)
         return None if price is None else (flavor, price)
 

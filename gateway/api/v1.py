@@ -224,7 +224,7 @@ async def metrics(request: web.Request) -> web.Response:
     allocated: dict[str, float] = {b.name: 0.0 for b in request.app[CONFIG].backends}
     idle = dict(allocated)
     for row in await store.jobs.running():
-        gpus = job_gpus(row["spec"] or {})
+        gpus = job_gpus(row["spec"] or {}, row["status"])
         allocated[row["backend"]] = allocated.get(row["backend"], 0.0) + gpus
         if (row["status"] or {}).get("idle"):
             idle[row["backend"]] = idle.get(row["backend"], 0.0) + gpus

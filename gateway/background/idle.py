@@ -50,7 +50,8 @@ class IdleWatch:
 
     async def check(self) -> int:
         """One look at every running GPU job of the backend; returns the idle/active events written."""
-        rows = [r for r in await self.store.jobs.running(self.adapter.name) if job_gpus(r["spec"] or {}) > 0]
+        rows = [r for r in await self.store.jobs.running(self.adapter.name)
+                if job_gpus(r["spec"] or {}, r["status"]) > 0]
         if not rows:
             return 0
         rows.sort(key=lambda r: float((r["status"] or {}).get("activity_checked_at") or 0))

@@ -70,10 +70,17 @@ def combine(per_unit: Iterable[Iterable[tuple[float, float]]], how: Literal["mea
     return [(t, (sum(vs) / len(vs)) if how == "mean" else sum(vs)) for t, vs in sorted(by_time.items())]
 
 
-def job_gpus(spec: dict[str, Any]) -> float:
-    """GPUs a job holds across its nodes (a fraction for a GPU portion), from its neutral spec."""
+def job_gpus(spec: dict[str, Any], status: dict[str, Any] | None = None) -> float:
+    """GPUs a job holds: per node (a fraction for a GPU portion) x nodes, or x replicas for an inference
+    workload (the replicas its backend reports, else serving.min_replicas)."""
     res = spec.get("resources") or {}
     try:
-        return float(res.get("gpus") or 0) * int(res.get("nodes") or 1)
+        per = float(res.get("gpus") or 0)
+        if spec.get("kind") == "inference":
+            replicas = (status or {}).get("desired_replicas")
+            if replicas is None:
+                replicas = max(1, int((spec.get("serving") or {}).get("min_replicas", 1) or 0))
+            return per * int(replicas)
+        return per * int(res.get("nodes") or 1)
     except (TypeError, ValueError):
         return 0.0

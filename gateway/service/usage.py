@@ -99,7 +99,7 @@ async def usage(store: Store, adapters: dict[str, Adapter], currency: str, who: 
         seconds = running_seconds(changes.get(row["id"], []), since, until)
         if seconds <= 0:
             continue
-        gpus = job_gpus(row["spec"] or {})
+        gpus = job_gpus(row["spec"] or {}, row["status"])
         adapter = adapters.get(row["backend"])
         if row["id"] not in prices:
             prices[row["id"]] = adapter.gpu_hour_price(row["spec"] or {}) if adapter and gpus else None
