@@ -151,3 +151,13 @@ def test_tjg_scale_changes_replicas_and_says_why_it_cannot(live: AppThread) -> N
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "stop it" in refused.stderr
 
+
+def test_a_closed_pipe_ends_quietly(live: AppThread) -> None:
+    c = Client(live.url, KEY)
+    for i in range(120):  # more JSON than a pipe holds, so tjg is still writing when head has gone
+        c.submit({"name": f"piped-{i}", "backend": "runai", "image": "x", "labels": {"bulk": "yes"}})
+    p = subprocess.run(f"{sys.executable} -m gateway list --all --limit 500 -o json --url {live.url} "
+                       f"--api-key {KEY} | head -1",
+                       shell=True, capture_output=True, text=True, cwd=ROOT, env=env(), timeout=60)
+    assert p.stdout.strip() == "{" and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+

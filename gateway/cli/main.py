@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from gateway import __version__
@@ -213,6 +214,8 @@ def _completion(shell: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `tjg` and `python -m gateway`."""
+    if hasattr(signal, "SIGPIPE"):  # `tjg list | head` ends quietly, as other Unix tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
