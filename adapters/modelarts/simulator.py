@@ -227,15 +227,23 @@ class ModelArtsSimulator:
         return j
 
     # -- handlers ----------------------------------------------------------------------
-    async def create(self, request: web.Request) -> web.Response:
-        if (denied := await self._auth(request)) is not None:
-            return denied
+    @staticmethod
+    async def _object(request: web.Request, code: str) -> dict[str, Any] | web.Response:
+        """The request body as a JSON object, or the 400 (with this API's error code) to answer."""
         try:
             body = await request.json()
         except ValueError:
-            return _fail(400, "ModelArts.2601", "Invalid request body: not JSON.")
+            return _fail(400, code, "Invalid request body: not JSON.")
         if not isinstance(body, dict):
-            return _fail(400, "ModelArts.2601", "Invalid request body: expected an object.")
+            return _fail(400, code, "Invalid request body: expected an object.")
+        return body
+
+    async def create(self, request: web.Request) -> web.Response:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        body = await self._object(request, "ModelArts.2601")
+        if isinstance(body, web.Response):
+            return body
         meta = body.get("metadata")
         if body.get("kind", "job") != "job" or not isinstance(meta, dict):
             return _fail(400, "ModelArts.2601", "Invalid parameter: kind must be job and metadata is required.")
@@ -508,12 +516,9 @@ class ModelArtsSimulator:
         """POST /v2/{project_id}/services: deploy an image as a real-time service."""
         if (denied := await self._auth(request)) is not None:
             return denied
-        try:
-            body = await request.json()
-        except ValueError:
-            return _fail(400, "ModelArts.0101", "Invalid request body: not JSON.")
-        if not isinstance(body, dict):
-            return _fail(400, "ModelArts.0101", "Invalid request body: expected an object.")
+        body = await self._object(request, "ModelArts.0101")
+        if isinstance(body, web.Response):
+            return body
         name = body.get("name")
         if not isinstance(name, str) or not SERVICE_NAME.match(name):
             return _fail(400, "ModelArts.0101", "Invalid parameter name: 1-64 letters, digits, _ or -.")
