@@ -208,9 +208,10 @@ class ModelArtsAdapter(Adapter):
             body = self.translate(JobSpec.model_validate({**spec, "backend": self.name}), "0" * 32).body
         except (ValueError, GatewayError):  # an imported job's spec may not translate: no price, no guess
             return None
-        units = ((body.get("group_configs") or [{}])[0].get("unit_configs") or [{}]) if "group_configs" in body else []
-        flavor = str(units[0].get("flavor") if units else ((body.get("spec") or {}).get("resource") or {})
-                     .get("flavor_id"))
+        if "group_configs" in body:  # a real-time service: the flavor of its (one) unit
+            flavor = str(((body["group_configs"][0].get("unit_configs") or [{}])[0]).get("flavor"))
+        else:  # a training job
+            flavor = str(((body.get("spec") or {}).get("resource") or {}).get("flavor_id"))
         price = prices()[1]["modelarts"].get(flavor)
         return None if price is None else (flavor, price)
 

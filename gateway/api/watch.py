@@ -145,8 +145,8 @@ async def _stream(request: web.Request, sub: Subscription,
         await resp.prepare(request)
         await body(resp)
         await resp.write_eof()
-    except (ConnectionError, asyncio.CancelledError):
-        pass  # the client left; nothing to tell anyone
+    except ConnectionError:
+        pass  # the client left; nothing to tell anyone (a cancellation goes on up, after the unsubscribe)
     finally:
         notifier.unsubscribe(sub)
     return resp
