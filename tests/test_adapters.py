@@ -187,6 +187,15 @@ def test_registry_rejects_duplicates() -> None:
     assert REGISTRY.kinds() == ["modelarts", "runai"]
 
 
+@pytest.mark.parametrize("kind", REGISTRY.kinds())
+def test_only_an_inference_workload_can_be_scaled(kind: str) -> None:
+    cls = REGISTRY.get(kind)
+    training = cls.unsupported_for(cls.__new__(cls), "training")
+    inference = cls.unsupported_for(cls.__new__(cls), "inference")
+    assert training[Capability.SCALE] == "only an inference workload has replicas"
+    assert Capability.SCALE not in inference
+
+
 async def test_50_concurrent_calls_with_an_expired_token_fetch_one() -> None:
     rig = await make_rig("runai", token_ttl=2)
     try:

@@ -47,7 +47,6 @@ class ModelArtsAdapter(Adapter):
         Capability.SUSPEND: "ModelArts training jobs cannot be paused; cancel and resubmit instead",
         Capability.RESUME: "ModelArts training jobs cannot be paused, so there is nothing to resume",
         Capability.FRACTIONAL_GPUS: "ModelArts flavors allocate whole GPUs; a fraction is rounded up to one",
-        Capability.SCALE: "only an inference workload has replicas",
     }
     unsupported_inference = {  # real-time services: stop/start is their suspend/resume
         Capability.LOGS: "the gateway reads training-job logs only; see the service's logs in the ModelArts console",

@@ -28,7 +28,6 @@ class RunaiAdapter(Adapter):
     kind = "runai"
     unsupported = {
         Capability.LOGS: "Run:ai's control-plane API has no log endpoint for trainings; use kubectl or the UI",
-        Capability.SCALE: "only an inference workload has replicas",
     }
     unsupported_inference = {
         Capability.LOGS: "Run:ai's control-plane API has no log endpoint for workloads; use kubectl or the UI",

@@ -93,7 +93,8 @@ class Adapter(abc.ABC):
     """One vendor behind the neutral model. Subclasses declare what they cannot do, with a reason."""
 
     kind: ClassVar[str]
-    unsupported: ClassVar[dict[Capability, str]] = {Capability.SCALE: "only an inference workload has replicas"}
+    # What this backend cannot do for a training workload (scaling never applies: see unsupported_for).
+    unsupported: ClassVar[dict[Capability, str]] = {}
     # What this backend cannot do for an inference workload (kind: inference), when it differs.
     unsupported_inference: ClassVar[dict[Capability, str]] = {}
 
@@ -108,7 +109,9 @@ class Adapter(abc.ABC):
 
     def unsupported_for(self, kind: str = "training") -> dict[Capability, str]:
         """What this backend cannot do for a workload of `kind` (training or inference), with the reasons."""
-        return dict(self.unsupported) if kind == "training" else dict(self.unsupported_inference)
+        if kind != "training":
+            return dict(self.unsupported_inference)
+        return {**self.unsupported, Capability.SCALE: "only an inference workload has replicas"}
 
     def capabilities(self, kind: str = "training") -> dict[str, Any]:
         """{capability: true | {supported: false, reason}} for GET /v1/backends."""
