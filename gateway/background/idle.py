@@ -1,9 +1,10 @@
 """The idle watch: running jobs that hold GPUs and do not use them.
 
 Run from a backend's sync loop (so one replica watches each backend). Every `idle.check_interval`
-it reads the GPU utilization of the backend's running GPU jobs over the last `idle.window_seconds`;
-a job whose every sample in a full window is under `idle.threshold_percent` is marked idle with one
-`idle` event, and a marked job whose newest sample is back over the threshold gets one `active` event.
+it reads the GPU utilization of the backend's running GPU jobs (those whose metrics the backend serves)
+over the last `idle.window_seconds`; a job whose every sample in a full window is under
+`idle.threshold_percent` is marked idle with one `idle` event, and a marked job whose newest sample is
+back over the threshold gets one `active` event.
 The samples also feed the job's mean GPU utilization (status.gpu_utilization).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -20,7 +21,7 @@ from gateway.core.adapter import Adapter, Capability
 from gateway.core.config import IdleConfig
 from gateway.core.errors import GatewayError
 from gateway.core.telemetry import job_gpus
-from gateway.service.rows import handle_of
+from gateway.service.rows import handle_of, kind_of
 from gateway.store import Store
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,6 @@ class IdleWatch:
     store: Store
     config: IdleConfig
     next_at: float = 0.0
-    marked: int = field(default=0)
 
     async def maybe_check(self) -> None:
         """Check when due (called after every sync cycle)."""
@@ -51,7 +51,8 @@ class IdleWatch:
     async def check(self) -> int:
         """One look at every running GPU job of the backend; returns the idle/active events written."""
         rows = [r for r in await self.store.jobs.running(self.adapter.name)
-                if job_gpus(r["spec"] or {}, r["status"]) > 0]
+                if job_gpus(r["spec"] or {}, r["status"]) > 0
+                and Capability.METRICS not in self.adapter.unsupported_for(kind_of(r))]
         if not rows:
             return 0
         rows.sort(key=lambda r: float((r["status"] or {}).get("activity_checked_at") or 0))
