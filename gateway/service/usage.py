@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.adapter import Adapter
@@ -48,9 +48,8 @@ class Bucket:
     util_sum: float = 0.0
     cost: float = 0.0
     unpriced_gpu_hours: float = 0.0
-    priced_by: set[str] = field(default_factory=set)
 
-    def add(self, seconds: float, gpus: float, util: float | None, price: tuple[str, float] | None) -> None:
+    def add(self, seconds: float, gpus: float, util: float | None, price: float | None) -> None:
         gh = seconds * gpus / 3600
         self.jobs += 1
         self.gpu_hours += gh
@@ -61,8 +60,7 @@ class Bucket:
         if price is None:
             self.unpriced_gpu_hours += gh
         else:
-            self.cost += gh * price[1]
-            self.priced_by.add(price[0])
+            self.cost += gh * price
 
     def as_json(self) -> dict[str, Any]:
         return {"key": self.key, "jobs": self.jobs, "gpu_hours": round(self.gpu_hours, 6),
@@ -94,19 +92,18 @@ async def usage(store: Store, adapters: dict[str, Adapter], currency: str, who: 
     changes = await store.events.phases_of([r["id"] for r in rows])
     groups: dict[str, Bucket] = {}
     total = Bucket("total")
-    prices: dict[str, tuple[str, float] | None] = {}
     for row in rows:
         seconds = running_seconds(changes.get(row["id"], []), since, until)
         if seconds <= 0:
             continue
         gpus = job_gpus(row["spec"] or {}, row["status"])
         adapter = adapters.get(row["backend"])
-        if row["id"] not in prices:
-            prices[row["id"]] = adapter.gpu_hour_price(row["spec"] or {}) if adapter and gpus else None
+        priced = adapter.gpu_hour_price(row["spec"] or {}) if adapter and gpus else None
+        price = None if priced is None else priced[1]
         util = (row["status"] or {}).get("gpu_utilization")
         key = _key(row, group_by)
-        groups.setdefault(key, Bucket(key)).add(seconds, gpus, util, prices[row["id"]])
-        total.add(seconds, gpus, util, prices[row["id"]])
+        groups.setdefault(key, Bucket(key)).add(seconds, gpus, util, price)
+        total.add(seconds, gpus, util, price)
     return {"group_by": group_by, "since": dt(since) if since else None, "until": dt(until), "currency": currency,
             "groups": [b.as_json() for b in sorted(groups.values(), key=lambda b: -b.gpu_hours)],
             "total": {k: v for k, v in total.as_json().items() if k != "key"}}
