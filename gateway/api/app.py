@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 import adapters  # noqa: F401  (registers the adapters)
 from adapters.simulators import start_simulator
 from gateway.api import dashboard, tes
-from gateway.api.http import CONFIG, KEYS, SERVICE, SHUTDOWN, STORE, SYNCS
+from gateway.api.http import CONFIG, SERVICE, SHUTDOWN, STORE, SYNCS
 from gateway.api.middleware import pipeline
 from gateway.api.v1 import add_routes
 from gateway.api.watch import NOTIFIER, Notifier
@@ -30,7 +30,6 @@ from gateway.core.config import BackendConfig, Config
 from gateway.core.errors import StartupError
 from gateway.core.logs import register_secrets
 from gateway.service.jobs import JobService
-from gateway.service.principal import Principal
 from gateway.store import Store
 
 log = structlog.get_logger(__name__)
@@ -125,14 +124,8 @@ def server_options() -> dict[str, Any]:
 def create_app(config: Config) -> web.Application:
     """The gateway as an aiohttp application."""
     register_secrets(config.secrets())
-    app = web.Application(middlewares=[pipeline],
-                          client_max_size=config.server.max_body_bytes)
+    app = web.Application(middlewares=[pipeline(config)], client_max_size=config.server.max_body_bytes)
     app[CONFIG] = config
-    keys: list[tuple[bytes, Principal]] = []
-    for t in config.tenants:
-        p = Principal(t.name, t.role, tuple(t.projects))
-        keys.extend((k.get_secret_value().encode(), p) for k in t.api_keys)
-    app[KEYS] = keys
     app[SHUTDOWN] = asyncio.Event()
 
     async def end_streams(app: web.Application) -> None:

@@ -36,9 +36,6 @@ STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", JobService)
 SYNCS = web.AppKey("syncs", dict[str, BackendSync])
 PRINCIPAL = web.RequestKey("principal", Principal)
-REQUEST_ID = web.RequestKey("request_id", str)
-KEYS = web.AppKey("keys", list[tuple[bytes, Principal]])
-OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json")
 
 
 def dumps(data: Any) -> str:
