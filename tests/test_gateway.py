@@ -218,3 +218,52 @@ async def test_rejected_by_the_vendor_is_kept_as_failed(gw: GW) -> None:
     assert status == 422 and body["vendor_code"] == "ModelArts.2781"
     _, job = await gw.call("GET", f"/v1/jobs/{body['job_id']}")
     assert job["status"]["phase"] == "FAILED" and "2781" in job["status"]["message"]
+
+
+async def test_request_ids_reach_the_logs_and_request_metrics_count(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from gateway.core.logs import configure_logging
+
+    cfg = gateway_config(f"sqlite+aiosqlite:///{tmp_path}/tjg.db")
+    cfg.server.access_log_sample = 1.0  # every request logged
+    stream = io.StringIO()
+    configure_logging("info", stream=stream, json_lines=True)
+    gw = await start_gateway(cfg)
+
+    async def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = await gw.call("GET", "/metrics", headers={})
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    try:
+        before = await samples()
+        async with gw.c.get("/v1/jobs/nope", headers=ALPHA) as r:
+            assert r.status == 404
+            given = r.headers["X-Request-Id"]
+            assert (await r.json())["request_id"] == given
+        async with gw.c.get("/v1/jobs", headers={**ALPHA, "X-Request-Id": "mine-123"}) as r:
+            assert r.status == 200 and r.headers["X-Request-Id"] == "mine-123"
+        async with gw.c.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+        after = await samples()
+    finally:
+        await gw.c.close()
+        configure_logging("info")
+    lines = [json.loads(x) for x in stream.getvalue().splitlines() if '"event": "request"' in x]
+    by_id = {x["request_id"]: x for x in lines}
+    assert by_id[given]["status"] == 404 and by_id["mine-123"]["status"] == 200
+    assert len({x["request_id"] for x in lines}) == len(lines)  # one id per request, none carried over
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("tjg_http_requests_total", method="GET", route="/v1/jobs/{id}", status="404") == 1
+    assert grew("tjg_http_requests_total", method="GET", route="/v1/jobs", status="401") == 1
+    assert grew("tjg_http_request_seconds_bucket", le="+Inf", method="GET", route="/v1/jobs") == 2
+    assert grew("tjg_http_request_seconds_count", method="GET", route="/v1/jobs") == 2
+    assert grew("tjg_http_request_seconds_bucket", le="10.0", method="GET", route="/v1/jobs") == 2
