@@ -240,10 +240,11 @@ async def openapi(_: web.Request) -> web.Response:
 
 def add_routes(r: web.UrlDispatcher) -> None:
     """Every route of the `/v1` API and the open endpoints."""
-    r.add_post("/v1/jobs", submit_job)
-    r.add_get("/v1/jobs", list_jobs)
+    # aiohttp tries the resources sharing a path prefix in this order: the most frequent request first.
     r.add_get("/v1/jobs/{id}", get_job)
     r.add_delete("/v1/jobs/{id}", delete_job)
+    r.add_post("/v1/jobs", submit_job)
+    r.add_get("/v1/jobs", list_jobs)
     r.add_post("/v1/jobs/{id}/{action:cancel|suspend|resume}", job_action)
     r.add_get("/v1/jobs/{id}/events", job_events)
     r.add_get("/v1/jobs/{id}/metrics", job_metrics)
