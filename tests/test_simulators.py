@@ -349,6 +349,29 @@ async def test_runai_lifecycle_outcomes(runai_sim: LoopSim) -> None:
                                                           "Completed"]
 
 
+async def test_a_repeated_list_query_sees_every_write_and_phase_change(runai_sim: LoopSim) -> None:
+    # The simulator answers a repeated list query from memory; nothing it answers may be stale.
+    async with aiohttp.ClientSession() as s:
+        c = RunaiRaw(runai_sim, s)
+        await c.login()
+        q = "/api/v1/workloads?filterBy=name%3D%5Ecache-&sortBy=createdAt&limit=50"
+        assert (await c.call("GET", q))[1]["workloads"] == []
+        _, made = await c.call("POST", "/api/v1/workloads/trainings", training("cache-a", SIM_OUTCOME="hang"))
+        seen = []
+        for _ in range(500):
+            _, page = await c.call("GET", q)
+            seen.append(page["workloads"][0]["phase"])
+            if seen[-1] == "Running":
+                break
+            await asyncio.sleep(0.01)
+        assert seen[0] != "Running" and seen[-1] == "Running"  # the same query, answered anew as phases moved
+        runai_sim.app[RUNAI_KEY].bulk_create(3, project="1", cluster=CLUSTER, prefix="cache-bulk")
+        assert len((await c.call("GET", q))[1]["workloads"]) == 4
+        assert (await c.call("DELETE", f"/api/v1/workloads/trainings/{made['workloadId']}"))[0] == 202
+        _, page = await c.call("GET", q)
+        assert [w["phase"] for w in page["workloads"] if w["name"] == "cache-a"] in ([], ["Deleting"])
+
+
 def fault_sequence(seed: int) -> list[dict[str, Any]]:
     async def run() -> list[dict[str, Any]]:
         sim = await start_loop_sim("runai", seed=seed, faults=parse_faults("http503=0.2,http429=0.1,reset=0.1"))
