@@ -268,3 +268,33 @@ async def test_backends_show_sync_state(gw: GW) -> None:
     runai = next(b for b in backends if b["name"] == "runai")
     assert runai["sync"]["failing"] is False and runai["sync"]["last_ok"] is not None
     assert gw.c.server.app is not None and "runai" in gw.c.server.app[SYNCS]
+
+
+async def test_the_busy_check_after_each_cycle_reads_an_index_not_every_live_job(tmp_path: Path) -> None:
+    from sqlalchemy import event, text
+
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/b.db")
+    await store.migrate()
+    try:
+        await seed_store(store, "runai", [f"w-{i}" for i in range(50)])
+        assert store.db.sync_engine is not None
+        sent: list[tuple[str, Any]] = []
+        record = lambda conn, cursor, sql, params, ctx, many: sent.append((sql, params))  # noqa: E731
+        event.listen(store.db.sync_engine, "before_cursor_execute", record)
+        assert await store.jobs.busy("runai", ["QUEUED", "STARTING"]) is True
+        assert await store.jobs.busy("runai", ["CANCELLING"]) is False
+        event.remove(store.db.sync_engine, "before_cursor_execute", record)
+        sql, params = sent[-1]
+        with store.db.sync_engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
+            assert "ix_jobs_backend_phase" in plan, plan
+            # A store made before the index existed gets it from migration 5.
+            conn.execute(text("DROP INDEX ix_jobs_backend_phase"))
+            conn.execute(text("DELETE FROM schema_migrations WHERE version = 5"))
+            conn.commit()
+        assert await store.migrate() == 5
+        with store.db.sync_engine.connect() as conn:
+            names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "ix_jobs_backend_phase" in names
+    finally:
+        await store.close()

@@ -375,8 +375,10 @@ class JobRows:
 
     async def busy(self, backend: str, phases: Sequence[str]) -> bool:
         """Whether any live job of a backend is in one of `phases` (one small query)."""
-        q = select(jobs.c.id).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
-                                    jobs.c.deleted_at.is_(None), jobs.c.phase.in_(list(phases))).limit(1)
+        # No test of `terminal`: no busy phase is terminal, and with it SQLite picked the index on it and
+        # read every live job instead of ix_jobs_backend_phase.
+        q = select(jobs.c.id).where(jobs.c.backend == backend, jobs.c.deleted_at.is_(None),
+                                    jobs.c.phase.in_(list(phases))).limit(1)
         return await self.db.run(lambda conn: conn.execute(q).first() is not None, write=False)
 
     async def running(self, backend: str | None = None) -> list[dict[str, Any]]:

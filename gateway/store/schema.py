@@ -63,6 +63,7 @@ jobs = Table(
 Index("ix_jobs_tenant_id", jobs.c.tenant, jobs.c.id)
 Index("ix_jobs_backend_active", jobs.c.backend, jobs.c.terminal, jobs.c.submit_state)
 Index("ix_jobs_phase_id", jobs.c.phase, jobs.c.id)
+Index("ix_jobs_backend_phase", jobs.c.backend, jobs.c.phase)
 Index("ix_jobs_name", jobs.c.name)
 Index("ix_jobs_project", jobs.c.project)
 
@@ -153,10 +154,17 @@ def _v4(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE jobs ADD COLUMN tes_task JSON"))
 
 
+def _v5(conn: Connection) -> None:
+    # The sync asks after every cycle whether a backend has a job starting or stopping; without this index
+    # SQLite read every live job of the backend to say no (4 ms at 10,000 jobs, on the event loop).
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_backend_phase ON jobs (backend, phase)"))
+
+
 # Versioned migrations: append, never edit. Each runs once, in its own transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "jobs, labels, transitions, idempotency keys", _create(*V1_TABLES)),
     (2, "leases and the webhook outbox", _v2),
     (3, "transition kinds (idle and active marks)", _v3),
     (4, "the TES task a job was submitted as", _v4),
+    (5, "an index for the busy-phase check of each sync cycle", _v5),
 ]
