@@ -16,6 +16,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from adapters import jsonslices
 from gateway.core.config import BackendConfig
 from gateway.core.errors import (
     AmbiguousCreate,
@@ -269,7 +270,7 @@ class Transport:
             finally:
                 VENDOR_LATENCY.labels(name).observe(time.monotonic() - started)
         try:
-            body = json.loads(text) if text else None
+            body = await jsonslices.loads(text) if text else None
         except ValueError:
             body = {"raw": text[:500]}
         if status >= 500:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from gateway.core.adapter import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, H
 from gateway.core.config import BackendConfig
 from gateway.core.errors import BackendNotFound, GatewayError
 from gateway.core.models import JobSpec
+from gateway.core.slices import Slices
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
 from mappings import prices
@@ -92,11 +92,11 @@ class RunaiAdapter(Adapter):
         page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt",
                                                 attempts=POLL_ATTEMPTS)
         jobs = []
-        for i, w in enumerate(page.get("workloads") or []):
-            if i and i % 25 == 0:
-                await asyncio.sleep(0)  # a 500-record page is normalized in slices: requests go on meanwhile
+        slices = Slices()  # normalizing a 500-record page takes ~6 ms: requests go on meanwhile
+        for w in page.get("workloads") or []:
             if w.get("type") in ("Training", "Distributed", "Inference"):
                 jobs.append(self._job(w))
+            await slices.turn()
         return jobs, page.get("next") is not None
 
     async def describe(self, job: VendorJob) -> VendorJob:

@@ -19,6 +19,7 @@ from gateway.background.idle import IdleWatch
 from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase
+from gateway.core.slices import Slices
 from gateway.service.rows import handle_of, status_json
 from gateway.store import Store
 
@@ -76,37 +77,43 @@ class BackendSync:
         if not live and not adopt:
             self.last = stats
             return stats
-        by_vid = {r["backend_job_id"]: r for r in live}
-        unseen = set(by_vid)
         known: set[str] | None = await self.store.jobs.known_vendor_ids(self.backend) if adopt else None
         # Only vendor jobs created since our oldest live job can be ours (minus slack for clock skew);
         # older vendor jobs would cost pages and no news.
         since = None if adopt else min(r["created_at"] for r in live) - CLOCK_SLACK_SECONDS
+        # The live jobs no page has shown yet. Each row leaves as a page shows its job, so the rows of a big
+        # backend are freed a slice at a time: dropping 10,000 at the end of a cycle held the loop ~10 ms.
+        unseen = {r["backend_job_id"]: r for r in live}
+        del live
         offset, more = 0, True
         while more and (unseen or adopt):
             page, more = await self.adapter.list_page(offset, self.page_size, active_only=not adopt, since=since)
             stats.list_requests += 1
-            offset += len(page)
+            read = len(page)
+            offset += read
             batch: list[tuple[str, dict[str, Any]]] = []
-            for vj in page:
+            slices = Slices()
+            page.reverse()
+            while page:
+                # Each record leaves the page as it is read, so it is freed within this slice: freeing a
+                # 500-record page in one go held the event loop for a millisecond.
+                vj = page.pop()
                 vid = vj.handle.backend_job_id
-                row = by_vid.get(vid)
+                row = unseen.pop(vid, None)
                 if row is not None:
-                    unseen.discard(vid)
                     if _changed(row["status"] or {}, vj.status):
                         batch.append((row["id"], status_json(vj.status)))
                 elif known is not None and vid not in known:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
-            await asyncio.sleep(0)  # a page was just parsed: let requests in before the next step
+                await slices.turn()  # comparing a page takes ~1 ms: requests go on meanwhile
             for start in range(0, len(batch), YIELD_EVERY):
                 await self.store.jobs.apply_statuses(batch[start:start + YIELD_EVERY], "sync")
                 await asyncio.sleep(0)  # let API requests in between: the SQLite store works inline
             stats.updated += len(batch)
-            if not page:
+            if not read:
                 break
-        for vid in unseen:
-            row = by_vid[vid]
+        for row in unseen.values():
             got = await self.adapter.get(handle_of(row))
             stats.get_requests += 1
             if got is None:

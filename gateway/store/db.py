@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, event, insert, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from gateway.core.slices import Slices
 from gateway.store.schema import MIGRATIONS, schema_migrations
 
 log = structlog.get_logger(__name__)
@@ -56,11 +57,12 @@ class Database:
         if self.sync_engine is None:
             return await self.run(lambda conn: [dict(r) for r in conn.execute(query).mappings()], write=False)
         out: list[dict[str, Any]] = []
+        slices = Slices()
         with self.sync_engine.connect() as conn:
             result = conn.execute(query).mappings()
             while rows := result.fetchmany(chunk):
                 out += [dict(r) for r in rows]
-                await asyncio.sleep(0)
+                await slices.turn()
         return out
 
     async def migrate(self) -> int:
