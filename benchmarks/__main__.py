@@ -349,22 +349,33 @@ def bench_sync_get(lab: Lab, n: int, duration: float) -> list[Row]:
         return rows[-1]["id"]
 
     auth = {"Authorization": AUTH["Authorization"]}
-    out = {}
-    for live in (False, True):
-        db = lab.tmp / f"syncget-{live}.db"
-        probe = asyncio.run(make(db, live))
-        gw, proc = lab.gateway(db, sync_interval=1.0)
-        wrk.run(f"{gw}/v1/jobs/{probe}", seconds=2, connections=8, headers=auth)  # warm the row cache
-        out[live] = wrk.run(f"{gw}/v1/jobs/{probe}", seconds=duration, connections=8, headers=auth)
+    dbs = {live: lab.tmp / f"syncget-{live}.db" for live in (False, True)}
+    probes = {live: asyncio.run(make(db, live)) for live, db in dbs.items()}
+
+    def measure(live: bool) -> dict[str, Any]:
+        gw, proc = lab.gateway(dbs[live], sync_interval=1.0)
+        wrk.run(f"{gw}/v1/jobs/{probes[live]}", seconds=2, connections=8, headers=auth)  # warm up; first cycle
+        got: dict[str, Any] = wrk.run(f"{gw}/v1/jobs/{probes[live]}", seconds=duration / 2, connections=8,
+                                      headers=auth)
         stats = asyncio.run(http("GET", gw + "/v1/backends"))
-        out[live]["cycle"] = next(b for b in stats if b["name"] == "runai").get("sync", {}).get("last_cycle", {})
+        got["cycle"] = next(b for b in stats if b["name"] == "runai").get("sync", {}).get("last_cycle", {})
         proc.stop()
-    idle, busy = out[False], out[True]
-    ratio = busy["p99_ms"] / idle["p99_ms"]
+        return got
+
+    # Three rounds of (nothing to sync, then 10,000 live jobs), one gateway at a time: the median round's
+    # ratio, with the range of all three (one p99 of a few seconds on 2 shared cores is noisy).
+    rounds = []
+    for _ in range(3):
+        idle, busy = measure(False), measure(True)
+        rounds.append((busy["p99_ms"] / idle["p99_ms"], idle, busy))
+    rounds.sort(key=lambda r: r[0])
+    ratio, idle, busy = rounds[len(rounds) // 2]
+    spread = f"{rounds[0][0]:.2f}-{rounds[-1][0]:.2f}"
+    errors = sum(r[2]["errors"] + r[1]["errors"] for r in rounds)
     cycle = busy["cycle"]
-    return [Row(f"GET p99 (ms) while sync cycles page through {n:,} live jobs (wrk -c8)", f"{busy['p99_ms']:.2f}",
-                f"{idle['p99_ms']:.2f} with nothing to sync", f"{ratio:.2f}", "<= 2",
-                "yes" if ratio <= 2 and not busy["errors"] else "NO"),
+    return [Row(f"GET p99 (ms) while sync cycles page through {n:,} live jobs (wrk -c8), median of 3 "
+                f"(ratio range {spread})", f"{busy['p99_ms']:.2f}", f"{idle['p99_ms']:.2f} with nothing to sync",
+                f"{ratio:.2f}", "<= 2", "yes" if ratio <= 2 and not errors else "NO"),
             Row("  the sync cycles meanwhile (last one)",
                 f"{cycle.get('list_requests', '?')} list requests, {cycle.get('seconds', '?')} s")]
 
