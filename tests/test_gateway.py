@@ -58,6 +58,18 @@ async def test_auth_and_tenant_isolation(gw: GW) -> None:
     assert (await gw.call("GET", "/healthz", headers={}))[0] == 200
 
 
+async def test_each_key_keeps_its_tenant_however_often_and_in_whatever_order_it_comes(gw: GW) -> None:
+    # Valid Authorization headers are remembered; none may stand in for another, and no near miss may pass.
+    mine = await gw.submit(spec(name="keyed", env={"SIM_OUTCOME": "hang"}))
+    for _ in range(3):
+        for headers, want in ((ALPHA, 200), (BETA, 404), (OPS, 200), ({"Authorization": "Bearer  alpha-key-123 "}, 200),
+                              ({"Authorization": "Bearer alpha-key-12"}, 401),
+                              ({"Authorization": "bearer alpha-key-123"}, 401),
+                              ({"Authorization": "Bearer alpha-key-123x"}, 401), ({"Authorization": "Bearer "}, 401)):
+            status, _ = await gw.call("GET", f"/v1/jobs/{mine['id']}", headers=headers)
+            assert status == want, (headers, status)
+
+
 async def test_errors_are_problems(gw: GW) -> None:
     status, body = await gw.call("POST", "/v1/jobs", data=b"{not json", headers={**ALPHA,
                                                                                  "Content-Type": "application/json"})
