@@ -26,7 +26,7 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 CLOCK_SLACK_SECONDS = 300.0
-YIELD_EVERY = 100
+WRITE_BATCH = 100  # statuses stored per write transaction, the loop free between them
 MIN_CYCLE_GAP = 1.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
@@ -85,6 +85,7 @@ class BackendSync:
         # backend are freed a slice at a time: dropping 10,000 at the end of a cycle held the loop ~10 ms.
         unseen = {r["backend_job_id"]: r for r in live}
         del live
+        slices = Slices()
         offset, more = 0, True
         while more and (unseen or adopt):
             page, more = await self.adapter.list_page(offset, self.page_size, active_only=not adopt, since=since)
@@ -92,7 +93,6 @@ class BackendSync:
             read = len(page)
             offset += read
             batch: list[tuple[str, dict[str, Any]]] = []
-            slices = Slices()
             page.reverse()
             while page:
                 # Each record leaves the page as it is read, so it is freed within this slice: freeing a
@@ -107,8 +107,8 @@ class BackendSync:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
                 await slices.turn()  # comparing a page takes ~1 ms: requests go on meanwhile
-            for start in range(0, len(batch), YIELD_EVERY):
-                await self.store.jobs.apply_statuses(batch[start:start + YIELD_EVERY], "sync")
+            for start in range(0, len(batch), WRITE_BATCH):
+                await self.store.jobs.apply_statuses(batch[start:start + WRITE_BATCH], "sync")
                 await asyncio.sleep(0)  # let API requests in between: the SQLite store works inline
             stats.updated += len(batch)
             if not read:

@@ -53,7 +53,8 @@ class Database:
 
     async def scan(self, query: Any, chunk: int) -> list[dict[str, Any]]:
         """All rows of a read query. On SQLite (which runs on the event loop) they are fetched `chunk` at a
-        time from one cursor, with the loop free in between; PostgreSQL reads do not hold the loop."""
+        time from one cursor, giving the loop a turn whenever a slice is used; PostgreSQL reads do not hold
+        the loop."""
         if self.sync_engine is None:
             return await self.run(lambda conn: [dict(r) for r in conn.execute(query).mappings()], write=False)
         out: list[dict[str, Any]] = []
