@@ -18,7 +18,7 @@ import time
 import uuid
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -157,9 +157,8 @@ class RunaiSimulator:
         self.names: dict[tuple[str, str], str] = {}
         self.tokens_issued = 0
         self.checker = SchemaChecker(json.loads(SPEC_PATH.read_text()))
-        self.revision = 0  # bumped by every request that changes a workload (see simkit.persist)
-        self.writes = 0  # bumped after every request that is not a read, /_sim/ ones included
-        self.pages: dict[str, tuple[int, float, bytes]] = {}  # list query -> (writes, good until, body)
+        self.revision = 0  # bumped by every change to the workloads (see simkit.persist)
+        self.pages: dict[str, tuple[int, float, bytes]] = {}  # list query -> (revision, good until, body)
 
     def export_state(self) -> dict[str, Any]:
         """The workloads, for simkit.StateFile."""
@@ -512,7 +511,7 @@ class RunaiSimulator:
             self.order.append(w)
             self.names[(project, name)] = w.id
             ids.append(w.id)
-        self.writes += 1
+        self.revision += 1  # not a request the middleware sees commit
         return ids
 
     # -- listing -------------------------------------------------------------------------
@@ -612,11 +611,11 @@ class RunaiSimulator:
     async def list_workloads(self, request: web.Request) -> web.Response:
         if (denied := await self._authed(request)) is not None:
             return denied
-        # A list answer stands until a write or the next scheduled phase change: building thousands of
-        # records for every page of every sync cycle took the CPU the gateway under test needs.
+        # A list answer stands until the workloads change or the next scheduled phase change: building
+        # thousands of records for every page of every sync cycle took the CPU the gateway under test needs.
         now = time.monotonic()
         hit = self.pages.get(request.query_string)
-        if hit is not None and hit[0] == self.writes and now < hit[1]:
+        if hit is not None and hit[0] == self.revision and now < hit[1]:
             return web.Response(body=hit[2], content_type="application/json", charset="utf-8")
         try:
             offset = self._int(request, "offset", 0, 0, 10**9)
@@ -631,7 +630,7 @@ class RunaiSimulator:
         raw = json.dumps(body).encode()
         if len(self.pages) >= 256:
             self.pages.clear()
-        self.pages[request.query_string] = (self.writes, self._settled_until(now), raw)
+        self.pages[request.query_string] = (self.revision, self._settled_until(now), raw)
         return web.Response(body=raw, content_type="application/json", charset="utf-8")
 
     def _settled_until(self, now: float) -> float:
@@ -899,16 +898,7 @@ def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: d
     def changed() -> None:
         sim.revision += 1
 
-    @web.middleware
-    async def count_writes(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                           ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        finally:
-            if request.method not in ("GET", "HEAD"):
-                sim.writes += 1
-
-    app = web.Application(middlewares=[*sim_middlewares(state, stats, error, changed), count_writes],
+    app = web.Application(middlewares=sim_middlewares(state, stats, error, changed),
                           client_max_size=8 * 1024 * 1024)
     app[SIM_KEY] = sim
     if state_file:
