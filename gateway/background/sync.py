@@ -26,7 +26,7 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 CLOCK_SLACK_SECONDS = 300.0
-WRITE_BATCH = 100  # statuses stored per write transaction, the loop free between them
+WRITE_BATCH = 100  # statuses stored per write transaction
 MIN_CYCLE_GAP = 1.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
@@ -109,7 +109,7 @@ class BackendSync:
                 await slices.turn()  # comparing a page takes ~1 ms: requests go on meanwhile
             for start in range(0, len(batch), WRITE_BATCH):
                 await self.store.jobs.apply_statuses(batch[start:start + WRITE_BATCH], "sync")
-                await asyncio.sleep(0)  # let API requests in between: the SQLite store works inline
+                await slices.turn()  # the SQLite store writes inline: requests go on between batches
             stats.updated += len(batch)
             if not read:
                 break
