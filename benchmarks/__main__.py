@@ -134,6 +134,15 @@ def split_cpus() -> tuple[set[int], set[int]]:
     return set(cpus[:half]), set(cpus[half:] or cpus)
 
 
+Round = tuple[float, dict[str, Any], dict[str, Any]]  # a ratio and the two wrk results it came from
+
+
+def median_round(rounds: list[Round]) -> tuple[Round, str]:
+    """The round with the median ratio, and the range of all the rounds' ratios."""
+    ranked = sorted(rounds, key=lambda r: r[0])
+    return ranked[len(ranked) // 2], f"{ranked[0][0]:.2f}-{ranked[-1][0]:.2f}"
+
+
 def bench_get(lab: Lab, gw: str, gw_proc: Proc, duration: float) -> list[Row]:
     if not wrk.available():
         return [Row("GET /v1/jobs/{id} under wrk", "wrk is not installed: apt-get install wrk", holds="NO")]
@@ -150,7 +159,7 @@ def bench_get(lab: Lab, gw: str, gw_proc: Proc, duration: float) -> list[Row]:
     # wrk (C, one thread, 32 connections) against each in turn, five rounds: the median round's ratio, with
     # the range of all five. wrk's rate against a raw asyncio responder, >= 1.5x the gateway's, shows wrk
     # was not the limit (once the gateway passed 0.67x of bare aiohttp, bare could no longer show that).
-    rounds = []
+    rounds: list[Round] = []
     auth = {"Authorization": AUTH["Authorization"]}
     server_cpus, load_cpus = split_cpus()
     for p in (bare, raw, gw_proc):
@@ -167,9 +176,7 @@ def bench_get(lab: Lab, gw: str, gw_proc: Proc, duration: float) -> list[Row]:
     raw.stop()
     assert gw_proc.p is not None
     os.sched_setaffinity(gw_proc.p.pid, os.sched_getaffinity(0))  # the later benchmarks use this gateway
-    rounds.sort(key=lambda r: r[0])
-    ratio, g, b = rounds[len(rounds) // 2]
-    spread = f"{rounds[0][0]:.2f}-{rounds[-1][0]:.2f}"
+    (ratio, g, b), spread = median_round(rounds)
     errors = sum(r[1]["errors"] for r in rounds)
     headroom = most["rps"] / g["rps"]
     saturated = headroom < 1.5
@@ -373,13 +380,11 @@ def bench_sync_get(lab: Lab, n: int, duration: float) -> list[Row]:
 
     # Three rounds of (nothing to sync, then 10,000 live jobs), one gateway at a time: the median round's
     # ratio, with the range of all three (one p99 of a few seconds on 2 shared cores is noisy).
-    rounds = []
+    rounds: list[Round] = []
     for _ in range(3):
         idle, busy = measure(False), measure(True)
         rounds.append((busy["p99_ms"] / idle["p99_ms"], idle, busy))
-    rounds.sort(key=lambda r: r[0])
-    ratio, idle, busy = rounds[len(rounds) // 2]
-    spread = f"{rounds[0][0]:.2f}-{rounds[-1][0]:.2f}"
+    (ratio, idle, busy), spread = median_round(rounds)
     errors = sum(r[2]["errors"] + r[1]["errors"] for r in rounds)
     cycle = busy["cycle"]
     return [Row(f"GET p99 (ms) while sync cycles page through {n:,} live jobs (wrk -c8), median of 3",
