@@ -1,32 +1,39 @@
-"""Which simulator serves which vendor kind, and how to start one (in-process or in the foreground)."""
+"""Start a vendor's simulator by backend kind: the kind's registered adapter names its fake ("module:function"),
+so this module knows no vendor and the adapters never import a simulator."""
 
 from __future__ import annotations
 
+import inspect
+from importlib import import_module
 from typing import Any
 
 from aiohttp import web
 
-from adapters.modelarts import simulator as modelarts_simulator
-from adapters.runai import simulator as runai_simulator
+from gateway.core.adapter import REGISTRY
 
 
-def build_simulator(vendor: str, credentials: list[tuple[str, str]] | None = None,
-                    faults: dict[str, float] | None = None, seed: int | None = None,
-                    speed: float = 1.0, token_ttl: int = 3600, state_file: str | None = None,
-                    sample_seconds: float = 60.0) -> web.Application:
-    """The aiohttp app of a vendor simulator."""
-    if vendor == "runai":
-        return runai_simulator.create_simulator(credentials=credentials, faults=faults, seed=seed, speed=speed,
-                                                token_ttl=token_ttl, state_file=state_file)
-    if vendor == "modelarts":
-        return modelarts_simulator.create_simulator(credentials=credentials, faults=faults, seed=seed, speed=speed,
-                                                    state_file=state_file, sample_seconds=sample_seconds)
-    raise ValueError(f"no simulator for {vendor!r}")
+def simulator_factory(kind: str) -> Any:
+    """The function that makes the simulator app of a registered backend kind."""
+    target = REGISTRY.get(kind).simulator
+    if target is None:
+        raise ValueError(f"backend kind {kind!r} has no simulator")
+    module, _, func = target.partition(":")
+    return getattr(import_module(module), func)
 
 
-async def start_simulator(vendor: str, host: str, port: int, **kwargs: Any) -> web.AppRunner:
+def build_simulator(kind: str, **options: Any) -> web.Application:
+    """The aiohttp app of a kind's simulator; options it does not take (another vendor's) are left out."""
+    factory = simulator_factory(kind)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    app: web.Application = factory(**options)
+    return app
+
+
+async def start_simulator(kind: str, host: str, port: int, **options: Any) -> web.AppRunner:
     """Start a simulator on host:port inside the running loop; the caller cleans up the runner."""
-    app = build_simulator(vendor, **kwargs)
+    app = build_simulator(kind, **options)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -37,9 +44,9 @@ async def start_simulator(vendor: str, host: str, port: int, **kwargs: Any) -> w
     return runner
 
 
-def run_simulator(vendor: str, host: str, port: int, **kwargs: Any) -> None:
+def run_simulator(kind: str, host: str, port: int, **options: Any) -> None:
     """Run a simulator in the foreground until interrupted (`tjg simulate`)."""
-    app = build_simulator(vendor, **kwargs)
-    line = (f"{vendor} simulator on http://{host}:{port}  (faults: {kwargs.get('faults') or 'off'}; "
+    app = build_simulator(kind, **options)
+    line = (f"{kind} simulator on http://{host}:{port}  (faults: {options.get('faults') or 'off'}; "
             "admin: /_sim/faults, /_sim/stats)")
     web.run_app(app, host=host, port=port, access_log=None, print=lambda _: print(line, flush=True))

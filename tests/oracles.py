@@ -12,7 +12,7 @@ from typing import Any
 from openapi_schema_validator import OAS30Validator
 
 SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "specs" / "runai-openapi-subset.json"
-PACKAGED = Path(__file__).resolve().parent.parent / "adapters" / "runai" / "openapi-subset.json"
+PACKAGED = Path(__file__).resolve().parent.parent / "simulators" / "runai" / "openapi-subset.json"
 
 
 @cache

@@ -17,9 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.modelarts.signer import verify
-from adapters.modelarts.translate import environments
-from adapters.simkit import (
+from mappings import flavors
+from simulators.kit import (
     COMMITTED,
     FaultState,
     Timeline,
@@ -32,13 +31,19 @@ from adapters.simkit import (
     sim_middlewares,
     wall,
 )
-from mappings import flavors
+from simulators.modelarts.auth import check_signature
 
 DEMO_CREDENTIALS = [("TJGDEMOAK", "TJGDEMOSK")]
 DEMO_IAM_TOKENS = ("tjg-demo-iam-token",)
 JOB_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STOPPABLE = ("Creating", "Pending", "Running")
 TERMINAL = ("Completed", "Failed", "Terminated", "Abnormal")
+
+
+def environments(raw: Any) -> dict[str, str]:
+    """`algorithm.environments` as a dict: a create body sends one object, a job read back a list of them."""
+    items = raw if isinstance(raw, list) else [raw]
+    return {str(k): str(v) for item in items if isinstance(item, dict) for k, v in item.items()}
 
 
 def error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
@@ -147,7 +152,7 @@ class ModelArtsSimulator:
                 return None
             return _fail(401, "APIGW.0301", "Incorrect IAM authentication information: token invalid")
         body = await request.read()
-        reason = verify(request.method, request.rel_url.raw_path, list(request.rel_url.query.items()),
+        reason = check_signature(request.method, request.rel_url.raw_path, list(request.rel_url.query.items()),
                         request.headers, body, self.secrets)
         if reason:
             return _fail(401, "APIGW.0301", f"Incorrect IAM authentication information: {reason}")

@@ -27,8 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.oas import SchemaChecker
-from adapters.simkit import (
+from simulators.kit import (
     COMMITTED,
     FaultState,
     Timeline,
@@ -41,6 +40,7 @@ from adapters.simkit import (
     sim_middlewares,
     wall,
 )
+from simulators.oas import SchemaChecker
 
 SPEC_PATH = Path(__file__).with_name("openapi-subset.json")
 DEMO_CREDENTIALS = [("tjg-demo", "tjg-demo-secret")]
