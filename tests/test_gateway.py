@@ -204,6 +204,8 @@ async def test_delete_marks_deleted_and_hides_from_list(gw: GW) -> None:
     assert page["jobs"] == []
     _, page = await gw.call("GET", "/v1/jobs?deleted=true")
     assert [j["id"] for j in page["jobs"]] == [job["id"]]
+    status, problem = await gw.call("GET", "/v1/jobs?deleted=")  # schemathesis: an empty boolean is no boolean
+    assert status == 400 and problem["errors"][0]["loc"] == ["query", "deleted"]
 
 
 async def test_backends_metrics_openapi(gw: GW) -> None:

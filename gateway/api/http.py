@@ -166,11 +166,11 @@ def only_query(request: web.Request, *allowed: str) -> None:
 
 
 def qbool(request: web.Request, name: str) -> bool:
-    """A boolean query parameter."""
+    """A boolean query parameter (absent is false; an empty value is refused, as the OpenAPI boolean says)."""
     v = request.query.get(name)
     if v is None:
         return False
-    if v.lower() in ("true", "1", "yes", ""):
+    if v.lower() in ("true", "1", "yes"):
         return True
     if v.lower() in ("false", "0", "no"):
         return False
