@@ -276,18 +276,18 @@ def bench_rss(lab: Lab, big_db: Path, n: int) -> list[Row]:
 
 def bench_sync(n: int) -> list[Row]:
     async def run(vendor: str) -> tuple[int, float]:
-        import adapters  # noqa: F401
-        from adapters.simulators import start_simulator
+        import adapters.registry  # noqa: F401  (registers the vendors)
         from gateway.background.sync import BackendSync
         from gateway.core.adapter import REGISTRY
         from gateway.core.config import parse_config
         from gateway.core.models import JobStatus, Phase
         from gateway.store import Store
+        from simulators.serve import start_simulator
 
         port = free_port()
         runner = await start_simulator(vendor, "127.0.0.1", port, speed=50.0)
-        from adapters.modelarts.simulator import SIM_KEY as MA_KEY
-        from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
+        from simulators.modelarts.app import SIM_KEY as MA_KEY
+        from simulators.runai.app import SIM_KEY as RUNAI_KEY
 
         sim: Any = runner.app[RUNAI_KEY] if vendor == "runai" else runner.app[MA_KEY]
         ids = sim.bulk_create(n, project="1", cluster=CLUSTER) if vendor == "runai" else \
@@ -395,7 +395,7 @@ def bench_sync_get(lab: Lab, n: int, duration: float) -> list[Row]:
 
 
 def bench_translate(seconds: float) -> list[Row]:
-    import adapters
+    import adapters.registry
     from gateway.core.config import parse_config
     from gateway.core.models import parse_spec
 
@@ -413,7 +413,7 @@ def bench_translate(seconds: float) -> list[Row]:
     while time.perf_counter() - t0 < seconds:
         for raw in raws:
             sp = parse_spec(raw)
-            adapters.translate_spec(sp, cfg.backend(sp.backend), "0" * 32)
+            adapters.registry.translate_spec(sp, cfg.backend(sp.backend), "0" * 32)
             n += 1
     rate = n / (time.perf_counter() - t0)
     return [Row("translations per second per core (validate + translate)", f"{rate:.0f}", target=">= 5000",

@@ -15,18 +15,6 @@ NEUTRAL_PHASES = ("QUEUED", "STARTING", "RUNNING", "SUSPENDING", "SUSPENDED", "S
                   "FAILED", "CANCELLING", "CANCELLED", "UNKNOWN")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
-# The vendors' own phase lists (VENDORS.md); a table that misses one does not load.
-RUNAI_PHASES = ("Creating", "Initializing", "Resuming", "Pending", "Deleting", "Running", "Updating",
-                "Stopped", "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown")
-MODELARTS_PHASES = ("Creating", "Pending", "Running", "Failed", "Completed", "Terminating",
-                    "Terminated", "Abnormal")
-# ModelArts real-time services (v2 services API, ShowInferServiceResponse.status).
-MODELARTS_SERVICE_STATUSES = ("INIT", "DEPLOYING", "RUNNING", "CONCERNING", "UPGRADING", "STOPPING", "STOPPED",
-                              "DELETING", "FAILED", "ERROR")
-MODELARTS_SECONDARY = ("Creating", "Queuing", "Running", "Failed", "Completed", "Terminating",
-                       "Terminated", "CreateFailed", "TerminatedFailed", "Unknown", "Lost")
-
-
 class MappingError(ValueError):
     """A mapping table is malformed or incomplete."""
 
@@ -74,9 +62,10 @@ def _rules(raw: Any, where: str, required: tuple[str, ...]) -> dict[str, PhaseRu
     return rules
 
 
+@cache
 def load_phase_table(path: Path, required: tuple[str, ...],
                      required_secondary: tuple[str, ...] = ()) -> PhaseTable:
-    """Load and check a phase table file."""
+    """Load and check a phase table file (once per file): every vendor phase in `required` must have a row."""
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise MappingError(f"{path.name}: not a mapping")
@@ -84,19 +73,6 @@ def load_phase_table(path: Path, required: tuple[str, ...],
     secondary = _rules(data["secondary"], f"{path.name}:secondary", required_secondary) \
         if required_secondary or "secondary" in data else {}
     return PhaseTable(str(data.get("vendor", path.stem)), phases, secondary)
-
-
-@cache
-def phase_table(vendor: str) -> PhaseTable:
-    """The shipped phase table of `runai` (trainings, distributed and inferences share Run:ai's workload
-    phases), `modelarts` (training jobs) or `modelarts_services` (real-time services)."""
-    if vendor == "runai":
-        return load_phase_table(HERE / "phases_runai.yaml", RUNAI_PHASES)
-    if vendor == "modelarts":
-        return load_phase_table(HERE / "phases_modelarts.yaml", MODELARTS_PHASES, MODELARTS_SECONDARY)
-    if vendor == "modelarts_services":
-        return load_phase_table(HERE / "phases_modelarts_services.yaml", MODELARTS_SERVICE_STATUSES)
-    raise MappingError(f"no phase table for vendor {vendor!r} (known: runai, modelarts, modelarts_services)")
 
 
 @dataclass(frozen=True)
@@ -136,12 +112,12 @@ def canonical_gpu_type(name: str) -> str | None:
 
 @cache
 def prices() -> tuple[str, dict[str, dict[str, float]]]:
-    """(currency, vendor -> node pool or flavor -> price of one GPU-hour)."""
+    """(currency, vendor kind -> node pool or flavor -> price of one GPU-hour)."""
     data = yaml.safe_load((HERE / "prices.yaml").read_text())
     if not isinstance(data, dict):
         raise MappingError("prices.yaml: not a mapping")
     table: dict[str, dict[str, float]] = {}
-    for vendor in ("runai", "modelarts"):
+    for vendor in (k for k in data if k != "currency"):
         rows = data.get(vendor) or {}
         if not isinstance(rows, dict) or not all(isinstance(v, int | float) and v >= 0 for v in rows.values()):
             raise MappingError(f"prices.yaml:{vendor}: expected a mapping of name to a price >= 0")
@@ -197,14 +173,6 @@ def rewrite_image(image: str, target: str) -> str | None:
     for rule in image_rules():
         if rule.target == target and image.startswith(rule.source):
             return rule.dest + image[len(rule.source):]
-    return None
-
-
-def gpu_type_of_node_pool(pool: str) -> str | None:
-    """The GPU type whose Run:ai node pools include `pool`."""
-    for name, entry in gpu_types().items():
-        if pool in (entry.get("runai_node_pools") or []):
-            return name
     return None
 
 

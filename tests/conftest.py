@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.simulators import build_simulator
+import adapters.registry  # noqa: F401  (registers the vendors before any config is parsed)
 from benchmarks.procs import free_port
 from gateway.api.app import server_options
+from gateway.core.adapter import REGISTRY
 from gateway.core.config import Config, parse_config
+from simulators.serve import build_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -239,8 +241,9 @@ def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int |
              "credentials": {"ak": "MAAKEXAMPLE", "sk": "modelarts-sk-secret"}},
         ],
     }
-    for b in raw["backends"]:
-        b.update(backend_extra or {})
+    for b in raw["backends"]:  # a setting one vendor's config does not have goes to the others only
+        fields = REGISTRY.get(b["kind"]).config_model.model_fields
+        b.update({k: v for k, v in (backend_extra or {}).items() if k in fields})
     for t in raw["tenants"]:
         t.update((tenant_extra or {}).get(t["name"], {}))
     for k, v in extra.items():

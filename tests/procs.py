@@ -63,7 +63,7 @@ class Simulators:
 
     async def set_faults(self, spec: str) -> None:
         """Switch both simulators' faults at run time (`""`: none)."""
-        from adapters.simkit import parse_faults
+        from simulators.kit import parse_faults
 
         async with aiohttp.ClientSession() as s:
             for port in (self.runai_port, self.ma_port):

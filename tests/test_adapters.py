@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-import adapters  # noqa: F401  (registers the adapters)
+import adapters.registry  # noqa: F401  (registers the vendors)
 from gateway.core.adapter import REGISTRY, Adapter, Capability, Handle, Registry
 from gateway.core.errors import BackendAuthError, BackendConflict, UnsupportedByBackend
 from gateway.core.ids import new_job_id

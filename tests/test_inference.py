@@ -103,7 +103,7 @@ def test_huawei_sdk_service_calls_drive_the_simulator() -> None:
 
 
 async def test_modelarts_service_answers_load_with_every_key_known() -> None:
-    from adapters.modelarts.simulator import DEMO_IAM_TOKENS
+    from simulators.modelarts.app import DEMO_IAM_TOKENS
 
     sim = await start_loop_sim("modelarts", speed=20.0)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters import translate_spec
+from adapters.registry import translate_spec
 from gateway.core.config import Config
 from gateway.core.models import parse_spec
 from gateway.service.migrate import convert_spec

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from adapters.modelarts import translate as ma
 from adapters.modelarts.translate import normalize_phase as ma_phase
+from adapters.runai import translate as runai
 from adapters.runai.translate import normalize_phase as runai_phase
 from gateway.core.models import TERMINAL_PHASES, Phase
-from mappings import (
-    MODELARTS_PHASES,
-    MODELARTS_SECONDARY,
-    RUNAI_PHASES,
-    MappingError,
-    load_phase_table,
-    phase_table,
-)
+from mappings import MappingError, PhaseTable, load_phase_table
+
+RUNAI_PHASES = runai.PHASES
+TABLES = {"runai": runai.phase_table, "modelarts": ma.phase_table, "modelarts_services": ma.service_table}
+
+
+def phase_table(vendor: str) -> PhaseTable:
+    return TABLES[vendor]()
 
 # Copied from ../shared/VENDORS.md so a change to the tables cannot silently drop one.
 VENDORS_RUNAI = ("Creating, Initializing, Resuming, Pending, Deleting, Running, Updating, Stopped, Stopping, "
@@ -31,8 +33,8 @@ VENDORS_MA2 = ("Creating, Queuing, Running, Failed, Completed, Terminating, Term
 
 def test_every_vendor_phase_is_mapped() -> None:
     assert set(phase_table("runai").phases) == set(VENDORS_RUNAI) == set(RUNAI_PHASES)
-    assert set(phase_table("modelarts").phases) == set(VENDORS_MA) == set(MODELARTS_PHASES)
-    assert set(phase_table("modelarts").secondary) == set(VENDORS_MA2) == set(MODELARTS_SECONDARY)
+    assert set(phase_table("modelarts").phases) == set(VENDORS_MA) == set(ma.PHASES)
+    assert set(phase_table("modelarts").secondary) == set(VENDORS_MA2) == set(ma.SECONDARY)
 
 
 @pytest.mark.parametrize("vendor", ["runai", "modelarts"])

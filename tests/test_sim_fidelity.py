@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
+from simulators.runai.app import SIM_KEY as RUNAI_KEY
 from tests.conftest import CLUSTER, LoopSim, SimThread, start_loop_sim
 from tests.oracles import load_huawei, load_runapy, runai_document, validate_runai
 from tests.test_simulators import RunaiRaw, _ma_client, runapy_client, training, wait_for
@@ -253,7 +253,7 @@ def test_huawei_sdk_reads_metrics_events_and_terminate() -> None:
 async def test_modelarts_raw_responses_have_only_sdk_fields() -> None:
     """Read with aiohttp, the job, terminate, events and metrics answers load into the SDK models with
     every key known (the SDK itself drops unknown keys silently)."""
-    from adapters.modelarts.simulator import DEMO_IAM_TOKENS
+    from simulators.modelarts.app import DEMO_IAM_TOKENS
     from tests.conftest import PROJECT
 
     sim = await start_loop_sim("modelarts", speed=20.0, sample_seconds=0.05)

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from adapters.modelarts.signer import sign
-from adapters.modelarts.simulator import SIM_KEY as MA_KEY
-from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
-from adapters.simkit import parse_faults
+from simulators.kit import parse_faults
+from simulators.modelarts.app import SIM_KEY as MA_KEY
+from simulators.runai.app import SIM_KEY as RUNAI_KEY
 from tests.conftest import CLUSTER, PROJECT, LoopSim, SimThread, start_loop_sim
 
 

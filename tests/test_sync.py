@@ -14,15 +14,15 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-import adapters  # noqa: F401
-from adapters.modelarts.simulator import SIM_KEY as MA_KEY
-from adapters.runai.simulator import SIM_KEY as RUNAI_KEY
+import adapters.registry  # noqa: F401  (registers the vendors)
 from gateway.api.http import SYNCS
 from gateway.background.sync import BackendSync
 from gateway.background.webhooks import verify_signature
 from gateway.core.adapter import REGISTRY
 from gateway.core.models import JobStatus, Phase
 from gateway.store import Store
+from simulators.modelarts.app import SIM_KEY as MA_KEY
+from simulators.runai.app import SIM_KEY as RUNAI_KEY
 from tests.conftest import (
     CLUSTER,
     PROJECT,

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from adapters import translate_spec
+from adapters.registry import translate_spec
 from gateway.core.config import Config
 from gateway.core.errors import ValidationError
 from gateway.core.models import parse_spec

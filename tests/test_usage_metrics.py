@@ -213,7 +213,7 @@ async def test_no_normal_run_steps_backwards(tmp_path: Path) -> None:
 def test_served_models_count_every_replica_and_are_priced_by_their_flavor() -> None:
     import aiohttp as _aiohttp
 
-    import adapters  # noqa: F401
+    import adapters.registry  # noqa: F401  (registers the vendors)
     from gateway.core.adapter import REGISTRY
     from gateway.core.telemetry import job_gpus
 

@@ -11,6 +11,7 @@ import aiohttp
 
 from adapters.modelarts import translate as tr
 from adapters.modelarts.client import ModelArtsClient
+from adapters.modelarts.config import ModelArtsConfig
 from adapters.modelarts.metrics import flavor_memory_bytes, modelarts_metrics, place
 from gateway.core.adapter import (
     POLL_ATTEMPTS,
@@ -21,7 +22,6 @@ from gateway.core.adapter import (
     LogChunk,
     VendorJob,
 )
-from gateway.core.config import BackendConfig
 from gateway.core.errors import (
     BackendConflict,
     BackendNotFound,
@@ -33,16 +33,18 @@ from gateway.core.errors import (
 from gateway.core.models import JobSpec
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
-from mappings import prices
+from mappings import flavor_by_id, prices
 
 JOB_ID_IN_DESCRIPTION = re.compile(r"trainjob-gateway job ([0-9a-f]{32})")
 
 
 @REGISTRY.register
-class ModelArtsAdapter(Adapter):
+class ModelArtsAdapter(Adapter[ModelArtsConfig]):
     """Huawei Cloud ModelArts."""
 
-    kind = "modelarts"
+    kind = tr.KIND
+    config_model = ModelArtsConfig
+    simulator = "simulators.modelarts.app:create_simulator"
     unsupported = {
         Capability.SUSPEND: "ModelArts training jobs cannot be paused; cancel and resubmit instead",
         Capability.RESUME: "ModelArts training jobs cannot be paused, so there is nothing to resume",
@@ -56,12 +58,30 @@ class ModelArtsAdapter(Adapter):
         Capability.MULTI_NODE: "an inference workload scales by replicas",
     }
 
-    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ModelArtsConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(config, session)
         self.client = ModelArtsClient(config, session)
 
-    def translate(self, spec: JobSpec, job_id: str) -> Translation:
-        return tr.translate(spec, self.config, job_id)
+    @classmethod
+    def phase_table(cls) -> dict[str, Any]:
+        """ModelArts' training-job phases (and secondary phases) and what each becomes."""
+        return tr.phase_table().as_json()
+
+    @classmethod
+    def describe_flavor(cls, flavor: str) -> tuple[dict[str, Any], str] | None:
+        """A ModelArts flavor stands for its GPUs, GPU type, cores and memory (mappings/flavors.yaml)."""
+        f = flavor_by_id(flavor)
+        if f is None:
+            return None
+        res: dict[str, Any] = {"gpus": f.gpus, "cpu": f.cpu, "memory": f"{f.memory_gi:g}Gi"}
+        if f.gpu_type:
+            res["gpu_type"] = f.gpu_type
+        return res, f"flavor {flavor} = {f.gpus} x {f.gpu_type or 'CPU'}, {f.cpu:g} cores, {f.memory_gi:g}Gi"
+
+    @classmethod
+    def translate_for(cls, spec: JobSpec, config: ModelArtsConfig, job_id: str) -> Translation:
+        """The create request for `spec` (no I/O)."""
+        return tr.translate(spec, config, job_id)
 
     def _job(self, record: dict[str, Any]) -> VendorJob:
         meta = record.get("metadata") or {}
@@ -211,7 +231,7 @@ class ModelArtsAdapter(Adapter):
             flavor = str(((body["group_configs"][0].get("unit_configs") or [{}])[0]).get("flavor"))
         else:  # a training job
             flavor = str(((body.get("spec") or {}).get("resource") or {}).get("flavor_id"))
-        price = prices()[1]["modelarts"].get(flavor)
+        price = prices()[1].get(self.kind, {}).get(flavor)
         return None if price is None else (flavor, price)
 
     async def metrics(self, handle: Handle, names: list[str], since: float, until: float) -> JobMetrics:

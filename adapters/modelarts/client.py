@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from adapters.http import Query, Response, Transport, classify, seg
+from adapters.modelarts.config import ModelArtsConfig
 from adapters.modelarts.signer import sign
-from gateway.core.config import BackendConfig
 from gateway.core.errors import BackendAuthError, BackendError
 
 NOT_FOUND = "ModelArts.2775"
@@ -37,7 +37,7 @@ def parse_error(backend: str) -> Any:
 class AkSkAuth:
     """Signs every request with the AK/SK (SDK-HMAC-SHA256), or sends an IAM token."""
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: ModelArtsConfig) -> None:
         c = config.credentials
         self.config = config
         self.host = urlsplit(config.url).netloc
@@ -65,7 +65,7 @@ class AkSkAuth:
 class ModelArtsClient:
     """The ModelArts v2 training-job endpoints the adapter uses."""
 
-    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ModelArtsConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.base = f"/v2/{config.project_id}"
         self.transport = Transport(config, session, AkSkAuth(config), parse_error(config.name))

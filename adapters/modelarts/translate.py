@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
-from gateway.core.config import BackendConfig
+import mappings
+from adapters.modelarts.config import ModelArtsConfig
 from gateway.core.errors import ValidationError
 from gateway.core.models import JobSpec, JobStatus, Phase
 from gateway.core.translation import (
@@ -19,13 +21,15 @@ from gateway.core.translation import (
     mounts,
     parse_memory_gi,
     shell_join,
+    vendor_extension,
     vendor_name,
 )
 from mappings import (
     Flavor,
+    PhaseTable,
     canonical_gpu_type,
     flavors,
-    phase_table,
+    load_phase_table,
     priorities,
     rewrite_image,
     rewrite_uri,
@@ -33,7 +37,26 @@ from mappings import (
 
 log = structlog.get_logger(__name__)
 
+KIND = "modelarts"
 RETRY_ANNOTATION = "fault-tolerance/job-retry-num"
+# ModelArts' own job phases, secondary phases and service statuses (VENDORS.md, the SDK): each table must
+# map every one, or it does not load.
+PHASES = ("Creating", "Pending", "Running", "Failed", "Completed", "Terminating", "Terminated", "Abnormal")
+SECONDARY = ("Creating", "Queuing", "Running", "Failed", "Completed", "Terminating", "Terminated", "CreateFailed",
+             "TerminatedFailed", "Unknown", "Lost")
+SERVICE_STATUSES = ("INIT", "DEPLOYING", "RUNNING", "CONCERNING", "UPGRADING", "STOPPING", "STOPPED", "DELETING",
+                    "FAILED", "ERROR")
+TABLES = Path(mappings.__file__).parent
+
+
+def phase_table() -> PhaseTable:
+    """The training-job phase table (primary and secondary phases)."""
+    return load_phase_table(TABLES / "phases_modelarts.yaml", PHASES, SECONDARY)
+
+
+def service_table() -> PhaseTable:
+    """The real-time service status table (v2 services API, ShowInferServiceResponse.status)."""
+    return load_phase_table(TABLES / "phases_modelarts_services.yaml", SERVICE_STATUSES)
 FRAMEWORK_NOTE = ("ModelArts starts node_count replicas of the same command and sets MA_NUM_HOSTS, "
                   "VC_WORKER_HOSTS and friends; the launcher in the image must read them")
 
@@ -73,7 +96,7 @@ def obs_url(uri: str) -> str:
     return f"/{p.netloc}/{path}/" if path else f"/{p.netloc}/"
 
 
-def translate_service(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+def translate_service(spec: JobSpec, backend: ModelArtsConfig, job_id: str) -> Translation:
     """Build the ModelArts create-real-time-service request (v2 services API, the image deployed directly:
     no model registration is needed) for an inference `spec`."""
     assert spec.serving is not None  # enforced by parse_spec
@@ -154,19 +177,16 @@ def translate_service(spec: JobSpec, backend: BackendConfig, job_id: str) -> Tra
     if spec.labels is not None:
         body["tags"] = [{"key": k, "value": v} for k, v in spec.labels.items()]
         rep.add("labels", "exact", "tags")
-    ext = spec.extensions
-    if ext and ext.modelarts is not None:
-        if "name" in ext.modelarts:
-            raise _err(["extensions", "modelarts", "name"], "the service name is set by the gateway: it is how a "
+    ext = vendor_extension(spec, KIND, rep, "the create body")
+    if ext is not None:
+        if "name" in ext:
+            raise _err(["extensions", KIND, "name"], "the service name is set by the gateway: it is how a "
                        "create whose answer was lost finds its service again; name the job with `name`")
-        body = deep_merge(body, ext.modelarts)
-        rep.add("extensions.modelarts", "passthrough", "deep-merged into the create body")
-    if ext and ext.runai is not None:
-        rep.add("extensions.runai", "dropped", "applies to Run:ai backends only")
+        body = deep_merge(body, ext)
     return Translation("POST", f"/v2/{backend.project_id}/services", body, rep.finish(), name, "service", workspace)
 
 
-def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+def translate(spec: JobSpec, backend: ModelArtsConfig, job_id: str) -> Translation:
     """Build the ModelArts create request for `spec` on `backend`: a training job, or a real-time service
     for an inference spec."""
     if spec.kind == "inference":
@@ -302,22 +322,19 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
                 f"spec.auto_stop {hours} h" + ("" if exact else " (ModelArts counts whole hours, rounded up)"))
 
     body: dict[str, Any] = {"kind": "job", "metadata": metadata, "algorithm": algorithm, "spec": job_spec}
-    ext = spec.extensions
-    if ext and ext.modelarts is not None:
-        meta = ext.modelarts.get("metadata")
+    ext = vendor_extension(spec, KIND, rep, "the create body")
+    if ext is not None:
+        meta = ext.get("metadata")
         if isinstance(meta, dict) and "name" in meta:
-            raise _err(["extensions", "modelarts", "metadata", "name"], "the job name is set by the gateway: it is how a create whose answer was lost finds its job again; name the job with `name`")
-        body = deep_merge(body, ext.modelarts)
-        rep.add("extensions.modelarts", "passthrough", "deep-merged into the create body")
-    if ext and ext.runai is not None:
-        rep.add("extensions.runai", "dropped", "applies to Run:ai backends only")
+            raise _err(["extensions", KIND, "metadata", "name"], "the job name is set by the gateway: it is how a create whose answer was lost finds its job again; name the job with `name`")
+        body = deep_merge(body, ext)
     path = f"/v2/{backend.project_id}/training-jobs"
     return Translation("POST", path, body, rep.finish(), name, "training", workspace)
 
 
 def normalize_service(status: str | None, message: str | None = None) -> JobStatus:
     """A real-time service's status -> neutral (mappings/phases_modelarts_services.yaml)."""
-    rule = phase_table("modelarts_services").phases.get(status or "")
+    rule = service_table().phases.get(status or "")
     now = datetime.now(UTC)
     if rule is None:
         log.warning("unknown_vendor_phase", vendor="modelarts_services", vendor_phase=status)
@@ -329,7 +346,7 @@ def normalize_service(status: str | None, message: str | None = None) -> JobStat
 def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None,
                     exit_code: int | None = None) -> JobStatus:
     """ModelArts status -> neutral; the primary phase decides, the secondary only when it is unknown."""
-    table = phase_table("modelarts")
+    table = phase_table()
     rule = table.phases.get(phase or "")
     if rule is None:
         rule = table.secondary.get(secondary or "")

@@ -9,10 +9,10 @@ import aiohttp
 
 from adapters.runai import translate as tr
 from adapters.runai.client import RunaiClient
+from adapters.runai.config import RunaiConfig
 from adapters.runai.metrics import RUNAI_METRICS, runai_metrics
 from adapters.runai.metrics import epoch as _epoch
 from gateway.core.adapter import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
-from gateway.core.config import BackendConfig
 from gateway.core.errors import BackendNotFound, GatewayError
 from gateway.core.models import JobSpec
 from gateway.core.slices import Slices
@@ -22,10 +22,12 @@ from mappings import prices
 
 
 @REGISTRY.register
-class RunaiAdapter(Adapter):
+class RunaiAdapter(Adapter[RunaiConfig]):
     """NVIDIA Run:ai."""
 
-    kind = "runai"
+    kind = tr.KIND
+    config_model = RunaiConfig
+    simulator = "simulators.runai.app:create_simulator"
     unsupported = {
         Capability.LOGS: "Run:ai's control-plane API has no log endpoint for trainings; use kubectl or the UI",
     }
@@ -36,12 +38,27 @@ class RunaiAdapter(Adapter):
         Capability.MULTI_NODE: "an inference workload scales by replicas",
     }
 
-    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: RunaiConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(config, session)
         self.client = RunaiClient(config, session)
 
-    def translate(self, spec: JobSpec, job_id: str) -> Translation:
-        return tr.translate(spec, self.config, job_id)
+    @classmethod
+    def phase_table(cls) -> dict[str, Any]:
+        """Run:ai's workload phases and what each becomes."""
+        return tr.phase_table().as_json()
+
+    @classmethod
+    def describe_flavor(cls, flavor: str) -> tuple[dict[str, Any], str] | None:
+        """A Run:ai node pool stands for the GPU type it carries (mappings/gpus.yaml)."""
+        gpu = tr.gpu_type_of_node_pool(flavor)
+        if gpu is None:
+            return None
+        return {"gpu_type": gpu}, f"Run:ai node pool {flavor} carries {gpu}: resources.gpu_type={gpu}"
+
+    @classmethod
+    def translate_for(cls, spec: JobSpec, config: RunaiConfig, job_id: str) -> Translation:
+        """The create request for `spec` (no I/O)."""
+        return tr.translate(spec, config, job_id)
 
     def _job(self, record: dict[str, Any], kind: str | None = None) -> VendorJob:
         wid = str(record.get("workloadId") or record.get("id"))
@@ -146,7 +163,7 @@ class RunaiAdapter(Adapter):
         except (ValueError, GatewayError):  # an imported job's spec may not translate: no price, no guess
             return None
         pool = ((body.get("spec") or {}).get("nodePools") or ["default"])[0]
-        price = prices()[1]["runai"].get(pool)
+        price = prices()[1].get(self.kind, {}).get(pool)
         return None if price is None else (pool, price)
 
     async def metrics(self, handle: Handle, names: list[str], since: float, until: float) -> JobMetrics:

@@ -13,7 +13,7 @@ import aiohttp
 import structlog
 
 from adapters.http import Query, Response, Transport, classify, seg
-from gateway.core.config import BackendConfig
+from adapters.runai.config import RunaiConfig
 from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable
 
 log = structlog.get_logger(__name__)
@@ -53,7 +53,7 @@ class TokenAuth:
     """Bearer tokens from /api/v1/token: fetched on first use, refreshed before `exp`, one fetch
     at a time however many callers wait, and refreshed once after a 401."""
 
-    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: RunaiConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.session = session
         self.token: str | None = None
@@ -127,7 +127,7 @@ class TokenAuth:
 class RunaiClient:
     """The Run:ai endpoints the adapter uses."""
 
-    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: RunaiConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.auth = TokenAuth(config, session)
         self.transport = Transport(config, session, self.auth, parse_error(config.name))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
-from gateway.core.config import BackendConfig
+import mappings
+from adapters.runai.config import RunaiConfig
 from gateway.core.errors import ValidationError
 from gateway.core.models import JobSpec, JobStatus, Phase, Serving
 from gateway.core.translation import (
@@ -18,12 +20,14 @@ from gateway.core.translation import (
     deep_merge,
     mounts,
     shell_join,
+    vendor_extension,
     vendor_name,
 )
 from mappings import (
+    PhaseTable,
     canonical_gpu_type,
     gpu_types,
-    phase_table,
+    load_phase_table,
     priorities,
     rewrite_image,
     rewrite_uri,
@@ -36,13 +40,33 @@ DISTRIBUTED = "/api/v1/workloads/distributed"
 INFERENCES = "/api/v1/workloads/inferences"
 FRAMEWORKS = {"pytorch": "PyTorch", "tf": "TF", "mpi": "MPI", "xgboost": "XGBoost", "jax": "JAX"}
 JOB_ID_ANNOTATION = "trainjob-gateway/job-id"
+KIND = "runai"
+# Run:ai's own workload phases (VENDORS.md): the phase table must map each one, or it does not load.
+PHASES = ("Creating", "Initializing", "Resuming", "Pending", "Deleting", "Running", "Updating",
+          "Stopped", "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown")
+PHASE_FILE = Path(mappings.__file__).with_name("phases_runai.yaml")
+
+
+def phase_table() -> PhaseTable:
+    """Run:ai's phase table (trainings, distributed and inferences share the workload phases)."""
+    return load_phase_table(PHASE_FILE, PHASES)
+
+
+def node_pools_of(gpu_type: str) -> list[str]:
+    """The Run:ai node pools that carry a GPU type of mappings/gpus.yaml."""
+    return list(gpu_types().get(gpu_type, {}).get("runai_node_pools") or [])
+
+
+def gpu_type_of_node_pool(pool: str) -> str | None:
+    """The GPU type whose Run:ai node pools include `pool`."""
+    return next((name for name in gpu_types() if pool in node_pools_of(name)), None)
 
 
 def _err(loc: list[str], msg: str) -> ValidationError:
     return ValidationError(f"{'.'.join(loc)}: {msg}", errors=[{"loc": loc, "msg": msg}])
 
 
-def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
     """Build the Run:ai create request for `spec` on `backend`."""
     rep = ReportBuilder(spec)
     name = vendor_name(spec.name, job_id)
@@ -105,9 +129,9 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
             rep.add("resources.gpu_type", "approximated", f"superseded by resources.flavor={r.flavor}")
     elif r.gpu_type:
         canon = canonical_gpu_type(r.gpu_type)
-        pools = gpu_types().get(canon or "", {}).get("runai_node_pools") or []
+        pools = node_pools_of(canon or "")
         if not canon or not pools:
-            known = ", ".join(k for k, v in gpu_types().items() if v.get("runai_node_pools"))
+            known = ", ".join(k for k in gpu_types() if node_pools_of(k))
             raise _err(["resources", "gpu_type"],
                        f"no Run:ai node pool carries {r.gpu_type!r} (mapped: {known}); "
                        "set resources.flavor to a node pool or extend mappings/gpus.yaml")
@@ -199,15 +223,12 @@ def translate(spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation
             rep.add("distributed.framework", "dropped", "ignored for a single-node job (nodes = 1)")
     body["spec"] = s
 
-    ext = spec.extensions
-    if ext and ext.runai is not None:
+    ext = vendor_extension(spec, KIND, rep, "the request body")
+    if ext is not None:
         for key in ("name", "useGivenNameAsPrefix"):
-            if key in ext.runai:
-                raise _err(["extensions", "runai", key], "the workload name is set by the gateway: it is how a create whose answer was lost finds its job again; name the job with `name`")
-        body = deep_merge(body, ext.runai)
-        rep.add("extensions.runai", "passthrough", "deep-merged into the request body")
-    if ext and ext.modelarts is not None:
-        rep.add("extensions.modelarts", "dropped", "applies to ModelArts backends only")
+            if key in ext:
+                raise _err(["extensions", KIND, key], "the workload name is set by the gateway: it is how a create whose answer was lost finds its job again; name the job with `name`")
+        body = deep_merge(body, ext)
     return Translation("POST", path, body, rep.finish(), name, kind, str(body.get("projectId", project)))
 
 
@@ -245,7 +266,7 @@ def _serving(sv: Serving, rep: ReportBuilder) -> dict[str, Any]:
 
 def normalize_phase(vendor_phase: str | None, message: str | None = None) -> JobStatus:
     """Run:ai phase -> neutral status; an unseen phase is UNKNOWN, with a warning."""
-    table = phase_table("runai").phases
+    table = phase_table().phases
     rule = table.get(vendor_phase or "")
     if rule is None:
         log.warning("unknown_vendor_phase", vendor="runai", vendor_phase=vendor_phase)

@@ -13,8 +13,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-import adapters  # noqa: F401  (registers the adapters)
-from adapters.simulators import start_simulator
+from adapters.registry import load as load_vendors
 from gateway.api import dashboard, tes
 from gateway.api.http import CONFIG, SERVICE, SHUTDOWN, STORE, SYNCS
 from gateway.api.middleware import pipeline
@@ -31,6 +30,7 @@ from gateway.core.errors import StartupError
 from gateway.core.logs import register_secrets
 from gateway.service.jobs import JobService
 from gateway.store import Store
+from simulators.serve import start_simulator
 
 log = structlog.get_logger(__name__)
 
@@ -58,17 +58,10 @@ def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[Non
             if not b.simulate:
                 continue
             u = urlsplit(b.url)
-            c = b.credentials
-            if b.kind == "runai":
-                creds = [(c.client_id, c.client_secret.get_secret_value())] if c.client_id and c.client_secret \
-                    else None
-            else:
-                creds = [(c.ak, c.sk.get_secret_value())] if c.ak and c.sk else None
             try:
                 runners.append(await start_simulator(b.kind, u.hostname or "127.0.0.1", u.port or 80,
-                                                     credentials=creds, faults=b.simulate_faults,
-                                                     speed=b.simulate_speed, state_file=sim_state(config, b.name),
-                                                     sample_seconds=b.metrics_sample_seconds))
+                                                     faults=b.simulate_faults, speed=b.simulate_speed,
+                                                     state_file=sim_state(config, b.name), **b.simulator_options()))
             except OSError as err:
                 for r in runners:
                     await r.cleanup()
@@ -88,7 +81,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         await store.migrate()
         owner = replica_id()
         ttl = config.replica.lease_seconds
-        adapters_: dict[str, Adapter] = {b.name: REGISTRY.create(b, session) for b in config.backends}
+        adapters_: dict[str, Adapter[Any]] = {b.name: REGISTRY.create(b, session) for b in config.backends}
         service = JobService(config, store, adapters_)
         app[STORE] = store
         app[SERVICE] = service
@@ -123,6 +116,7 @@ def server_options() -> dict[str, Any]:
 
 def create_app(config: Config) -> web.Application:
     """The gateway as an aiohttp application."""
+    load_vendors()
     register_secrets(config.secrets())
     app = web.Application(middlewares=[pipeline(config)], client_max_size=config.server.max_body_bytes)
     app[CONFIG] = config

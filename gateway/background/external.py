@@ -15,7 +15,7 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 
-async def import_job(store: Store, adapter: Adapter, vj: VendorJob) -> int:
+async def import_job(store: Store, adapter: Adapter[Any], vj: VendorJob) -> int:
     """Store a vendor job the gateway did not submit, as `origin: external`. Returns 1 if imported."""
     if vj.job_id_hint and await store.jobs.get(vj.job_id_hint) is not None:
         return 0  # ours after all (e.g. adopted in another replica a moment ago)

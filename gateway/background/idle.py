@@ -34,7 +34,7 @@ MAX_JOBS_PER_CHECK = 200  # the least recently checked first: a check's vendor c
 class IdleWatch:
     """The idle watch of one backend."""
 
-    adapter: Adapter
+    adapter: Adapter[Any]
     store: Store
     config: IdleConfig
     next_at: float = 0.0

@@ -54,7 +54,7 @@ class CycleStats:
 class BackendSync:
     """The sync loop of one backend."""
 
-    adapter: Adapter
+    adapter: Adapter[Any]
     store: Store
     page_size: int = 500
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -149,7 +149,7 @@ class BackendSync:
 
     def interval(self, busy: bool = False) -> float:
         """Faster while jobs are starting or stopping, slower when all is quiet."""
-        base = self.adapter.config.sync_interval
+        base: float = self.adapter.config.sync_interval
         return max(0.2, min(1.0, base / 5)) if busy else base
 
     async def step(self) -> float:

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from adapters.registry import load as load_vendors
 from gateway import __version__
 from gateway.cli import client_cmds, server_cmds
 from gateway.cli.output import FORMATS, UsageError, fail
@@ -81,6 +82,8 @@ def seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of `tjg`."""
+    registry = load_vendors()
+    kinds = registry.kinds()
     p = argparse.ArgumentParser(
         prog="tjg", description="trainjob-gateway: one API for training jobs on Run:ai and ModelArts.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=server_cmds.cmd_translate)
 
     ph = sub.add_parser("phases", help="print a vendor's phase table as JSON")
-    ph.add_argument("vendor", choices=["runai", "modelarts"])
+    ph.add_argument("vendor", choices=kinds, help="a backend kind")
     ph.set_defaults(func=server_cmds.cmd_phases)
 
     comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)", description=(
@@ -116,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(func=lambda args: _completion(args.shell))
 
     sim = sub.add_parser("simulate", help="run a vendor simulator standalone", description=(
-        "Run the Run:ai or ModelArts simulator. Without --credentials it accepts "
-        "tjg-demo:tjg-demo-secret (Run:ai) or TJGDEMOAK:TJGDEMOSK (ModelArts)."))
-    sim.add_argument("vendor", choices=["runai", "modelarts"])
+        "Run a vendor's simulator. Without --credentials it accepts its demo credentials "
+        "(tjg-demo:tjg-demo-secret for Run:ai, TJGDEMOAK:TJGDEMOSK for ModelArts)."))
+    sim.add_argument("vendor", choices=[k for k in kinds if registry.get(k).simulator], help="a backend kind")
     sim.add_argument("--port", type=port, required=True)
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--credentials", action="append", metavar="ID:SECRET",

@@ -22,7 +22,7 @@ def problem_exit(err: GatewayError, code: int = 1) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     """Print the dry-run JSON for a spec without a server."""
-    from adapters import translate_spec
+    from adapters.registry import translate_spec
     from gateway.core.config import load_config
     from gateway.core.ids import new_job_id
     from gateway.core.models import parse_spec
@@ -46,16 +46,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_phases(args: argparse.Namespace) -> int:
     """Print a vendor's phase table."""
-    from mappings import phase_table
+    from gateway.core.adapter import REGISTRY
 
-    _print_json(phase_table(args.vendor).as_json())
+    _print_json(REGISTRY.get(args.vendor).phase_table())
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run a vendor simulator standalone until interrupted."""
-    from adapters.simkit import parse_faults
-    from adapters.simulators import run_simulator
+    from simulators.kit import parse_faults
+    from simulators.serve import run_simulator
 
     try:
         faults = parse_faults(args.faults or "")

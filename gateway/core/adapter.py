@@ -8,12 +8,12 @@ import random
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import aiohttp
 import structlog
 
-from gateway.core.config import BackendConfig
+from gateway.core.config import BACKEND_MODELS, BackendConfig
 from gateway.core.errors import (
     AmbiguousCreate,
     BackendConflict,
@@ -89,18 +89,38 @@ class LogChunk:
 POLL_ATTEMPTS = 2
 
 
-class Adapter(abc.ABC):
-    """One vendor behind the neutral model. Subclasses declare what they cannot do, with a reason."""
+C = TypeVar("C", bound=BackendConfig)
+
+
+class Adapter(abc.ABC, Generic[C]):
+    """One vendor behind the neutral model: everything the gateway knows of a vendor is reached through its
+    registered subclass. Subclasses declare what they cannot do, with a reason."""
 
     kind: ClassVar[str]
+    # The vendor's backend config model (its own fields beside BackendConfig's).
+    config_model: ClassVar[type[BackendConfig]]
+    # "module:function" making the vendor's fake (an aiohttp app), or None; named, not imported, so that
+    # the adapters never import the simulators.
+    simulator: ClassVar[str | None] = None
     # What this backend cannot do for a training workload (scaling never applies: see unsupported_for).
     unsupported: ClassVar[dict[Capability, str]] = {}
     # What this backend cannot do for an inference workload (kind: inference), when it differs.
     unsupported_inference: ClassVar[dict[Capability, str]] = {}
 
-    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
-        self.config = config
+    def __init__(self, config: C, session: aiohttp.ClientSession) -> None:
+        self.config: C = config
         self.session = session
+
+    @classmethod
+    def phase_table(cls) -> dict[str, Any]:
+        """The vendor's phase table as `tjg phases` prints it."""
+        return {}
+
+    @classmethod
+    def describe_flavor(cls, flavor: str) -> tuple[dict[str, Any], str] | None:
+        """What an explicit vendor flavor (`resources.flavor`) stands for in neutral resources, with words for
+        a migration's report; None when the tables do not know it."""
+        return None
 
     @property
     def name(self) -> str:
@@ -130,9 +150,14 @@ class Adapter(abc.ABC):
             raise UnsupportedByBackend(f"backend {self.name} ({self.kind}) cannot {cap.doing}{what}: {reason}",
                                        extra={"backend": self.name, "capability": cap.value})
 
+    @classmethod
     @abc.abstractmethod
+    def translate_for(cls, spec: JobSpec, config: C, job_id: str) -> Translation:
+        """The vendor request for `spec` on a backend of this kind (no I/O, no instance: `tjg translate`)."""
+
     def translate(self, spec: JobSpec, job_id: str) -> Translation:
-        """The vendor request for `spec` (no I/O)."""
+        """The vendor request for `spec` on this backend (no I/O)."""
+        return self.translate_for(spec, self.config, job_id)
 
     @abc.abstractmethod
     async def _create(self, translation: Translation) -> VendorJob:
@@ -250,20 +275,24 @@ class Adapter(abc.ABC):
         return {}
 
 
+A = TypeVar("A", bound=Adapter[Any])
+
+
 class Registry:
     """Maps a backend `kind` to its adapter class; a second registration of a kind is refused."""
 
     def __init__(self) -> None:
-        self._kinds: dict[str, type[Adapter]] = {}
+        self._kinds: dict[str, type[Adapter[Any]]] = {}
 
-    def register(self, cls: type[Adapter]) -> type[Adapter]:
-        """Add an adapter class (usable as a decorator)."""
+    def register(self, cls: type[A]) -> type[A]:
+        """Add an adapter class and its config model (usable as a decorator)."""
         if cls.kind in self._kinds:
             raise ValueError(f"adapter kind {cls.kind!r} is already registered by {self._kinds[cls.kind].__name__}")
         self._kinds[cls.kind] = cls
+        BACKEND_MODELS[cls.kind] = cls.config_model
         return cls
 
-    def get(self, kind: str) -> type[Adapter]:
+    def get(self, kind: str) -> type[Adapter[Any]]:
         """The adapter class for `kind`."""
         try:
             return self._kinds[kind]
@@ -274,7 +303,11 @@ class Registry:
         """Registered kinds."""
         return sorted(self._kinds)
 
-    def create(self, config: BackendConfig, session: aiohttp.ClientSession) -> Adapter:
+    def translate(self, spec: JobSpec, backend: BackendConfig, job_id: str) -> Translation:
+        """Translate `spec` for `backend` with its kind's translator (no adapter instance needed)."""
+        return self.get(backend.kind).translate_for(spec, backend, job_id)
+
+    def create(self, config: BackendConfig, session: aiohttp.ClientSession) -> Adapter[Any]:
         """An adapter instance for a backend config."""
         return self.get(config.kind)(config, session)
 

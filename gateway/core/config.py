@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.core.errors import ValidationError
 
@@ -66,17 +68,6 @@ class TenantConfig(_Cfg):
                                         "first configured backend.")
 
 
-class Credentials(_Cfg):
-    """Vendor credentials; Run:ai client id/secret or ModelArts AK/SK or IAM token."""
-
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    ak: str | None = None
-    sk: SecretStr | None = None
-    security_token: SecretStr | None = None
-    iam_token: SecretStr | None = None
-
-
 class RetryConfig(_Cfg):
     """Retry policy for idempotent vendor calls."""
 
@@ -87,21 +78,16 @@ class RetryConfig(_Cfg):
 
 
 class BackendConfig(_Cfg):
-    """One vendor backend."""
+    """What every backend has. A vendor's own fields (project, credentials, ...) are declared by its config
+    model, a subclass kept in the vendor's folder and registered with its adapter (see BACKEND_MODELS)."""
 
     name: str = Field(..., pattern=r"^[a-z][a-z0-9-]{0,63}$")
-    kind: Literal["runai", "modelarts"]
+    kind: str
     url: str
     simulate: bool = False
     simulate_faults: dict[str, float] = Field(default_factory=dict)
     simulate_speed: float = Field(1.0, gt=0)
-    cluster_id: str | None = None
-    project_id: str | None = None
-    pool_id: str | None = None
-    credentials: Credentials = Field(default_factory=Credentials)
-    default_project: str | None = None
     adopt_external: bool = False
-    obs_endpoint: str = "https://obs.cn-north-4.myhuaweicloud.com"
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
     max_concurrency: int = Field(32, ge=1)
@@ -112,8 +98,6 @@ class BackendConfig(_Cfg):
     sync_interval: float = Field(5.0, gt=0)
     submit_deadline: float = Field(120.0, gt=0, description="How long a submit may try before it is "
                                    "left to reconciliation.")
-    metrics_sample_seconds: float = Field(60.0, gt=0, description="ModelArts: the seconds each job-metrics "
-                                          "value averages (60 on the vendor; a simulator may sample faster).")
 
     @field_validator("url")
     @classmethod
@@ -121,6 +105,32 @@ class BackendConfig(_Cfg):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    def simulator_options(self) -> dict[str, Any]:
+        """What an in-process simulator of this backend is started with beyond the common options (the
+        credentials it accepts, when configured, and the vendor's own settings)."""
+        return {}
+
+
+# kind -> the vendor's backend config model; filled when a vendor's adapter class is registered.
+BACKEND_MODELS: dict[str, type[BackendConfig]] = {}
+
+
+def _backend_of_kind(index: int, raw: Any) -> tuple[BackendConfig | None, list[Any]]:
+    """One raw backend validated by its kind's model, or the errors located under backends[index]."""
+    if isinstance(raw, BackendConfig):
+        return raw, []
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    model = BACKEND_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(sorted(BACKEND_MODELS)) or "none registered"
+        msg = f"unknown backend kind {kind!r} (known: {known})" if isinstance(raw, dict) else "expected a mapping"
+        return None, [{"type": PydanticCustomError("backend_kind", msg), "loc": (index, "kind"), "input": kind}]
+    try:
+        return model.model_validate(raw), []
+    except pydantic.ValidationError as err:
+        return None, [{"type": e["type"], "loc": (index, *e["loc"]), "input": e["input"],
+                       **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in err.errors()]
 
 
 class ReplicaConfig(_Cfg):
@@ -162,6 +172,22 @@ class Config(_Cfg):
     replica: ReplicaConfig = Field(default_factory=lambda: ReplicaConfig())
     idle: IdleConfig = Field(default_factory=lambda: IdleConfig())
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _by_kind(cls, raw: Any) -> Any:
+        if not isinstance(raw, list):
+            return raw
+        out: list[BackendConfig] = []
+        errors: list[Any] = []
+        for i, item in enumerate(raw):
+            backend, errs = _backend_of_kind(i, item)
+            errors += errs
+            if backend is not None:
+                out.append(backend)
+        if errors:
+            raise pydantic.ValidationError.from_exception_data("backends", errors)
+        return out
 
     def metrics_need_key(self) -> bool:
         """Whether GET /metrics asks for an admin key (see MetricsConfig)."""
@@ -207,11 +233,21 @@ class Config(_Cfg):
             out.extend(k.get_secret_value() for k in t.api_keys)
             out.extend(w.secret.get_secret_value() for w in t.webhooks)
         for b in self.backends:
-            c = b.credentials
-            for s in (c.client_secret, c.sk, c.security_token, c.iam_token):
-                if s is not None:
-                    out.append(s.get_secret_value())
+            out.extend(_secret_values(b))
         return [s for s in out if s]
+
+
+def _secret_values(value: Any) -> list[str]:
+    """Every SecretStr inside a model, however deep (a vendor's config declares its own)."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        return [s for name in type(value).model_fields for s in _secret_values(getattr(value, name))]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _secret_values(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _secret_values(v)]
+    return []
 
 
 def expand_env(value: Any, env: dict[str, str] | None = None) -> Any:
@@ -258,8 +294,6 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate an already-parsed config tree."""
-    import pydantic
-
     try:
         return Config.model_validate(expand_env(raw))
     except pydantic.ValidationError as err:

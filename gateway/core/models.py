@@ -6,10 +6,17 @@ import math
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -127,11 +134,8 @@ class Serving(_Strict):
         return self
 
 
-class Extensions(_Strict):
-    """Raw vendor fields deep-merged into that vendor's payload last."""
-
-    runai: dict[str, Any] | None = Field(None, description="Merged into the Run:ai request body.")
-    modelarts: dict[str, Any] | None = Field(None, description="Merged into the ModelArts create body.")
+# Raw vendor fields, keyed by backend kind ({runai: {...}}), deep-merged into that vendor's payload last.
+Extensions = dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")], dict[str, Any]]
 
 
 class JobSpec(_Strict):
@@ -158,7 +162,8 @@ class JobSpec(_Strict):
     preemptible: bool | None = Field(None, description="May the scheduler preempt this job.")
     max_retries: int | None = Field(None, ge=0, le=100, description="Retries before the job is failed.")
     max_runtime_seconds: int | None = Field(None, gt=0, description="Hard limit on run time.")
-    extensions: Extensions | None = Field(None, description="Raw vendor fields, merged last.")
+    extensions: Extensions | None = Field(None, description="Raw vendor fields by backend kind ({runai: {...}}), "
+                                          "deep-merged into that vendor's payload last.")
     serving: Serving | None = Field(None, description="Inference only: port, path, replicas, autoscaling.")
 
     @field_validator("command", "args")

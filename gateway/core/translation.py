@@ -68,6 +68,18 @@ class ReportBuilder:
         return [self._entries[f] for f in self._expected] + self._defaulted
 
 
+def vendor_extension(spec: JobSpec, kind: str, rep: ReportBuilder, into: str) -> dict[str, Any] | None:
+    """The spec's raw fields for backends of `kind` (reported as merged into `into`); any other kind's
+    extensions are reported as dropped."""
+    for other in spec.extensions or {}:
+        if other != kind:
+            rep.add(f"extensions.{other}", "dropped", f"applies to {other} backends only")
+    mine = (spec.extensions or {}).get(kind)
+    if mine is not None:
+        rep.add(f"extensions.{kind}", "passthrough", f"deep-merged into {into}")
+    return mine
+
+
 def vendor_name(spec_name: str, job_id: str, limit: int = 63) -> str:
     """Deterministic vendor-side name: the spec name plus a short id from the gateway job id."""
     short = job_id.replace("-", "")[-8:].lower()

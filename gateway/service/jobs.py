@@ -40,14 +40,14 @@ class JobService:
 
     config: Config
     store: Store
-    adapters: dict[str, Adapter]
+    adapters: dict[str, Adapter[Any]]
     submissions: Submissions = field(init=False)
     _json: dict[str, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.submissions = Submissions(self.config, self.store, self.adapters)
 
-    def adapter(self, backend: str) -> Adapter:
+    def adapter(self, backend: str) -> Adapter[Any]:
         """The adapter of a configured backend (a 422 naming `backend` otherwise)."""
         return self.submissions.adapter(backend)
 

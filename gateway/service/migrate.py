@@ -11,7 +11,7 @@ import pydantic
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core.adapter import Capability
+from gateway.core.adapter import REGISTRY, Capability
 from gateway.core.errors import BackendError, Conflict, ValidationError
 from gateway.core.ids import new_job_id
 from gateway.core.models import Job, JobSpec, Phase, ReportEntry, parse_spec
@@ -19,7 +19,6 @@ from gateway.core.translation import deep_merge, enforce_strict
 from gateway.service.jobs import SUSPENDABLE, JobService
 from gateway.service.principal import Principal
 from gateway.service.rows import to_job
-from mappings import canonical_gpu_type, flavor_by_id, gpu_type_of_node_pool, gpu_types
 
 log = structlog.get_logger(__name__)
 
@@ -49,31 +48,15 @@ def convert_spec(spec: dict[str, Any], source_kind: str, target_kind: str,
     flavor = res.get("flavor")
     if flavor and source_kind != target_kind:
         del res["flavor"]
-        if source_kind == "runai":
-            gpu = gpu_type_of_node_pool(flavor)
-            if gpu:
-                res.setdefault("gpu_type", gpu)
-                notes.append(ReportEntry(field="resources.flavor", outcome="approximated",
-                                         detail=f"Run:ai node pool {flavor} carries {gpu}: resources.gpu_type={gpu}"))
-            else:
-                notes.append(ReportEntry(field="resources.flavor", outcome="dropped",
-                                         detail=f"node pool {flavor} is not in mappings/gpus.yaml"))
+        known = REGISTRY.get(source_kind).describe_flavor(flavor)
+        if known is None:
+            notes.append(ReportEntry(field="resources.flavor", outcome="dropped",
+                                     detail=f"{source_kind} flavor {flavor} is not in the mapping tables"))
         else:
-            f = flavor_by_id(flavor)
-            if f is not None:
-                res.setdefault("gpus", f.gpus)
-                if f.gpu_type:
-                    res.setdefault("gpu_type", f.gpu_type)
-                res.setdefault("cpu", f.cpu)
-                res.setdefault("memory", f"{f.memory_gi:g}Gi")
-                pools = gpu_types().get(canonical_gpu_type(f.gpu_type or "") or "", {}).get("runai_node_pools")
-                notes.append(ReportEntry(field="resources.flavor", outcome="approximated",
-                                         detail=f"flavor {flavor} = {f.gpus} x {f.gpu_type or 'CPU'}, {f.cpu:g} "
-                                                f"cores, {f.memory_gi:g}Gi" + (f"; node pools {pools}" if pools
-                                                                              else "")))
-            else:
-                notes.append(ReportEntry(field="resources.flavor", outcome="dropped",
-                                         detail=f"flavor {flavor} is not in mappings/flavors.yaml"))
+            neutral, words = known
+            for key, value in neutral.items():
+                res.setdefault(key, value)
+            notes.append(ReportEntry(field="resources.flavor", outcome="approximated", detail=words))
         out["resources"] = res
     return out, notes
 

@@ -61,12 +61,12 @@ class Submissions:
 
     config: Config
     store: Store
-    adapters: dict[str, Adapter]
+    adapters: dict[str, Adapter[Any]]
     on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)  # backend -> its sync's wake-up
     _inflight: set[str] = field(default_factory=set)  # jobs with a create or a settle under way here
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def adapter(self, backend: str) -> Adapter:
+    def adapter(self, backend: str) -> Adapter[Any]:
         """The adapter of a configured backend (a 422 naming `backend` otherwise)."""
         self.config.backend(backend)
         return self.adapters[backend]

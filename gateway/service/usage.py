@@ -76,7 +76,7 @@ def _key(row: dict[str, Any], group_by: str) -> str:
     return "(none)" if value is None else str(value)
 
 
-async def usage(store: Store, adapters: dict[str, Adapter], currency: str, who: Principal, group_by: str,
+async def usage(store: Store, adapters: dict[str, Adapter[Any]], currency: str, who: Principal, group_by: str,
                 since: float | None, until: float | None) -> dict[str, Any]:
     """GPU-hours (GPUs x nodes x time in RUNNING), mean GPU utilization where known and cost where priced,
     grouped; a tenant sees its own jobs (and imported jobs of its projects), an admin every job."""

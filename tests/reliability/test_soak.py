@@ -21,7 +21,7 @@ EXPECT = {"completed": "SUCCEEDED", "failed": "FAILED", "serving": "RUNNING"}
 
 async def vendor_names(gw: GW) -> dict[str, Counter[str]]:
     """Every job name on each simulated vendor, through the vendor's own list API."""
-    import adapters  # noqa: F401
+    import adapters.registry  # noqa: F401  (registers the vendors)
     from gateway.core.adapter import REGISTRY
 
     out: dict[str, Counter[str]] = {}

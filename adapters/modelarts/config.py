@@ -1,0 +1,40 @@
+"""A ModelArts backend's own config fields."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from gateway.core.config import BackendConfig
+
+
+class ModelArtsCredentials(BaseModel):
+    """AK/SK (with a security token for temporary credentials), or an IAM token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ak: str | None = None
+    sk: SecretStr | None = None
+    security_token: SecretStr | None = None
+    iam_token: SecretStr | None = None
+
+
+class ModelArtsConfig(BackendConfig):
+    """A ModelArts region and project."""
+
+    kind: Literal["modelarts"] = "modelarts"
+    project_id: str | None = None
+    pool_id: str | None = None
+    default_project: str | None = None
+    credentials: ModelArtsCredentials = ModelArtsCredentials()
+    metrics_sample_seconds: float = Field(60.0, gt=0, description="The seconds each job-metrics value averages "
+                                          "(60 on the vendor; a simulator may sample faster).")
+
+    def simulator_options(self) -> dict[str, Any]:
+        """The AK/SK pair and the metrics sample length, for an in-process simulator."""
+        c = self.credentials
+        out: dict[str, Any] = {"sample_seconds": self.metrics_sample_seconds}
+        if c.ak and c.sk:
+            out["credentials"] = [(c.ak, c.sk.get_secret_value())]
+        return out
