@@ -25,6 +25,7 @@ from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
 from gateway.service.rows import dt
 from gateway.store import Store
+from gateway.store.visibility import sees
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +55,7 @@ class Subscription:
     def sees(self, row: dict[str, Any]) -> bool:
         if self.job_id is not None:
             return bool(row["job_id"] == self.job_id)
-        if self.who.admin or row["tenant"] == self.who.tenant:
-            return True
-        return bool(row["origin"] == "external" and row["project"] in self.who.projects)
+        return sees(self.who, row)
 
     def gone(self) -> bool:
         transport = self.request.transport
@@ -231,9 +230,8 @@ async def watch_all(request: web.Request, svc: JobService, who: Principal) -> we
     async def body(resp: web.StreamResponse) -> None:
         nonlocal last
         await resp.write(b": watching\n\n")
-        tenant = None if who.admin else who.tenant
         while True:  # the replay after Last-Event-ID, a page at a time
-            rows = await svc.store.events.since(last, tenant, who.projects, limit=BATCH)
+            rows = await svc.store.events.since(last, who, limit=BATCH)
             for row in rows:
                 last = row["id"]
                 await resp.write(sse(row["kind"], _transition(row), str(row["id"])))

@@ -17,6 +17,7 @@ from gateway.service.rows import dt, handle_of, kind_of, status_json, to_job
 from gateway.service.submit import Submissions
 from gateway.service.usage import usage
 from gateway.store import ListFilters, Store, decode_token, encode_token
+from gateway.store.visibility import sees
 from mappings import prices
 
 JSON_CACHE_SIZE = 10_000
@@ -82,14 +83,9 @@ class JobService:
             raise NotFound(f"job {job_id} not found")
         return to_job(row)
 
-    def _visible(self, who: Principal, row: dict[str, Any]) -> bool:
-        if who.admin or row["tenant"] == who.tenant:
-            return True
-        return row["origin"] == "external" and row["project"] in who.projects
-
     async def row(self, who: Principal, job_id: str) -> dict[str, Any]:
         row = await self.store.jobs.get(job_id)
-        if row is None or not self._visible(who, row):
+        if row is None or not sees(who, row):
             raise NotFound(f"job {job_id} not found")
         return row
 
@@ -101,7 +97,7 @@ class JobService:
         """get() as response bytes. In SQLite mode the store hands back the same row object until the
         job changes, so the bytes made for that object are reused (PostgreSQL rows are new each time)."""
         row = self.store.jobs.kept(job_id)  # SQLite mode: the kept row, without a coroutine per layer
-        if row is None or not self._visible(who, row):
+        if row is None or not sees(who, row):
             row = await self.row(who, job_id)
         hit = self._json.get(job_id)
         if hit is not None and hit[0] is row:
@@ -121,9 +117,7 @@ class JobService:
     async def list_rows(self, who: Principal, f: ListFilters, limit: int,
                         page_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the store rows the caller may see, newest first, and the next page's token."""
-        if not who.admin:
-            f.tenant = who.tenant
-            f.external_projects = list(who.projects)
+        f.viewer = who
         after = decode_token(page_token) if page_token else None
         rows = await self.store.jobs.page(f, limit + 1, after)
         more = len(rows) > limit

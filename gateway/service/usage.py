@@ -85,9 +85,7 @@ async def usage(store: Store, adapters: dict[str, Adapter[Any]], currency: str, 
     since = 0.0 if since is None else since
     if since >= until:
         raise BadRequest("since must be before until", errors=[{"loc": ["query", "since"], "msg": "after until"}])
-    f = ListFilters(include_deleted=True)
-    if not who.admin:
-        f.tenant, f.external_projects = who.tenant, list(who.projects)
+    f = ListFilters(include_deleted=True, viewer=who)
     rows = await store.jobs.usage_rows(f, since, until)
     changes = await store.events.phases_of([r["id"] for r in rows])
     groups: dict[str, Bucket] = {}

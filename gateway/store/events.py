@@ -6,11 +6,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.store.db import Database
 from gateway.store.schema import jobs, outbox, transitions
+from gateway.store.visibility import Viewer, visible_to
 
 # (job {id, tenant, name, backend}, seq, from_phase, to_phase, vendor_phase, message)
 Transition = tuple[dict[str, Any], int, str | None, str, str | None, str | None]
@@ -57,15 +58,12 @@ class Events:
             .order_by(transitions.c.seq)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
-    async def since(self, last_id: int, tenant: str | None, projects: Sequence[str] = (),
-                    limit: int = 500) -> list[dict[str, Any]]:
-        """Transitions after a global id, with their job's name and backend; `tenant` None means all."""
+    async def since(self, last_id: int, viewer: Viewer | None, limit: int = 500) -> list[dict[str, Any]]:
+        """Transitions after a global id that `viewer` may see (None: all), with their job's name and backend."""
         q = select(transitions, jobs.c.name, jobs.c.backend, jobs.c.tenant, jobs.c.origin, jobs.c.project) \
             .join(jobs, jobs.c.id == transitions.c.job_id).where(transitions.c.id > last_id)
-        if tenant is not None:
-            own = jobs.c.tenant == tenant
-            if projects:
-                own = or_(own, and_(jobs.c.origin == "external", jobs.c.project.in_(list(projects))))
+        own = visible_to(viewer)
+        if own is not None:
             q = q.where(own)
         q = q.order_by(transitions.c.id).limit(limit)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +26,7 @@ from gateway.store.db import Database
 from gateway.store.events import Events
 from gateway.store.keys import IdempotencyKeys
 from gateway.store.schema import job_labels, jobs
+from gateway.store.visibility import Viewer, visible_to
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +40,7 @@ ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_point
 class ListFilters:
     """Filters of GET /v1/jobs."""
 
-    tenant: str | None = None  # None: every tenant (admin)
+    viewer: Viewer | None = None  # who reads (see visibility.py); None: every tenant's jobs
     backend: str | None = None
     phases: Sequence[str] = ()
     project: str | None = None
@@ -50,7 +51,6 @@ class ListFilters:
     name_prefix: str | None = None
     include_deleted: bool = False
     include_external: bool = True
-    external_projects: Sequence[str] = ()
 
 
 class JobRows:
@@ -330,10 +330,8 @@ class JobRows:
     @staticmethod
     def _conds(f: ListFilters) -> list[Any]:
         conds: list[Any] = []
-        if f.tenant is not None:
-            own = jobs.c.tenant == f.tenant
-            if f.external_projects:
-                own = or_(own, and_(jobs.c.origin == "external", jobs.c.project.in_(list(f.external_projects))))
+        own = visible_to(f.viewer)
+        if own is not None:
             conds.append(own)
         if not f.include_external:
             conds.append(jobs.c.origin == "gateway")
