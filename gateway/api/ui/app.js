@@ -120,6 +120,15 @@ async function startStream() {
 }
 
 let reloadTimer = null;
+
+// Whether the page still shows `view` (and `arg`): a render whose requests answer after the user moved on
+// (or after an event's delayed reload) must not paint over the view that is there now.
+function onView(view, arg) {
+  const [, v, a] = location.hash.split("?")[0].split("/");
+  const shown = (v === "job" && a) || v === "usage" || v === "backends" ? v : "jobs";  // as route() decides
+  return shown === view && (arg === undefined || decodeURIComponent(a || "") === arg);
+}
+
 function onEvent(event, data) {
   if (!["transition", "idle", "active"].includes(event)) return;
   const view = location.hash.split("/")[1];
@@ -170,7 +179,8 @@ async function renderJobs(resetPaging = true) {
   const params = new URLSearchParams({ ...state.filters, limit: "25" });
   if (state.token) params.set("page_token", state.token);
   let page;
-  try { page = await api(`/v1/jobs?${params}`); } catch (e) { main(form, h("p", { class: "error", text: e.message })); return; }
+  try { page = await api(`/v1/jobs?${params}`); } catch (e) { if (onView("jobs")) main(form, h("p", { class: "error", text: e.message })); return; }
+  if (!onView("jobs")) return;
   const body = h("tbody", { id: "jobs-body" }, page.jobs.map(jobRow));
   const table = h("table", { id: "jobs" }, h("thead", {}, h("tr", {},
     ["Name", "Backend", "Kind", "Phase", "Vendor phase", "Origin", "Age"].map((t) => h("th", { text: t })))), body);
@@ -218,7 +228,8 @@ async function renderJob(id) {
   try {
     [job, events] = await Promise.all([api(`/v1/jobs/${encodeURIComponent(id)}`),
       api(`/v1/jobs/${encodeURIComponent(id)}/events`)]);
-  } catch (e) { main(h("p", { class: "error", text: e.message })); return; }
+  } catch (e) { if (onView("job", id)) main(h("p", { class: "error", text: e.message })); return; }
+  if (!onView("job", id)) return;
   const st = job.status;
   const terminal = st.terminal;
   const act = async (path, body) => {
@@ -326,7 +337,8 @@ async function renderUsage() {
   form.addEventListener("submit", (e) => { e.preventDefault(); location.hash = `#/usage?${new URLSearchParams(new FormData(form))}`; });
   let u;
   try { u = await api(`/v1/usage?${new URLSearchParams({ group_by: groupBy, since })}`); }
-  catch (e) { main(form, h("p", { class: "error", text: e.message })); return; }
+  catch (e) { if (onView("usage")) main(form, h("p", { class: "error", text: e.message })); return; }
+  if (!onView("usage")) return;
   const max = Math.max(...u.groups.map((g) => g.gpu_hours), 1e-9);
   const bars = h("svg", { width: 520, height: 24 * u.groups.length + 4 },
     u.groups.map((g, i) => [h("rect", { class: "bar", x: 120, y: 4 + i * 24, height: 16, width: Math.max(1, (g.gpu_hours / max) * 380) }),
@@ -342,6 +354,7 @@ async function renderUsage() {
 async function renderBackends() {
   setActive("backends");
   state.backends = await api("/v1/backends");
+  if (!onView("backends")) return;
   const cannot = (caps) => Object.entries(caps || {}).filter(([, v]) => v !== true).map(([k, v]) => `${k}: ${v.reason}`);
   main(h("div", { class: "card" }, h("h2", { text: "Backends" }), h("table", { id: "backends" },
     h("thead", {}, h("tr", {}, ["Name", "Kind", "Healthy", "Circuit", "Last sync", "Cannot (training)", "Cannot (inference)"].map((t) => h("th", { text: t })))),
@@ -356,6 +369,7 @@ async function renderBackends() {
 function route() {
   if (!key()) { renderSignIn(); return; }
   clearInterval(state.follow);
+  clearTimeout(reloadTimer);
   const [, view, arg] = location.hash.split("?")[0].split("/");
   if (view === "job" && arg) renderJob(decodeURIComponent(arg));
   else if (view === "usage") renderUsage();
