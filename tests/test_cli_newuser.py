@@ -117,6 +117,15 @@ def wait_phase(url: str, job_id: str, phases: set[str], within: float = 30) -> d
 
 
 # 1 -------------------------------------------------------------------------------------------
+def _open_streams(url: str) -> float:
+    """The gateway's own count of open watch streams (GET /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("tjg_watch_streams "))
+
+
 def test_sigterm_with_watchers_attached_stops_within_5_seconds(gateway: tuple[Serve, str, Path],
                                                                tmp_path: Path) -> None:
     serve, url, _ = gateway
@@ -125,7 +134,10 @@ def test_sigterm_with_watchers_attached_stops_within_5_seconds(gateway: tuple[Se
     watchers = [subprocess.Popen([sys.executable, "-m", "gateway", *cmd, "--url", url, "--api-key", KEY],
                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
                 for cmd in (["get", job, "--watch"], ["list", "--watch"])]
-    time.sleep(2.0)  # both streams attached
+    deadline = time.monotonic() + 60  # both streams attached, however slowly the two CLIs start on a busy machine
+    while _open_streams(url) < 2:
+        assert time.monotonic() < deadline and all(w.poll() is None for w in watchers), "the watchers never attached"
+        time.sleep(0.05)
     assert all(w.poll() is None for w in watchers)
     assert serve.p is not None
     started = time.monotonic()

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.api.http import SHUTDOWN
 from gateway.core.errors import BadRequest, TooManyRequests
+from gateway.core.metrics import WATCH_STREAMS
 from gateway.core.models import TERMINAL_PHASES
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
@@ -83,6 +84,7 @@ class Notifier:
         sub = Subscription(who, request, job_id)
         self.subs.add(sub)
         self.per_tenant[who.tenant] = self.per_tenant.get(who.tenant, 0) + 1
+        WATCH_STREAMS.inc()
         self.woken.set()
         return sub
 
@@ -91,6 +93,7 @@ class Notifier:
         if sub in self.subs:
             self.subs.discard(sub)
             self.per_tenant[sub.who.tenant] -= 1
+            WATCH_STREAMS.dec()
 
     def close_all(self) -> None:
         """The server stops: every stream ends with its last frame."""

@@ -57,5 +57,6 @@ GPUS_ALLOCATED = Gauge("tjg_gpus_allocated", "GPUs held by running jobs, by back
 GPUS_IDLE = Gauge("tjg_gpus_idle", "GPUs held by running jobs marked idle, by backend", ["backend"],
                   registry=REGISTRY)
 JOBS_BY_PHASE = Gauge("tjg_jobs", "Jobs in the store by backend and phase", ["backend", "phase"], registry=REGISTRY)
+WATCH_STREAMS = Gauge("tjg_watch_streams", "Watch streams (SSE) open now", registry=REGISTRY)
 BREAKER_OPEN = Gauge("tjg_backend_circuit_open", "1 while a backend's circuit breaker is open", ["backend"],
                      registry=REGISTRY)
