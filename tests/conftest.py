@@ -29,6 +29,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the reliability suite in its long mode (more jobs, longer outages)")
 
 
+# The fast tier: no socket, no sleep (a fake adapter, the store in a temporary file, the CLI in process).
+# Everything else is the end-to-end tier (marked e2e): a gateway and simulators over real sockets, or processes.
+FAST_MODULES = {"test_architecture", "test_phases", "test_spec", "test_translate", "test_signer", "test_visibility",
+                "test_jsonslices"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the end-to-end tier, so `pytest -m "not e2e"` runs the fast one (and `-m e2e` the rest)."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent.name != "fast" and path.stem not in FAST_MODULES:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def long_mode(request: pytest.FixtureRequest) -> bool:
     """True under --long."""

@@ -20,7 +20,6 @@ from gateway.core.errors import ValidationError
 from tests.gwkit import start_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.e2e
 
 
 def toy_config(tmp_path: Path) -> Any:
@@ -69,7 +68,7 @@ def test_the_cli_and_the_config_know_the_toy_kind_from_the_registry() -> None:
     assert '"done"' in out.getvalue() and '"SUCCEEDED"' in out.getvalue()
     with pytest.raises(ValidationError, match=r"backends\.0\.token"):
         parse_config({"backends": [{"name": "t", "kind": "toy", "url": "http://x", "token": 5}]})
-    with pytest.raises(ValidationError, match="unknown backend kind 'nosuch'.*modelarts.*runai.*toy"):
+    with pytest.raises(ValidationError, match=r"unknown backend kind 'nosuch'.*modelarts.*runai.*toy"):
         parse_config({"backends": [{"name": "t", "kind": "nosuch", "url": "http://x"}]})
 
 

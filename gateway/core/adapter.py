@@ -281,15 +281,17 @@ A = TypeVar("A", bound=Adapter[Any])
 class Registry:
     """Maps a backend `kind` to its adapter class; a second registration of a kind is refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, config_models: dict[str, type[BackendConfig]] | None = None) -> None:
         self._kinds: dict[str, type[Adapter[Any]]] = {}
+        # Where the kinds' config models go: the config parser's table for the gateway's REGISTRY.
+        self._models: dict[str, type[BackendConfig]] = {} if config_models is None else config_models
 
     def register(self, cls: type[A]) -> type[A]:
         """Add an adapter class and its config model (usable as a decorator)."""
         if cls.kind in self._kinds:
             raise ValueError(f"adapter kind {cls.kind!r} is already registered by {self._kinds[cls.kind].__name__}")
         self._kinds[cls.kind] = cls
-        BACKEND_MODELS[cls.kind] = cls.config_model
+        self._models[cls.kind] = cls.config_model
         return cls
 
     def get(self, kind: str) -> type[Adapter[Any]]:
@@ -312,4 +314,4 @@ class Registry:
         return self.get(config.kind)(config, session)
 
 
-REGISTRY = Registry()
+REGISTRY = Registry(BACKEND_MODELS)

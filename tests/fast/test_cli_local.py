@@ -1,0 +1,72 @@
+"""The CLI in process (no server, no subprocess): the commands that need no gateway, its usage errors and its
+exit codes, as a user meets them."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway import __version__
+from gateway.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigpipe() -> Iterator[None]:
+    """main() restores the default SIGPIPE as a Unix tool does; give the test process its own back."""
+    before = signal.getsignal(signal.SIGPIPE)
+    yield
+    signal.signal(signal.SIGPIPE, before)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        rc = main(list(argv))
+    except SystemExit as stop:  # argparse's own exits (--help, --version, usage errors)
+        rc = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "--version")
+    assert rc == 0 and __version__ in out
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "exit codes" in out and "examples" in out
+
+
+def test_translate_prints_the_vendor_request_and_the_report(capsys: pytest.CaptureFixture[str]) -> None:
+    for backend in ("runai", "modelarts"):
+        rc, out, _ = run(capsys, "translate", "--backend", backend, "--config", str(ROOT / "config/gateway.yaml"),
+                         str(ROOT / "examples/single-gpu.yaml"))
+        doc = json.loads(out)
+        assert rc == 0 and doc["backend"] == backend and doc["request"]["method"] == "POST"
+        assert {e["field"] for e in doc["report"]} >= {"name", "image"}
+
+
+def test_translate_problems_are_a_problem_document_and_exit_1(capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nimage: y\nresources: {gpus: -1}\n")
+    rc, _, err = run(capsys, "translate", "--backend", "runai", "--config", str(ROOT / "config/gateway.yaml"),
+                     str(spec))
+    assert rc == 1 and json.loads(err)["errors"][0]["loc"][-1] == "gpus"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "phases", "nosuch")
+    assert rc == 2 and "invalid choice" in err
+    rc, _, err = run(capsys, "simulate", "runai", "--port", "99999")
+    assert rc == 2 and "not a port number" in err
+
+
+def test_phases_and_completion_come_from_the_registry_and_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "phases", "modelarts")
+    assert rc == 0 and json.loads(out)["Terminated"] == {"phase": "CANCELLED", "terminal": True}
+    rc, out, _ = run(capsys, "completion", "bash")
+    assert rc == 0 and "complete" in out and "submit" in out and "--source-action" in out
