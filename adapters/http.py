@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from yarl import URL
 
 from adapters import jsonslices
@@ -29,6 +29,7 @@ from gateway.core.errors import (
     BackendUnavailable,
 )
 from gateway.core.metrics import BREAKER_OPEN, VENDOR_CALLS, VENDOR_LATENCY
+from gateway.core.retrying import full_jitter
 
 log = structlog.get_logger(__name__)
 
@@ -179,43 +180,38 @@ class Transport:
         self.slots = asyncio.Semaphore(config.max_concurrency)
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
                                              sock_read=config.read_timeout)
-        self.rng = random.Random()
-
-    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Full jitter: uniform(0, min(max, base * 2**attempt)), never below Retry-After."""
-        r = self.config.retry
-        delay = self.rng.uniform(0, min(r.max_delay, r.base_delay * (2 ** attempt)))
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, 30.0))
-        return delay
+        self.sleep = asyncio.sleep  # how retries wait (a test may make time pass at once)
 
     async def request(self, method: str, path: str, *, query: Query | None = None, body: Any = None,
                       idempotent: bool = True, attempts: int | None = None) -> Response:
         """Send with retries: idempotent calls retry on 429, 5xx and network errors; others only
         when the vendor certainly did not apply them (429, not sent). Ambiguous outcomes raise
-        AmbiguousCreate for the caller to resolve."""
+        AmbiguousCreate for the caller to resolve. Retries wait with full jitter (never less than a
+        Retry-After) and are bounded by the attempts and by the backend's retry budget."""
         query = query or []
         raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-        attempt = 0
+        most = attempts or self.config.retry.attempts
         self.budget.on_request()
-        while True:
-            try:
-                return await self._send_authed(method, path, query, raw, idempotent)
-            except NotSent as err:
-                retry_after = err.retry_after
-            except BackendRateLimited as err:
-                retry_after = err.retry_after
-            except AmbiguousCreate:
-                raise
-            except BackendUnavailable as err:
-                if not idempotent or (err.vendor_status is None and "circuit" in err.detail):
-                    raise
-                retry_after = err.retry_after
-            attempt += 1
-            if attempt >= (attempts or self.config.retry.attempts) or not self.budget.take():
-                raise BackendUnavailable(f"{self.config.name}: gave up after {attempt} attempts",
-                                         backend=self.config.name)
-            await asyncio.sleep(self.backoff(attempt, retry_after))
+
+        def retryable(err: BaseException) -> bool:
+            if isinstance(err, NotSent | BackendRateLimited):
+                return True  # certainly not applied
+            if isinstance(err, AmbiguousCreate) or not isinstance(err, BackendUnavailable):
+                return False
+            return idempotent and not (err.vendor_status is None and "circuit" in err.detail)
+
+        def spent(state: RetryCallState) -> bool:
+            return state.attempt_number >= most or not self.budget.take()
+
+        def give_up(state: RetryCallState) -> Response:
+            raise BackendUnavailable(f"{self.config.name}: gave up after {state.attempt_number} attempts",
+                                     backend=self.config.name)
+
+        r = self.config.retry
+        retrying = AsyncRetrying(retry=retry_if_exception(retryable), stop=spent, sleep=self.sleep,
+                                 wait=full_jitter(r.base_delay, r.max_delay), retry_error_callback=give_up)
+        resp: Response = await retrying(self._send_authed, method, path, query, raw, idempotent)
+        return resp
 
     async def _send_authed(self, method: str, path: str, query: Query, raw: bytes, idempotent: bool) -> Response:
         headers: dict[str, str] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -90,16 +91,22 @@ def test_every_read_command_speaks_all_four_formats(live: AppThread, command: li
         assert p.returncode == 0 and p.stdout.strip() and not p.stdout.lstrip().startswith("{"), p.stdout
 
 
-def test_bash_completion_completes_commands_and_flags() -> None:
+def test_bash_completion_completes_commands_flags_choices_and_spec_paths() -> None:
     script = subprocess.run([sys.executable, "-m", "gateway", "completion", "bash"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60).stdout
-    probe = script + """
-COMP_WORDS=(tjg mi); COMP_CWORD=1; _tjg; echo "1:${COMPREPLY[*]}"
-COMP_WORDS=(tjg list --ki); COMP_CWORD=2; _tjg; echo "2:${COMPREPLY[*]}"
-COMP_WORDS=(tjg get ID -o); COMP_CWORD=4; COMP_WORDS+=(""); _tjg; echo "3:${COMPREPLY[*]}"
+    fn = re.search(r"^complete .*-F (\S+) tjg$", script, re.M)
+    assert fn, script[-300:]
+    probe = script + f"""
+COMP_WORDS=(tjg mi); COMP_CWORD=1; {fn[1]}; echo "1:${{COMPREPLY[*]}}"
+COMP_WORDS=(tjg list --ki); COMP_CWORD=2; {fn[1]}; echo "2:${{COMPREPLY[*]}}"
+COMP_WORDS=(tjg get ID -o ""); COMP_CWORD=4; {fn[1]}; echo "3:${{COMPREPLY[*]}}"
+COMP_WORDS=(tjg submit examples/single); COMP_CWORD=2; {fn[1]}; echo "4:${{COMPREPLY[*]}}"
+COMP_WORDS=(tjg phases ""); COMP_CWORD=2; {fn[1]}; echo "5:${{COMPREPLY[*]}}"
 """
-    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
     assert "1:migrate" in out and "2:--kind" in out and "3:table wide json yaml" in out
+    assert "4:examples/single-gpu.yaml" in out  # a spec path completes into the folder, not only to it
+    assert "5:modelarts runai" in out
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed here (apt-get install zsh)")
@@ -110,7 +117,7 @@ def test_zsh_completion_is_valid_zsh(tmp_path: Path) -> None:
     path.write_text(script)
     check = subprocess.run(["zsh", "-n", str(path)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
-    assert script.startswith("#compdef tjg") and "'migrate:move a job to another backend'" in script
+    assert script.startswith("#compdef tjg") and "migrate:'move a job to another backend" in script
 
 
 def test_the_typed_client_returns_models_and_raises_the_error_tree(live: AppThread) -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import random
 import time
 from typing import Any
 
 import aiohttp
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from adapters.http import Query, Response, Transport, classify, seg
 from adapters.runai.config import RunaiConfig
 from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable
+from gateway.core.retrying import full_jitter, last_error
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,10 @@ def parse_error(backend: str) -> Any:
                                       if isinstance(i, dict))
         return classify(status, backend, code, message, headers, conflict=taken)
     return parse
+
+
+class _TokenTryAgain(Exception):
+    """A token request that may be sent again: a network error, a 429 or a 5xx."""
 
 
 class TokenAuth:
@@ -84,17 +89,15 @@ class TokenAuth:
         body = {"grantType": "client_credentials", "clientID": creds.client_id,
                 "clientSecret": creds.client_secret.get_secret_value()}
         timeout = aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout, sock_read=self.config.read_timeout)
-        last: Exception | None = None
-        for attempt in range(self.config.retry.attempts):
+
+        async def once() -> None:
             self.fetches += 1
             try:
                 async with self.session.post(self.config.url + "/api/v1/token", json=body, timeout=timeout) as r:
                     data = await r.json(content_type=None)
                     status = r.status
             except (TimeoutError, aiohttp.ClientError, ValueError) as err:
-                last = err
-                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
-                continue
+                raise _TokenTryAgain(type(err).__name__) from err
             if status == 200 and isinstance(data, dict) and data.get("accessToken"):
                 token = str(data["accessToken"])
                 now = time.time()
@@ -104,13 +107,17 @@ class TokenAuth:
                 self.refresh_at = exp - min(60.0, lifetime * 0.2)
                 log.info("runai_token_fetched", backend=self.config.name, expires_in=round(lifetime))
                 return
-            if status in (429,) or status >= 500:
-                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
-                continue
+            if status == 429 or status >= 500:
+                raise _TokenTryAgain("server errors")
             raise BackendAuthError(f"{self.config.name}: token request refused (HTTP {status}) for client "
                                    f"{creds.client_id}", backend=self.config.name, vendor_status=status)
-        raise BackendUnavailable(f"{self.config.name}: token endpoint unavailable "
-                                 f"({type(last).__name__ if last else 'server errors'})", backend=self.config.name)
+
+        def give_up(state: RetryCallState) -> None:
+            raise BackendUnavailable(f"{self.config.name}: token endpoint unavailable ({last_error(state)})",
+                                     backend=self.config.name)
+
+        await AsyncRetrying(retry=retry_if_exception_type(_TokenTryAgain), wait=full_jitter(0.05, 2.0),
+                            stop=stop_after_attempt(self.config.retry.attempts), retry_error_callback=give_up)(once)
 
     async def headers(self, method: str, path: str, query: Query, body: bytes,
                       base: dict[str, str]) -> dict[str, str]:

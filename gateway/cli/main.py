@@ -32,6 +32,7 @@ exit codes: 0 ok, 1 the gateway answered with an error, 2 usage or a local file 
 
 
 DEMO_KEY = "demo-key"
+FILE = {"bash": "_shtab_compgen_files", "zsh": "_files"}  # shtab.FILE, without importing shtab for every command
 
 
 def _client(args: argparse.Namespace) -> GatewayClient:
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the gateway", description=(
         "Run the HTTP gateway. Reads --config, else $TJG_CONFIG, else ./config/gateway.yaml. "
         "Backends with `simulate: true` get their simulator started in-process."))
-    s.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)")
+    s.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)").complete = FILE  # type: ignore[attr-defined]
     s.add_argument("--host", help="override server.host")
     s.add_argument("--port", type=port, help="override server.port")
     s.set_defaults(func=server_cmds.cmd_serve)
@@ -103,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Translate SPEC for --backend and print {backend, request, report}. "
                                    "Exit 1 with a problem document when the spec is invalid.")
     t.add_argument("--backend", required=True, help="backend name from the config")
-    t.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)")
+    t.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)").complete = FILE  # type: ignore[attr-defined]
     t.add_argument("--strict", action="store_true", help="refuse any field the backend would drop")
-    t.add_argument("spec", metavar="SPEC.yaml", help="job spec, YAML or JSON ('-' for stdin)")
+    t.add_argument("spec", metavar="SPEC.yaml", help="job spec, YAML or JSON ('-' for stdin)").complete = FILE  # type: ignore[attr-defined]
     t.set_defaults(func=server_cmds.cmd_translate)
 
     ph = sub.add_parser("phases", help="print a vendor's phase table as JSON")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         return c
 
     c = client_parser("submit", "submit a job spec")
-    c.add_argument("spec", metavar="SPEC.yaml")
+    c.add_argument("spec", metavar="SPEC.yaml").complete = FILE  # type: ignore[attr-defined]
     c.add_argument("--backend", help="override the spec's backend")
     c.add_argument("--dry-run", action="store_true", help="show the vendor request, submit nothing")
     c.add_argument("--strict", action="store_true", help="refuse fields the backend would drop")
@@ -209,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _completion(shell: str) -> int:
-    from gateway.cli import completion
+    import shtab
 
-    print(getattr(completion, shell)(build_parser()), end="")
+    print(shtab.complete(build_parser(), shell=shell), end="")
     return 0
 
 

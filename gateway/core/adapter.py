@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -12,6 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import aiohttp
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay
 
 from gateway.core.config import BACKEND_MODELS, BackendConfig
 from gateway.core.errors import (
@@ -21,6 +21,7 @@ from gateway.core.errors import (
     UnsupportedByBackend,
 )
 from gateway.core.models import JobSpec, JobStatus
+from gateway.core.retrying import full_jitter
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
 
@@ -92,6 +93,15 @@ POLL_ATTEMPTS = 2
 C = TypeVar("C", bound=BackendConfig)
 
 
+class _CreateAgain(Exception):
+    """A create that certainly did not happen (not sent, or looked up and absent): the submit loop may send it
+    again after `retry_after` seconds at least."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("create again")
+        self.retry_after = retry_after
+
+
 class Adapter(abc.ABC, Generic[C]):
     """One vendor behind the neutral model: everything the gateway knows of a vendor is reached through its
     registered subclass. Subclasses declare what they cannot do, with a reason."""
@@ -110,6 +120,7 @@ class Adapter(abc.ABC, Generic[C]):
     def __init__(self, config: C, session: aiohttp.ClientSession) -> None:
         self.config: C = config
         self.session = session
+        self.sleep = asyncio.sleep  # how the retry loops wait (a test may make time pass at once)
 
     @classmethod
     def phase_table(cls) -> dict[str, Any]:
@@ -167,9 +178,10 @@ class Adapter(abc.ABC, Generic[C]):
         """Create the job exactly once. After an ambiguous failure the vendor name is looked up and an
         existing job adopted; the create is repeated only when the job is certainly absent. A
         duplicate-name answer means an earlier attempt succeeded: adopt it."""
-        deadline = time.monotonic() + (deadline_seconds or self.config.submit_deadline)
-        attempt = 0
-        while True:
+        limit = deadline_seconds or self.config.submit_deadline
+        deadline = time.monotonic() + limit
+
+        async def once() -> VendorJob:
             try:
                 return await self._create(translation)
             except BackendConflict:
@@ -184,29 +196,31 @@ class Adapter(abc.ABC, Generic[C]):
                     log.info("create_adopted_after_ambiguity", backend=self.name,
                              vendor_name=translation.vendor_name, cause=err.detail)
                     return found
-                retry_after = err.retry_after
+                raise _CreateAgain(err.retry_after) from err  # certainly absent: safe to create again
             except BackendUnavailable as err:  # rate limited, not sent, circuit open: not applied
-                retry_after = err.retry_after
-            attempt += 1
-            delay = max(retry_after or 0.0, random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
-            if time.monotonic() + delay > deadline:
-                raise AmbiguousCreate(f"{self.name}: could not confirm the create of {translation.vendor_name} "
-                                      "before the deadline; it will be reconciled", backend=self.name)
-            await asyncio.sleep(delay)
+                raise _CreateAgain(err.retry_after) from err
+
+        def give_up(_: RetryCallState) -> VendorJob:
+            raise AmbiguousCreate(f"{self.name}: could not confirm the create of {translation.vendor_name} "
+                                  "before the deadline; it will be reconciled", backend=self.name)
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(_CreateAgain), wait=full_jitter(0.05, 2.0),
+                                 stop=stop_before_delay(limit), retry_error_callback=give_up, sleep=self.sleep)
+        result: VendorJob = await retrying(once)
+        return result
 
     async def _lookup(self, translation: Translation, deadline: float) -> VendorJob | None:
         """find_by_name until it gives a definite answer or the deadline passes."""
-        attempt = 0
-        while True:
-            try:
-                return await self.find_by_name(translation.vendor_name, translation.project, translation.kind)
-            except BackendUnavailable:
-                attempt += 1
-                delay = random.uniform(0, min(2.0, 0.05 * 2 ** attempt))
-                if time.monotonic() + delay > deadline:
-                    raise AmbiguousCreate(f"{self.name}: cannot tell whether {translation.vendor_name} was "
-                                          "created; it will be reconciled", backend=self.name) from None
-                await asyncio.sleep(delay)
+        def give_up(_: RetryCallState) -> VendorJob | None:
+            raise AmbiguousCreate(f"{self.name}: cannot tell whether {translation.vendor_name} was "
+                                  "created; it will be reconciled", backend=self.name) from None
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(BackendUnavailable), wait=full_jitter(0.05, 2.0),
+                                 stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
+                                 retry_error_callback=give_up, sleep=self.sleep)
+        found: VendorJob | None = await retrying(self.find_by_name, translation.vendor_name, translation.project,
+                                                 translation.kind)
+        return found
 
     @abc.abstractmethod
     async def find_by_name(self, vendor_name: str, project: str | None = None,
