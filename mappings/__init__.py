@@ -1,31 +1,71 @@
-"""Declarative mapping tables (phases, GPU types, flavors, priorities, storage) and their loaders."""
+"""Declarative mapping tables (phases, GPU types, flavors, priorities, prices, storage, images) and their
+loaders. Each file is validated by a pydantic model when it is first read, so a malformed or incomplete table
+fails at load with the file and the place named, never as a KeyError at first use."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+import pydantic
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 HERE = Path(__file__).parent
 
 NEUTRAL_PHASES = ("QUEUED", "STARTING", "RUNNING", "SUSPENDING", "SUSPENDED", "SUCCEEDED",
                   "FAILED", "CANCELLING", "CANCELLED", "UNKNOWN")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+NeutralPhase = Literal["QUEUED", "STARTING", "RUNNING", "SUSPENDING", "SUSPENDED", "SUCCEEDED",
+                       "FAILED", "CANCELLING", "CANCELLED", "UNKNOWN"]
+
 
 class MappingError(ValueError):
     """A mapping table is malformed or incomplete."""
 
 
-@dataclass(frozen=True)
-class PhaseRule:
-    """One row of a phase table."""
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    phase: str
-    terminal: bool
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _load(model: type[M], path: Path) -> M:
+    """Read a YAML table and validate it, or a MappingError naming the file and the first bad place."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise MappingError(f"{path.name}: not valid YAML: {err}") from err
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top)"
+        raise MappingError(f"{path.name}:{where}: {first['msg']}") from err
+
+
+# -- phases ---------------------------------------------------------------------------------------------------
+class PhaseRule(_Table):
+    """One row of a phase table: the neutral phase a vendor phase becomes."""
+
+    phase: NeutralPhase
+    terminal: bool = False
     degraded: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PhaseRule:
+        if self.terminal != (self.phase in TERMINAL):
+            raise ValueError(f"terminal={self.terminal} contradicts neutral phase {self.phase}")
+        return self
+
+
+class _PhaseFile(_Table):
+    vendor: str | None = None
+    phases: dict[str, PhaseRule]
+    secondary: dict[str, PhaseRule] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,61 +85,31 @@ class PhaseTable:
         return out
 
 
-def _rules(raw: Any, where: str, required: tuple[str, ...]) -> dict[str, PhaseRule]:
-    if not isinstance(raw, dict):
-        raise MappingError(f"{where}: expected a mapping of vendor phase to rule")
-    rules: dict[str, PhaseRule] = {}
-    for name, row in raw.items():
-        if not isinstance(row, dict) or row.get("phase") not in NEUTRAL_PHASES:
-            raise MappingError(f"{where}.{name}: 'phase' must be one of {', '.join(NEUTRAL_PHASES)}")
-        terminal = bool(row.get("terminal", False))
-        if terminal != (row["phase"] in TERMINAL):
-            raise MappingError(f"{where}.{name}: terminal={terminal} contradicts neutral phase {row['phase']}")
-        rules[str(name)] = PhaseRule(row["phase"], terminal, bool(row.get("degraded", False)))
-    missing = [p for p in required if p not in rules]
-    if missing:
-        raise MappingError(f"{where}: missing vendor phases {', '.join(missing)}")
-    return rules
-
-
 @cache
 def load_phase_table(path: Path, required: tuple[str, ...],
                      required_secondary: tuple[str, ...] = ()) -> PhaseTable:
     """Load and check a phase table file (once per file): every vendor phase in `required` must have a row."""
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise MappingError(f"{path.name}: not a mapping")
-    phases = _rules(data.get("phases"), f"{path.name}:phases", required)
-    secondary = _rules(data["secondary"], f"{path.name}:secondary", required_secondary) \
-        if required_secondary or "secondary" in data else {}
-    return PhaseTable(str(data.get("vendor", path.stem)), phases, secondary)
+    table = _load(_PhaseFile, path)
+    secondary = table.secondary or {}
+    if required_secondary and table.secondary is None:
+        raise MappingError(f"{path.name}:secondary: missing (the vendor has secondary phases)")
+    for where, rows, want in (("phases", table.phases, required), ("secondary", secondary, required_secondary)):
+        missing = [p for p in want if p not in rows]
+        if missing:
+            raise MappingError(f"{path.name}:{where}: missing vendor phases {', '.join(missing)}")
+    return PhaseTable(table.vendor or path.stem, dict(table.phases), dict(secondary))
 
 
-@dataclass(frozen=True)
-class Flavor:
-    """A ModelArts resource flavor."""
-
-    id: str
-    gpus: int
-    gpu_type: str | None
-    cpu: float
-    memory_gi: float
-
-
-@cache
-def flavors() -> tuple[Flavor, ...]:
-    """The ModelArts flavor table, smallest first."""
-    data = yaml.safe_load((HERE / "flavors.yaml").read_text())
-    out = [Flavor(str(f["id"]), int(f["gpus"]), f.get("gpu_type"), float(f["cpu"]), float(f["memory_gi"]))
-           for f in data["flavors"]]
-    return tuple(sorted(out, key=lambda f: (f.gpus, f.cpu, f.memory_gi)))
+# -- GPU types and flavors -------------------------------------------------------------------------------------
+class _GpuFile(_Table):
+    # GPU type -> per-vendor lists (e.g. the Run:ai node pools that carry it)
+    gpu_types: dict[str, dict[str, list[str]]] = Field(..., min_length=1)
 
 
 @cache
 def gpu_types() -> dict[str, dict[str, Any]]:
     """GPU type -> {runai_node_pools: [...]}; keys are matched case-insensitively."""
-    data = yaml.safe_load((HERE / "gpus.yaml").read_text())
-    return {str(k): dict(v or {}) for k, v in data["gpu_types"].items()}
+    return {k: dict(v) for k, v in _load(_GpuFile, HERE / "gpus.yaml").gpu_types.items()}
 
 
 def canonical_gpu_type(name: str) -> str | None:
@@ -110,28 +120,90 @@ def canonical_gpu_type(name: str) -> str | None:
     return None
 
 
+class Flavor(_Table):
+    """A ModelArts resource flavor."""
+
+    id: str = Field(..., min_length=1)
+    gpus: int = Field(..., ge=0)
+    gpu_type: str | None
+    cpu: float = Field(..., gt=0)
+    memory_gi: float = Field(..., gt=0)
+
+    @model_validator(mode="after")
+    def _gpus_have_a_type(self) -> Flavor:
+        if (self.gpus > 0) != (self.gpu_type is not None):
+            raise ValueError("gpu_type is set exactly when gpus > 0")
+        return self
+
+
+class _FlavorFile(_Table):
+    flavors: list[Flavor] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> _FlavorFile:
+        ids = [f.id for f in self.flavors]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate flavor ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+        return self
+
+
+@cache
+def flavors() -> tuple[Flavor, ...]:
+    """The ModelArts flavor table, smallest first; every GPU type in it is one of gpus.yaml."""
+    out = _load(_FlavorFile, HERE / "flavors.yaml").flavors
+    unknown = sorted({f.gpu_type for f in out if f.gpu_type and canonical_gpu_type(f.gpu_type) is None})
+    if unknown:
+        raise MappingError(f"flavors.yaml: GPU types not in gpus.yaml: {', '.join(unknown)}")
+    return tuple(sorted(out, key=lambda f: (f.gpus, f.cpu, f.memory_gi)))
+
+
+def flavor_by_id(flavor_id: str) -> Flavor | None:
+    """A ModelArts flavor of the table by id."""
+    return next((f for f in flavors() if f.id == flavor_id), None)
+
+
+# -- prices and priorities ---------------------------------------------------------------------------------------
+class _PriceFile(_Table):
+    model_config = ConfigDict(extra="allow", frozen=True)  # one mapping per backend kind beside the currency
+
+    currency: str = "USD"
+
+    @model_validator(mode="after")
+    def _rows(self) -> _PriceFile:
+        for kind, rows in (self.model_extra or {}).items():
+            if not isinstance(rows, dict) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in rows.values()):
+                raise ValueError(f"{kind}: expected a mapping of name to a price >= 0")
+        return self
+
+
 @cache
 def prices() -> tuple[str, dict[str, dict[str, float]]]:
     """(currency, vendor kind -> node pool or flavor -> price of one GPU-hour)."""
-    data = yaml.safe_load((HERE / "prices.yaml").read_text())
-    if not isinstance(data, dict):
-        raise MappingError("prices.yaml: not a mapping")
-    table: dict[str, dict[str, float]] = {}
-    for vendor in (k for k in data if k != "currency"):
-        rows = data.get(vendor) or {}
-        if not isinstance(rows, dict) or not all(isinstance(v, int | float) and v >= 0 for v in rows.values()):
-            raise MappingError(f"prices.yaml:{vendor}: expected a mapping of name to a price >= 0")
-        table[vendor] = {str(k): float(v) for k, v in rows.items()}
-    return str(data.get("currency") or "USD"), table
+    table = _load(_PriceFile, HERE / "prices.yaml")
+    rows = {str(kind): {str(k): float(v) for k, v in (r or {}).items()} for kind, r in (table.model_extra or {}).items()}
+    return table.currency, rows
+
+
+class PriorityValues(_Table):
+    """A vendor's value for each neutral priority; all three are required."""
+
+    low: str | int
+    normal: str | int
+    high: str | int
+
+
+class _PriorityFile(RootModel[dict[str, PriorityValues]]):
+    pass
 
 
 @cache
 def priorities() -> dict[str, dict[str, Any]]:
-    """Neutral priority -> vendor value, per vendor."""
-    data: dict[str, dict[str, Any]] = yaml.safe_load((HERE / "priorities.yaml").read_text())
-    return data
+    """Neutral priority -> vendor value, per vendor kind."""
+    return {k: v.model_dump() for k, v in _load(_PriorityFile, HERE / "priorities.yaml").root.items()}
 
 
+# -- storage and images ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StorageRule:
     """Rewrite a URI prefix when going to a backend of kind `target`."""
@@ -141,11 +213,27 @@ class StorageRule:
     dest: str
 
 
+class _Rule(_Table):
+    target: str = Field(..., min_length=1)
+    source: str = Field(..., alias="from", min_length=1)
+    dest: str = Field(..., alias="to", min_length=1)
+
+
+class _RuleFile(_Table):
+    rules: list[_Rule] = Field(default_factory=list)
+
+
+def _rule_file(name: str) -> tuple[StorageRule, ...]:
+    path = HERE / name
+    if not (yaml.safe_load(path.read_text()) or {}):
+        return ()
+    return tuple(StorageRule(r.target, r.source, r.dest) for r in _load(_RuleFile, path).rules)
+
+
 @cache
 def storage_rules() -> tuple[StorageRule, ...]:
     """The storage rewrite table."""
-    data = yaml.safe_load((HERE / "storage.yaml").read_text()) or {}
-    return tuple(StorageRule(str(r["target"]), str(r["from"]), str(r["to"])) for r in data.get("rules") or [])
+    return _rule_file("storage.yaml")
 
 
 def rewrite_uri(uri: str, target: str) -> tuple[str, StorageRule] | None:
@@ -164,8 +252,7 @@ def rewrite_uri(uri: str, target: str) -> tuple[str, StorageRule] | None:
 @cache
 def image_rules() -> tuple[StorageRule, ...]:
     """The image registry rewrite table (same shape as the storage rules)."""
-    data = yaml.safe_load((HERE / "images.yaml").read_text()) or {}
-    return tuple(StorageRule(str(r["target"]), str(r["from"]), str(r["to"])) for r in data.get("rules") or [])
+    return _rule_file("images.yaml")
 
 
 def rewrite_image(image: str, target: str) -> str | None:
@@ -174,8 +261,3 @@ def rewrite_image(image: str, target: str) -> str | None:
         if rule.target == target and image.startswith(rule.source):
             return rule.dest + image[len(rule.source):]
     return None
-
-
-def flavor_by_id(flavor_id: str) -> Flavor | None:
-    """A ModelArts flavor of the table by id."""
-    return next((f for f in flavors() if f.id == flavor_id), None)
