@@ -16,15 +16,16 @@ import copy
 import posixpath
 import re
 import shlex
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import pydantic
 from aiohttp import web
 
 from gateway import __version__
 from gateway.api.http import CONFIG, PRINCIPAL, SERVICE, only_query, qint, read_json, reply
+from gateway.api.tes_models import TesTask, first_error
 from gateway.core.errors import BadRequest, Conflict, GatewayError
 from gateway.core.models import LABEL_KEY_RE, Phase, ReportEntry
 from gateway.service.jobs import JobService
@@ -104,47 +105,14 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
     return "\n".join(lines) + "\n"
 
 
-def _typed(value: Any, kind: str, loc: list[str | int]) -> None:
-    """A field of the TES schema has the type the schema gives it (None: not set)."""
-    ok: Callable[[Any], bool] = {"str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
-          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "num": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-          "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-          "map": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
-                                                       for k, x in v.items()),
-          "list": lambda v: isinstance(v, list), "obj": lambda v: isinstance(v, dict)}[kind]
-    if value is not None and not ok(value):
-        names = {"str": "a string", "bool": "true or false", "int": "an integer", "num": "a number",
-                 "strs": "a list of strings", "map": "a map of strings", "list": "a list", "obj": "an object"}
-        raise _bad(loc, f"must be {names[kind]}")
-
-
-SHAPE: dict[str, dict[str, str]] = {
-    "task": {"name": "str", "description": "str", "inputs": "list", "outputs": "list", "resources": "obj",
-             "executors": "list", "volumes": "strs", "tags": "map"},
-    "executor": {"image": "str", "command": "strs", "workdir": "str", "stdin": "str", "stdout": "str",
-                 "stderr": "str", "env": "map", "ignore_error": "bool"},
-    "input": {"name": "str", "description": "str", "url": "str", "path": "str", "type": "str", "content": "str",
-              "streamable": "bool"},
-    "output": {"name": "str", "description": "str", "url": "str", "path": "str", "path_prefix": "str",
-               "type": "str"},
-    "resources": {"cpu_cores": "int", "preemptible": "bool", "ram_gb": "num", "disk_gb": "num", "zones": "strs",
-                  "backend_parameters": "map", "backend_parameters_strict": "bool"},
-}
-
-
 def _check_shape(task: dict[str, Any]) -> None:
-    """Every field the TES schema types has that type (a 400 naming it), before any mapping."""
-    for key, kind in SHAPE["task"].items():
-        _typed(task.get(key), kind, [key])
-    for part, shape in (("executors", "executor"), ("inputs", "input"), ("outputs", "output")):
-        for i, item in enumerate(task.get(part) or []):
-            if not isinstance(item, dict):
-                raise _bad([part, i], "must be an object")
-            for key, kind in SHAPE[shape].items():
-                _typed(item.get(key), kind, [part, i, key])
-    for key, kind in SHAPE["resources"].items():
-        _typed((task.get("resources") or {}).get(key), kind, ["resources", key])
+    """Every field the TES schema types has that type (a 400 naming the first that does not), before any
+    mapping: the TES request models say what the official OpenAPI says."""
+    try:
+        TesTask.model_validate(task)
+    except pydantic.ValidationError as err:
+        loc, msg = first_error(err)
+        raise _bad(loc, msg) from None
 
 
 def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -154,28 +122,13 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
         raise _bad([], "a task must be a JSON object")
     _check_shape(task)
     report: list[dict[str, str]] = []
-    executors = task.get("executors")
-    if not isinstance(executors, list) or not executors:
-        raise _bad(["executors"], "at least one executor is required")
-    for i, ex in enumerate(executors):
-        if not isinstance(ex, dict) or not isinstance(ex.get("image"), str) or not ex["image"]:
-            raise _bad(["executors", i, "image"], "an image is required")
-        cmd = ex.get("command")
-        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
-            raise _bad(["executors", i, "command"], "a non-empty list of strings is required")
-        env = ex.get("env") or {}
-        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise _bad(["executors", i, "env"], "a map of strings is required")
+    executors = task["executors"]
     images = {ex["image"] for ex in executors}
     if len(images) > 1:
         raise _bad(["executors"], "executors run in order in one container on Run:ai and ModelArts, so they must "
                    f"share one image (got {', '.join(sorted(images))}); split the task or use one image")
     res = task.get("resources") or {}
-    if not isinstance(res, dict):
-        raise _bad(["resources"], "must be an object")
     params = res.get("backend_parameters") or {}
-    if not isinstance(params, dict):
-        raise _bad(["resources", "backend_parameters"], "must be a map of strings")
     unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
     if unknown and res.get("backend_parameters_strict"):
         raise _bad(["resources", "backend_parameters", unknown[0]],
@@ -192,10 +145,8 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
     inline: list[tuple[str, str]] = []
     inputs, outputs = [], []
     for i, item in enumerate(task.get("inputs") or []):
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise _bad(["inputs", i, "path"], "a path is required")
         if item.get("content") is not None:
-            if not isinstance(item["content"], str) or len(item["content"]) > MAX_CONTENT:
+            if len(item["content"]) > MAX_CONTENT:
                 raise _bad(["inputs", i, "content"], f"a string of at most {MAX_CONTENT} characters")
             inline.append((item["path"], item["content"]))
             _note(report, f"inputs[{i}].content", "exact", "written to the path by the task's entry script")
@@ -211,8 +162,6 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
                       "location is mounted at the path")
         inputs.append({"name": f"in{i}", "uri": url, "path": path, "read_only": True})
     for i, item in enumerate(task.get("outputs") or []):
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise _bad(["outputs", i, "path"], "a path is required")
         url = _data_url(str(item.get("url") or ""), ["outputs", i, "url"])
         path = item.get("path_prefix") or item["path"]
         if item.get("type", "FILE") == "FILE" and not item.get("path_prefix"):
@@ -270,8 +219,6 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
             spec[key] = params[key]
 
     tags = task.get("tags") or {}
-    if not isinstance(tags, dict):
-        raise _bad(["tags"], "a map of strings is required")
     labels = {}
     for k, v in tags.items():
         if len(k) <= 63 and LABEL_KEY_RE.match(k) and isinstance(v, str) and len(v) <= 63:
@@ -342,9 +289,10 @@ def _document(row: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str, stdout: bool = False
-                ) -> dict[str, Any]:
-    """A job as a tesTask in the given view."""
+async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str, stdout: bool = False,
+                phases: list[tuple[float, str]] | None = None) -> dict[str, Any]:
+    """A job as a tesTask in the given view; `phases` are its phase changes when the caller read them already
+    (a list reads a whole page's in one query)."""
     state = tes_state(row)
     doc = _document(row)
     if view == "MINIMAL":
@@ -355,11 +303,10 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
     if view == "BASIC":
         for item in task.get("inputs") or []:
             item.pop("content", None)
-    events = await svc.events(who, row["id"])
-    started = next((e["at"] for e in events if e["kind"] == "transition"
-                    and e["to_phase"] in ("STARTING", "RUNNING")), None)
-    ended = next((e["at"] for e in reversed(events) if e["kind"] == "transition"
-                  and e["to_phase"] in ("SUCCEEDED", "FAILED", "CANCELLED")), None)
+    if phases is None:
+        phases = (await svc.store.events.phases_of([row["id"]])).get(row["id"], [])
+    started = next((at for at, to in phases if to in ("STARTING", "RUNNING")), None)
+    ended = next((at for at, to in reversed(phases) if to in ("SUCCEEDED", "FAILED", "CANCELLED")), None)
     status = row["status"] or {}
     log: dict[str, Any] = {"logs": [], "outputs": [],
                            "metadata": {"backend": row["backend"], "gateway_job_id": row["id"],
@@ -462,7 +409,10 @@ async def list_tasks(request: web.Request) -> web.Response:
                     name_prefix=job_name(prefix) if prefix else None)
     size = qint(request, "page_size", 256, 1, 2048)
     jobs, token = await svc.list_rows(who, f, size, request.query.get("page_token") or None)
-    tasks = [await _task(svc, who, row, view) for row in jobs if state is None or tes_state(row) == state]
+    rows = [row for row in jobs if state is None or tes_state(row) == state]
+    # One query for the whole page's phase changes, however many tasks it holds.
+    changes = await svc.store.events.phases_of([r["id"] for r in rows]) if view != "MINIMAL" else {}
+    tasks = [await _task(svc, who, row, view, phases=changes.get(row["id"], [])) for row in rows]
     body: dict[str, Any] = {"tasks": tasks}
     if token:
         body["next_page_token"] = token

@@ -73,9 +73,9 @@ class Events:
         def work(conn: Connection) -> dict[str, list[tuple[float, str]]]:
             out: dict[str, list[tuple[float, str]]] = {}
             ids = list(job_ids)
-            for start in range(0, len(ids), 500):
+            for start in range(0, len(ids), 2048):  # a TES page (up to 2048 tasks) in one query
                 q = select(transitions.c.job_id, transitions.c.at, transitions.c.to_phase).where(
-                    transitions.c.job_id.in_(ids[start:start + 500]), transitions.c.kind == "transition") \
+                    transitions.c.job_id.in_(ids[start:start + 2048]), transitions.c.kind == "transition") \
                     .order_by(transitions.c.job_id, transitions.c.seq)
                 for job_id, at, phase in conn.execute(q):
                     out.setdefault(job_id, []).append((float(at), phase))

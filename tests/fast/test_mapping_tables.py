@@ -61,5 +61,5 @@ def test_a_bad_table_is_refused_at_load_naming_the_place(tables: Path, name: str
 def test_a_phase_row_that_contradicts_itself_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "p.yaml"
     bad.write_text("phases:\n  Done: {phase: SUCCEEDED, terminal: false}\n")
-    with pytest.raises(mappings.MappingError, match="p.yaml:phases.Done: Value error, terminal=False contradicts"):
+    with pytest.raises(mappings.MappingError, match=r"p\.yaml:phases\.Done: Value error, terminal=False contradicts"):
         mappings.load_phase_table(bad, ("Done",))

@@ -1,0 +1,85 @@
+"""The GA4GH TES 1.1 request types (tesTask and what it holds) as pydantic models, field for field as the
+official OpenAPI (../shared/specs/tes-1.1.openapi.yaml) gives them; a test compares the two. Types are strict
+(a string is never read as a number), numbers finite, unknown fields left alone as the schema allows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+FileType = Literal["FILE", "DIRECTORY"]
+Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
+
+
+class _Tes(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class TesInput(_Tes):
+    """tesInput: a file or folder to put in the container (from `url`, or inline `content`)."""
+
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+    url: StrictStr | None = None
+    path: StrictStr
+    type: FileType | None = None
+    content: StrictStr | None = None
+    streamable: StrictBool | None = None
+
+
+class TesOutput(_Tes):
+    """tesOutput: a file or folder to copy out of the container to `url`."""
+
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+    url: StrictStr
+    path: StrictStr
+    path_prefix: StrictStr | None = None
+    type: FileType | None = None
+
+
+class TesExecutor(_Tes):
+    """tesExecutor: one command in an image."""
+
+    image: StrictStr = Field(..., min_length=1)
+    command: list[StrictStr] = Field(..., min_length=1)
+    workdir: StrictStr | None = None
+    stdin: StrictStr | None = None
+    stdout: StrictStr | None = None
+    stderr: StrictStr | None = None
+    env: dict[StrictStr, StrictStr] | None = None
+    ignore_error: StrictBool | None = None
+
+
+class TesResources(_Tes):
+    """tesResources: what the task asks for."""
+
+    cpu_cores: StrictInt | None = None
+    preemptible: StrictBool | None = None
+    ram_gb: Number | None = None
+    disk_gb: Number | None = None
+    zones: list[StrictStr] | None = None
+    backend_parameters: dict[StrictStr, StrictStr] | None = None
+    backend_parameters_strict: StrictBool | None = None
+
+
+class TesTask(_Tes):
+    """tesTask as a client sends it (the server-set id, state, logs and creation_time are ignored)."""
+
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+    inputs: list[TesInput] | None = None
+    outputs: list[TesOutput] | None = None
+    resources: TesResources | None = None
+    executors: list[TesExecutor] = Field(..., min_length=1)
+    volumes: list[StrictStr] | None = None
+    tags: dict[StrictStr, StrictStr] | None = None
+
+
+def first_error(err: Any) -> tuple[list[str | int], str]:
+    """The location and words of a pydantic ValidationError's first error, in TES field names."""
+    e = err.errors()[0]
+    loc = [x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-", "int", "float")))]
+    msg = {"missing": "required", "too_short": "must not be empty"}.get(e["type"], e["msg"])
+    return loc, msg
