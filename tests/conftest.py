@@ -275,6 +275,19 @@ async def gw(tmp_path: Path) -> AsyncIterator[Any]:
     await g.c.close()
 
 
+def until(fn: Any, ok: Any = bool, within: float = 30.0, step: float = 0.05) -> Any:
+    """Call `fn` until `ok` holds for what it returns or `within` seconds pass; returns the last value, for the
+    caller to assert on (a wait on a condition, never a fixed sleep)."""
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        value = fn()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
 async def eventually(check: Any, within: float = 15.0, step: float = 0.1) -> Any:
     """Call async `check` until it returns something truthy or `within` seconds pass; returns the last value."""
     loop = asyncio.get_running_loop()

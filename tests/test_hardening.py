@@ -234,8 +234,10 @@ class SlowReceiver(Receiver):
         super().__init__()
         self.delay = delay
         self.at: list[float] = []
+        self.arrived = 0  # deliveries that have reached the receiver (it may still be holding them)
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.arrived += 1
         await asyncio.sleep(self.delay)
         self.at.append(time.monotonic())
         return await super().handle(request)
@@ -251,7 +253,7 @@ async def test_a_slow_receiver_does_not_hold_up_another_tenants_webhooks(tmp_pat
     try:
         for i in range(3):
             await gw.submit(spec("runai", f"slow-{i}"))
-        await asyncio.sleep(0.5)  # alpha's receiver is now busy for a while
+        assert await eventually(lambda: _arrived(slow, 1), within=15)  # alpha's receiver is now busy for a while
         started = time.monotonic()
         await gw.submit(spec("runai", "fast-one"), headers=BETA)
         assert await eventually(lambda: _got(fast, 1), within=5)
@@ -272,6 +274,10 @@ async def _got(rx: Receiver, n: int) -> bool:
     return len(rx.got) >= n
 
 
+async def _arrived(rx: SlowReceiver, n: int) -> bool:
+    return rx.arrived >= n
+
+
 # -- 9. streams: one notifier, quiet disconnects, a per-tenant cap -------------------------------------------------
 async def test_streams_share_one_poll_end_quietly_and_are_capped(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                                                  ) -> None:
@@ -289,7 +295,11 @@ async def test_streams_share_one_poll_end_quietly_and_are_capped(tmp_path: Path,
             async with s.get(url, headers=BETA) as other:
                 assert other.status == 200  # the cap is per tenant
             before, t0 = notifier.polls, time.monotonic()
-            await asyncio.sleep(1.0)
+
+            async def polled() -> bool:
+                return notifier.polls - before >= 5
+
+            assert await eventually(polled, within=10, step=0.01)  # five polls, however long they take here
             rate = (notifier.polls - before) / (time.monotonic() - t0)
             assert rate <= 6, rate  # one store read per tick for all 41 streams, not one per stream
             job = await gw.submit(spec("runai", "fanout"))
@@ -328,18 +338,26 @@ async def test_slow_heads_are_cut_and_connections_per_client_capped(tmp_path: Pa
     await GuardedSite(runner, sock, guard).start()
     try:
         slow = []
+        opened = time.monotonic()
         for _ in range(25):
             _, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes the head
             slow.append(w)
         extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(10)]
-        await asyncio.sleep(0.2)
+
+        async def over_the_cap() -> bool:
+            return guard.refused >= 5
+
+        assert await eventually(over_the_cap, within=10, step=0.02)
         refused = 0
         for rd, _ in extra:
             refused += await _closed(rd)
         assert refused >= 5 and guard.refused >= 5  # 25 slow + 5 fit under the cap of 30
-        await asyncio.sleep(2.5)
-        assert guard.timed_out >= 25 and sum(guard.open.values()) == 0
+        async def all_timed_out() -> bool:
+            return guard.timed_out >= 25 and sum(guard.open.values()) == 0
+
+        assert await eventually(all_timed_out, within=20)  # the header timeout, then every slow one closed
+        assert time.monotonic() - opened < 10  # closed by the 1 s header timeout, not by something much later
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
             assert r.status == 200  # the gateway still serves
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import CLUSTER, PROJECT, SimThread, start_loop_sim
+from tests.conftest import CLUSTER, PROJECT, SimThread, eventually, start_loop_sim
 from tests.gwkit import ALPHA, GW, spec
 from tests.oracles import load_huawei, load_runapy
 from tests.test_simulators import _ma_client, runapy_client, wait_for
@@ -53,8 +53,13 @@ async def test_runai_inference_endpoint_answers_while_running(runai_sim: Any) ->
         _, made = await c.call("POST", "/api/v1/workloads/inferences", {
             "name": "ep", "projectId": "1", "clusterId": CLUSTER,
             "spec": {"image": "x", "servingPort": {"container": 8000}}})
-        await asyncio.sleep(0.2)
-        _, rec = await c.call("GET", f"/api/v1/workloads/{made['workloadId']}")
+
+        async def serving() -> Any:
+            _, rec = await c.call("GET", f"/api/v1/workloads/{made['workloadId']}")
+            return rec if rec.get("urls") else None
+
+        rec = await eventually(serving)
+        assert rec, "the inference never got a URL"
         async with s.post(rec["urls"][0] + "v1/predict", json={"x": 1}) as r:
             assert r.status == 200 and (await r.json())["model"] == "ep"
         await c.call("DELETE", f"/api/v1/workloads/inferences/{made['workloadId']}")
@@ -119,8 +124,12 @@ async def test_modelarts_service_answers_load_with_every_key_known() -> None:
                  "readiness_health": {"check_method": "HTTP", "url": "/h", "protocol": "HTTP"}}]}]})
             assert status == 200
             load_huawei("CreateInferServiceResponse", made)
-            await asyncio.sleep(0.1)
             sid = made["id"]
+
+            async def listed() -> bool:
+                return (await call("GET", f"{base}/{sid}"))[0] == 200
+
+            assert await eventually(listed)
             load_huawei("ShowInferServiceResponse", (await call("GET", f"{base}/{sid}"))[1])
             load_huawei("ListInferServicesResponse", (await call("GET", base))[1])
             load_huawei("StopInferServiceResponse", (await call("POST", f"{base}/{sid}/stop"))[1])

@@ -3,7 +3,6 @@ fidelity points found by checking the simulators against Run:ai's OpenAPI and th
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 
 from simulators.runai.app import SIM_KEY as RUNAI_KEY
-from tests.conftest import CLUSTER, LoopSim, SimThread, start_loop_sim
+from tests.conftest import CLUSTER, LoopSim, SimThread, eventually, start_loop_sim, until
 from tests.oracles import load_huawei, load_runapy, runai_document, validate_runai
 from tests.test_simulators import RunaiRaw, _ma_client, runapy_client, training, wait_for
 
@@ -45,14 +44,20 @@ def test_runapy_reads_workload_metrics(runai_sim_thread: SimThread) -> None:
     wid = _hang_training(client, "metrics-sdk")
     get = client.workloads.trainings.get_training
     assert wait_for(lambda: get(wid).data["actualPhase"], "Running") == "Running"
-    time.sleep(0.3)
     api = client.workloads.workloads
-    now = datetime.now(UTC)
     types = [models.WorkloadMetricType.GPU_UTILIZATION, models.WorkloadMetricType.GPU_MEMORY_USAGE_BYTES,
              models.WorkloadMetricType.CPU_USAGE_CORES, models.WorkloadMetricType.CPU_MEMORY_USAGE_BYTES,
              models.WorkloadMetricType.NIM_NUM_REQUESTS_RUNNING]
-    got = api.get_workload_metrics(wid, metric_type=types, start=now - timedelta(seconds=1), end=now,
-                                   number_of_samples=40)
+
+    def second_before(now: datetime) -> Any:
+        return api.get_workload_metrics(wid, metric_type=types, start=now - timedelta(seconds=1), end=now,
+                                        number_of_samples=40)
+
+    def three_samples(asked: tuple[datetime, Any]) -> bool:
+        gpu = [m for m in asked[1].data["measurements"] if m["type"] == "GPU_UTILIZATION"]
+        return bool(gpu) and len(gpu[0]["values"]) >= 3
+
+    now, got = until(lambda: (lambda at: (at, second_before(at)))(datetime.now(UTC)), three_samples)
     assert got.status_code == 200
     body = got.data
     validate_runai("MetricsCompositeResponse", body)
@@ -69,8 +74,7 @@ def test_runapy_reads_workload_metrics(runai_sim_thread: SimThread) -> None:
     assert all(datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")) >= running_at for v in util)
     assert by_type["NIM_NUM_REQUESTS_RUNNING"][0]["values"] == []  # a training serves nothing
     # Deterministic: the same question gives the same answer.
-    again = api.get_workload_metrics(wid, metric_type=types, start=now - timedelta(seconds=1), end=now,
-                                     number_of_samples=40)
+    again = second_before(now)
     assert again.data == body
 
 
@@ -185,11 +189,17 @@ async def test_runai_phases_follow_the_documented_order(runai_sim: LoopSim) -> N
         await c.login()
         _, made = await c.call("POST", "/api/v1/workloads/trainings", training("order", SIM_OUTCOME="hang"))
         wid = made["workloadId"]
-        await asyncio.sleep(0.1)
+
+        async def reaches(phase: str) -> None:
+            async def now() -> bool:
+                return (await c.call("GET", f"/api/v1/workloads/{wid}"))[1]["phase"] == phase
+            assert await eventually(now), phase
+
+        await reaches("Running")
         await c.call("POST", f"/api/v1/workloads/trainings/{wid}/suspend")
-        await asyncio.sleep(0.1)
+        await reaches("Stopped")
         await c.call("POST", f"/api/v1/workloads/trainings/{wid}/resume")
-        await asyncio.sleep(0.1)
+        await reaches("Running")
         _, evs = await c.call("GET", f"/api/v1/workloads/{wid}/events?sortOrder=asc")
         assert [e["reason"] for e in evs["events"]] == [
             "Creating", "Pending", "Initializing", "Running", "Stopping", "Stopped",
@@ -228,8 +238,9 @@ def test_huawei_sdk_reads_metrics_events_and_terminate() -> None:
         # While it runs a task has no exit code; environments come back as the SDK's list of objects.
         assert [t.exit_code for t in running.status.task_statuses] == [None]
         assert running.algorithm.environments == [{"SIM_OUTCOME": "hang"}, {"SIM_GPU_UTIL": "80"}]
-        time.sleep(0.5)
-        got = client.show_training_job_metrics(ShowTrainingJobMetricsRequest(training_job_id=jid, task_id="worker-0"))
+        got = until(lambda: client.show_training_job_metrics(
+            ShowTrainingJobMetricsRequest(training_job_id=jid, task_id="worker-0")),
+            lambda m: all(len(x.value or []) >= 3 for x in m.metrics))  # three samples in every series
         raw = {"metrics": [{"metric": m.metric, "value": m.value} for m in got.metrics]}
         load_huawei("ShowTrainingJobMetricsResponse", raw)
         series = {m.metric: m.value for m in got.metrics}
@@ -270,7 +281,11 @@ async def test_modelarts_raw_responses_have_only_sdk_fields() -> None:
                 "spec": {"resource": {"flavor_id": "modelarts.vm.gpu.t4", "node_count": 2}}})
             assert status == 201
             jid = made["metadata"]["id"]
-            await asyncio.sleep(0.3)
+
+            async def running() -> bool:
+                return (await call("GET", f"/training-jobs/{jid}"))[1]["status"]["phase"] == "Running"
+
+            assert await eventually(running)
             _, shown = await call("GET", f"/training-jobs/{jid}")
             load_huawei("ShowTrainingJobDetailsResponse", shown)
             _, metrics = await call("GET", f"/training-jobs/{jid}/metrics/worker-1")
@@ -295,9 +310,8 @@ async def test_sim_gpu_util_pins_the_series(runai_sim: LoopSim, env: dict[str, s
         body = training(f"util-{int(low)}", SIM_OUTCOME="hang", **env)
         body["spec"]["compute"] = {"gpuDevicesRequest": 1}
         _, made = await c.call("POST", "/api/v1/workloads/trainings", body)
-        await asyncio.sleep(0.3)
         sim = runai_sim.app[RUNAI_KEY]
-        w = sim.jobs[made["workloadId"]]
+        w = sim.jobs[made["workloadId"]]  # the usage model is a function of time: nothing to wait for
         now = time.time()
         values = [sim.usage(w).gpu(now - i) for i in range(30)]
         assert (max(values) < 5) if low else (min(values) > 30)

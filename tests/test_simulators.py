@@ -15,7 +15,7 @@ from adapters.modelarts.signer import sign
 from simulators.kit import parse_faults
 from simulators.modelarts.app import SIM_KEY as MA_KEY
 from simulators.runai.app import SIM_KEY as RUNAI_KEY
-from tests.conftest import CLUSTER, PROJECT, LoopSim, SimThread, start_loop_sim
+from tests.conftest import CLUSTER, PROJECT, LoopSim, SimThread, eventually, start_loop_sim
 
 
 def runapy_client(url: str, secret: str = "tjg-demo-secret") -> Any:
@@ -276,9 +276,12 @@ async def test_runai_token_rules() -> None:
             c2 = RunaiRaw(sim, s)
             c2.token = foreign.token
             assert (await c2.call("GET", "/api/v1/workloads"))[0] == 401
-            await asyncio.sleep(1.1)
-            status, body = await c.call("GET", "/api/v1/workloads")
-            assert status == 401 and "expired" in body["message"]
+            async def expired() -> Any:  # the token's 1 s lifetime runs out on the simulator's clock
+                status, body = await c.call("GET", "/api/v1/workloads")
+                return body if status == 401 else None
+
+            body = await eventually(expired, within=10, step=0.05)
+            assert body and "expired" in body["message"]
             c.token = ""
             assert (await c.call("GET", "/api/v1/workloads"))[0] == 401
             async with s.post(sim.url + "/api/v1/token", json={"grantType": "client_credentials",
@@ -337,8 +340,13 @@ async def test_runai_lifecycle_outcomes(runai_sim: LoopSim) -> None:
             _, r = await c.call("POST", "/api/v1/workloads/trainings",
                                 training(name, SIM_OUTCOME=outcome, SIM_RUN_SECONDS="1"))
             ids[name] = r["workloadId"]
-        await asyncio.sleep(0.2)  # speed 20: 1.6 s of job time
-        phases = {n: (await c.call("GET", f"/api/v1/workloads/{i}"))[1]["phase"] for n, i in ids.items()}
+
+        async def ended() -> dict[str, str]:  # the two that end have ended (speed 20: 1 s of job time is 0.05 s)
+            phases = {n: (await c.call("GET", f"/api/v1/workloads/{i}"))[1]["phase"] for n, i in ids.items()}
+            return phases if phases["ok"] in ("Completed", "Failed") and phases["bad"] in ("Completed", "Failed") \
+                else {}
+
+        phases = await eventually(ended, within=30)
         assert phases == {"ok": "Completed", "bad": "Failed", "stuck": "Running"}
         # No 409 is documented for suspend: an ended workload accepts it and stays as it was.
         status, _ = await c.call("POST", f"/api/v1/workloads/trainings/{ids['ok']}/suspend")

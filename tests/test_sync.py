@@ -35,6 +35,13 @@ from tests.conftest import (
 from tests.gwkit import ALPHA, BETA, GW, OPS, spec, start_gateway
 
 
+def _sim_phase(sim: Any, vendor: str, vendor_id: str) -> str:
+    """A simulated job's phase now, as its simulator computes it."""
+    if vendor == "runai":
+        return str(sim.phase(sim.jobs[vendor_id]))
+    return str(sim.state(sim.jobs[vendor_id])[0])
+
+
 async def seed_store(store: Store, backend: str, vendor_ids: list[str], kind: str = "training") -> None:
     """Rows for jobs the gateway submitted earlier (bulk, for scale tests)."""
     now = time.time()
@@ -60,7 +67,12 @@ async def test_one_cycle_over_2000_jobs_costs_about_one_request_per_page(tmp_pat
         else:
             ids = sim.app[MA_KEY].bulk_create(2000, project=PROJECT)
         await seed_store(store, vendor, ids)
-        await asyncio.sleep(0.1)  # all Running at speed 50
+        fake = sim.app[RUNAI_KEY] if vendor == "runai" else sim.app[MA_KEY]
+
+        async def all_running() -> bool:  # at speed 50 they soon are
+            return all(_sim_phase(fake, vendor, i) == "Running" for i in ids)
+
+        assert await eventually(all_running, within=30)
         cfg = base_config(runai_url=sim.url, ma_url=sim.url)
         async with aiohttp.ClientSession() as s:
             sync = BackendSync(REGISTRY.create(cfg.backend(vendor), s), store, page_size=page)
@@ -91,12 +103,17 @@ async def test_outage_marks_stale_changes_nothing_and_recovers(tmp_path: Path) -
             async with aiohttp.ClientSession() as s:
                 async with s.put(url + "/_sim/faults", json={"http503": 1.0}):
                     pass
-                await asyncio.sleep(1.5)
-                _, during = await gw.call("GET", f"/v1/jobs/{job['id']}")
+
+                async def stale(want: bool) -> Any:
+                    _, got = await gw.call("GET", f"/v1/jobs/{job['id']}")
+                    return got if got["status"]["stale"] is want else None
+
+                during = await eventually(lambda: stale(True), within=30)
+                assert during, "the outage was never noticed"
                 async with s.put(url + "/_sim/faults", json={}):
                     pass
-            await asyncio.sleep(1.0)
-        _, after = await gw.call("GET", f"/v1/jobs/{job['id']}")
+            after = await eventually(lambda: stale(False), within=30)
+        assert after, "never recovered"
         assert during["status"]["stale"] is True
         assert during["status"]["phase"] == "RUNNING"
         assert during["status"]["observed_at"] == running["status"]["observed_at"]
@@ -135,8 +152,13 @@ async def test_external_runai_job_shows_up_in_the_unified_list(tmp_path: Path) -
                        .data["workloadId"])
 
         vendor_id = await asyncio.to_thread(runapy_create)
-        await asyncio.sleep(2 * 0.5 + 0.3)  # two sync intervals
-        _, page = await gw.call("GET", "/v1/jobs", headers=OPS)
+
+        async def imported() -> Any:
+            _, page = await gw.call("GET", "/v1/jobs", headers=OPS)
+            return page if any(j["origin"] == "external" for j in page["jobs"]) else None
+
+        page = await eventually(imported, within=30)
+        assert page, "the external job was never imported"
         ext = [j for j in page["jobs"] if j["origin"] == "external"]
         assert [j["backend_job_id"] for j in ext] == [vendor_id]
         assert ext[0]["name"] == "made-by-hand" and ext[0]["spec"]["command"] == ["sleep"]
@@ -252,8 +274,9 @@ async def test_leases_move_to_another_owner_when_one_expires(tmp_path: Path) -> 
         assert await store.leases.acquire("sync:x", "a", 0.3)
         assert not await store.leases.acquire("sync:x", "b", 0.3)
         assert await store.leases.acquire("sync:x", "a", 0.3)  # renewal
-        await asyncio.sleep(0.35)
-        assert await store.leases.acquire("sync:x", "b", 0.3)
+        renewed = time.monotonic()
+        assert await eventually(lambda: store.leases.acquire("sync:x", "b", 0.3), within=10, step=0.02)
+        assert time.monotonic() - renewed >= 0.25  # not before a's lease ran out
         assert not await store.leases.acquire("sync:x", "a", 0.3)
         await store.leases.release("sync:x", "b")
         assert await store.leases.acquire("sync:x", "a", 0.3)
@@ -263,9 +286,14 @@ async def test_leases_move_to_another_owner_when_one_expires(tmp_path: Path) -> 
 
 async def test_backends_show_sync_state(gw: GW) -> None:
     await gw.submit(spec("runai", "s1", env={"SIM_OUTCOME": "hang"}))
-    await asyncio.sleep(0.8)
-    _, backends = await gw.call("GET", "/v1/backends")
-    runai = next(b for b in backends if b["name"] == "runai")
+
+    async def synced() -> Any:
+        _, backends = await gw.call("GET", "/v1/backends")
+        runai = next(b for b in backends if b["name"] == "runai")
+        return runai if runai["sync"]["last_ok"] is not None else None
+
+    runai = await eventually(synced, within=30)
+    assert runai, "no sync cycle ended"
     assert runai["sync"]["failing"] is False and runai["sync"]["last_ok"] is not None
     assert gw.c.server.app is not None and "runai" in gw.c.server.app[SYNCS]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from gateway.core.errors import (
     BackendRejected,
     BackendUnavailable,
 )
+from tests.conftest import eventually
 
 URL = "http://runai.test"
 
@@ -132,8 +132,10 @@ async def test_breaker_opens_fails_fast_and_probes_half_open(mock_http: Any) -> 
         assert t.breaker.state == "open"
         with pytest.raises(BackendUnavailable, match="circuit open"):
             await t.request("GET", "/api/v1/workloads")  # no HTTP call is made
-        await asyncio.sleep(0.25)
-        assert t.breaker.state == "half_open"
+        async def half_open() -> bool:  # the breaker's own 0.2 s reset has passed
+            return bool(t.breaker.state == "half_open")
+
+        assert await eventually(half_open, within=10, step=0.02)
         m.get(PATH, status=200, payload={})
         await t.request("GET", "/api/v1/workloads")
         assert t.breaker.state == "closed"

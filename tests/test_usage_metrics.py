@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.api.http import STORE
 from tests.conftest import eventually, gateway_config
 from tests.gwkit import ALPHA, BETA, GW, OPS, spec, start_gateway
 from tests.test_sync import Receiver
@@ -140,7 +141,14 @@ async def test_an_idle_job_is_marked_once_and_reaches_events_sse_and_webhooks(tm
 
         for job in idle.values():
             assert await eventually(lambda j=job: marked(j["id"]), within=20)
-        await asyncio.sleep(1.5)  # several more checks: still one mark
+        store = gw.c.server.app[STORE]
+        for job in idle.values():  # three more looks at each job after its mark: still one mark
+            async def looked_again(job_id: str = job["id"], looks: set[float] = set()) -> bool:  # noqa: B006
+                row = await store.jobs.get(job_id)
+                looks.add(float((row or {}).get("status", {}).get("activity_checked_at") or 0))
+                return len(looks) > 3
+
+            assert await eventually(looked_again, within=30, step=0.05)
         for backend, job in idle.items():
             _, evs = await gw.call("GET", f"/v1/jobs/{job['id']}/events?vendor=false")
             kinds = [e["kind"] for e in evs["events"]]

@@ -42,6 +42,12 @@ def check_histories(hist: dict[str, list[dict[str, Any]]]) -> None:
         assert len(ends) <= 1 and (not ends or evs[-1] is ends[0]), f"{job_id}: left a terminal phase"
 
 
+async def synced(url: str) -> bool:
+    """Whether every backend of the gateway at `url` has finished a sync cycle since it started."""
+    async with aiohttp.ClientSession() as s, s.get(url + "/v1/backends", headers=AUTH) as r:
+        return all((b.get("sync") or {}).get("last_ok") for b in await r.json())
+
+
 async def test_sigkill_during_submits_and_during_sync(tmp_path: Path, long_mode: bool) -> None:
     rounds = 3 if long_mode else 1
     sims = await Simulators(tmp_path, speed=20.0, faults="delay_ms=30").start()
@@ -59,7 +65,7 @@ async def test_sigkill_during_submits_and_during_sync(tmp_path: Path, long_mode:
             kills += 1
             gw = Proc(["serve", "--config", str(cfg)], tmp_path / "gw.log").start()
             await wait_http(url + "/healthz")
-            await asyncio.sleep(0.6)  # sync running over live jobs
+            assert await eventually(lambda: synced(url), within=30)  # sync cycles running over live jobs
             gw.kill()  # kill 2: in the middle of sync
             kills += 1
             gw = Proc(["serve", "--config", str(cfg)], tmp_path / "gw.log").start()
@@ -113,7 +119,11 @@ async def test_outage_frozen_backend(tmp_path: Path, long_mode: bool) -> None:
             frozen_at = time.monotonic()
             frozen_wall = time.time()
             try:
-                await asyncio.sleep(outage)
+                async def noticed() -> bool:
+                    return bool((await get_all(url))[job["id"]]["status"].get("stale"))
+
+                assert await eventually(noticed, within=30)  # the outage is seen, then it lasts its length
+                await asyncio.sleep(max(0.0, outage - (time.monotonic() - frozen_at)))
                 t0 = time.monotonic()
                 during = (await get_all(url))[job["id"]]
                 read_ms = (time.monotonic() - t0) * 1000

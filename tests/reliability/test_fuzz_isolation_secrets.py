@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.core.config import parse_config
 from gateway.core.logs import configure_logging
-from tests.conftest import AppThread, gateway_config, record_figures, start_loop_sim
+from tests.conftest import AppThread, eventually, gateway_config, record_figures, start_loop_sim
 from tests.gwkit import ALPHA, BETA, GW, spec, start_gateway
 from tests.strategies import job_specs
 
@@ -108,7 +108,15 @@ async def test_no_configured_secret_appears_anywhere(tmp_path: Path) -> None:
             bodies.append(json.dumps(body))
         _, body = await gw.call("POST", "/v1/jobs", headers={"Authorization": "Bearer nope"}, json={})
         bodies.append(json.dumps(body))
-        await asyncio.sleep(1.5)  # sync cycles and failing webhook deliveries
+        # Until the paths that could leak have run: a failed webhook delivery, the wrong backend's refused token,
+        # and the two good jobs ended through sync cycles.
+        async def ran() -> bool:
+            _, page = await gw.call("GET", "/v1/jobs?phase=SUCCEEDED", headers=key)
+            log = stream.getvalue()
+            return ('"webhook_delivery_failed"' in log and 'token request refused' in log
+                    and len(page["jobs"]) == 2)
+
+        assert await eventually(ran, within=60)
         for path in ("/v1/jobs", "/v1/backends", "/metrics", "/openapi.json", "/healthz"):
             _, body = await gw.call("GET", path, headers=key)
             bodies.append(body if isinstance(body, str) else json.dumps(body))

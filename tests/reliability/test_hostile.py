@@ -38,7 +38,7 @@ from tests.conftest import (
 )
 from tests.gwkit import BETA, spec, start_gateway
 from tests.procs import Proc, Simulators, wait_http, write_config
-from tests.test_hardening import SlowReceiver
+from tests.test_hardening import SlowReceiver, _arrived
 
 pytestmark = pytest.mark.reliability
 OPS = {"Authorization": "Bearer ops-key-789"}
@@ -267,7 +267,7 @@ async def test_a_slow_receiver_only_delays_itself(tmp_path: Path) -> None:
     try:
         for i in range(5):
             await gw.submit(spec("runai", f"slow-{i}"))
-        await asyncio.sleep(0.5)
+        assert await eventually(lambda: _arrived(slow, 1), within=15)  # alpha's receiver is now holding one
         lags = []
         for i in range(5):
             before = len(fast.got)
