@@ -1,0 +1,75 @@
+"""The store on its own (a real SQLite file): statuses and their history, the terminal guard, staleness,
+pages of a list, the live set the sync reads, and idempotency keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.store import ListFilters
+from tests.fast.conftest import ALPHA, BETA, World
+
+
+def status(phase: str, terminal: bool = False, **more: Any) -> dict[str, Any]:
+    return {"phase": phase, "terminal": terminal, **more}
+
+
+async def test_a_phase_change_adds_one_transition_and_a_same_phase_write_none(world: World) -> None:
+    job_id = (await world.submit()).job.id
+    jobs = world.store.jobs
+    assert await jobs.apply_status(job_id, status("RUNNING", vendor_phase="running"), "sync") is True
+    assert await jobs.apply_status(job_id, status("RUNNING", message="still"), "sync") is False
+    row = await world.row(job_id)
+    assert row["phase"] == "RUNNING" and row["status"]["message"] == "still"
+    history = await world.store.events.for_job(job_id)
+    assert [(t["seq"], t["to_phase"], t["source"]) for t in history] == [
+        (1, "QUEUED", "gateway"), (2, "RUNNING", "sync")]
+
+
+async def test_a_terminal_job_keeps_its_phase_whatever_is_written_later(world: World) -> None:
+    job_id = (await world.submit()).job.id
+    jobs = world.store.jobs
+    await jobs.apply_status(job_id, status("SUCCEEDED", terminal=True, exit_code=0), "sync")
+    assert await jobs.apply_status(job_id, status("RUNNING"), "sync") is False
+    assert await jobs.apply_statuses([(job_id, status("FAILED", terminal=True))], "sync") == 0
+    row = await world.row(job_id)
+    assert row["phase"] == "SUCCEEDED" and row["terminal"] and row["status"]["exit_code"] == 0
+    assert await world.history(job_id) == ["QUEUED", "SUCCEEDED"]
+
+
+async def test_stale_flags_live_jobs_only_and_leaves_phases(world: World) -> None:
+    live = (await world.submit("live")).job.id
+    ended = (await world.submit("ended")).job.id
+    await world.store.jobs.apply_status(ended, status("FAILED", terminal=True), "sync")
+    assert await world.store.jobs.mark_stale("fake", True) == 1
+    assert (await world.row(live))["status"]["stale"] is True and (await world.row(live))["phase"] == "QUEUED"
+    assert not (await world.row(ended))["status"].get("stale")
+    assert await world.store.jobs.mark_stale("fake", True) == 0  # already flagged: nothing written
+    assert await world.store.jobs.mark_stale("fake", False) == 1
+
+
+async def test_the_live_set_is_what_the_sync_must_poll(world: World) -> None:
+    a = (await world.submit("a")).job.id
+    b = (await world.submit("b")).job.id
+    await world.store.jobs.apply_status(b, status("CANCELLED", terminal=True), "sync")
+    assert [r["id"] for r in await world.store.jobs.live("fake")] == [a]
+
+
+async def test_pages_are_newest_first_without_gaps_or_repeats_and_per_tenant(world: World) -> None:
+    mine = [(await world.submit(f"j{i}")).job.id for i in range(7)]
+    theirs = (await world.submit("other", who=BETA)).job.id
+    seen: list[str] = []
+    page, token = await world.svc.list_jobs(ALPHA, ListFilters(), 3, None)
+    seen += [j.id for j in page]
+    while token:
+        page, token = await world.svc.list_jobs(ALPHA, ListFilters(), 3, token)
+        seen += [j.id for j in page]
+    assert seen == list(reversed(mine)) and theirs not in seen
+    page, _ = await world.svc.list_jobs(ALPHA, ListFilters(name_prefix="j6"), 10, None)
+    assert [j.id for j in page] == [mine[6]]
+
+
+async def test_an_idempotency_key_is_per_tenant_and_remembers_its_job(world: World) -> None:
+    job_id = (await world.submit(key="k")).job.id
+    found = await world.store.keys.find("alpha", "k")
+    assert found is not None and found[1] == job_id and len(found[0]) == 64  # with the body's SHA-256
+    assert await world.store.keys.find("beta", "k") is None
