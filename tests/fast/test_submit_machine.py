@@ -3,6 +3,8 @@ stored to confirmed, rejected or unknown, and how an unknown one is settled, cre
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.core.errors import BackendRejected, Conflict, NotFound
@@ -45,11 +47,7 @@ async def test_a_rejection_fails_the_job_with_the_vendors_words(world: World) ->
 
 
 async def test_an_unknown_outcome_stays_pending_and_settles_once_when_the_vendor_answers(world: World) -> None:
-    world.vendor.creates = ["lost"]
-    world.vendor.lookups_down = 10_000  # every lookup fails until the deadline
-    world.svc.config.server.submit_wait_seconds = 0.05
-    world.svc.submissions._settle_until_done = _never  # type: ignore[method-assign]  # the test settles by hand
-    res = await world.submit()
+    res = await _unknown(world, "lost")
     assert (await world.row(res.job.id))["submit_state"] == "pending"
     assert not await world.svc.resolve_pending(res.job.id)  # still cannot tell
     world.vendor.lookups_down = 0
@@ -60,11 +58,7 @@ async def test_an_unknown_outcome_stays_pending_and_settles_once_when_the_vendor
 
 
 async def test_an_unknown_create_that_never_happened_is_created_exactly_once(world: World) -> None:
-    world.vendor.creates = ["absent"]
-    world.vendor.lookups_down = 10_000
-    world.svc.config.server.submit_wait_seconds = 0.05
-    world.svc.submissions._settle_until_done = _never  # type: ignore[method-assign]
-    res = await world.submit()
+    res = await _unknown(world, "absent")
     world.vendor.lookups_down = 0
     assert await world.svc.resolve_pending(res.job.id)
     assert await world.svc.resolve_pending(res.job.id)
@@ -72,11 +66,7 @@ async def test_an_unknown_create_that_never_happened_is_created_exactly_once(wor
 
 
 async def test_a_cancel_before_the_vendor_had_it_means_it_is_never_created(world: World) -> None:
-    world.vendor.creates = ["absent"]
-    world.vendor.lookups_down = 10_000
-    world.svc.config.server.submit_wait_seconds = 0.05
-    world.svc.submissions._settle_until_done = _never  # type: ignore[method-assign]
-    res = await world.submit()
+    res = await _unknown(world, "absent")
     from tests.fast.conftest import ALPHA
 
     await world.svc.cancel(ALPHA, res.job.id)
@@ -101,6 +91,16 @@ async def test_another_tenants_job_is_not_found(world: World) -> None:
     res = await world.submit()
     with pytest.raises(NotFound):
         await world.svc.get(BETA, res.job.id)
+
+
+async def _unknown(world: World, create: str) -> Any:
+    """A submit whose create ends as `create` and whose every lookup fails until the deadline: the job is left
+    pending, and only the test settles it (the background settle loop would retry on its own clock)."""
+    world.vendor.creates = [create]  # type: ignore[list-item]
+    world.vendor.lookups_down = 10_000
+    world.svc.config.server.submit_wait_seconds = 0.05
+    world.svc.submissions._settle_until_done = _never  # type: ignore[method-assign]
+    return await world.submit()
 
 
 async def _never(job_id: str, delay: float = 1.0) -> None:
