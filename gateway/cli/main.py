@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 
-from adapters.registry import load as load_vendors
 from gateway import __version__
 from gateway.cli import client_cmds, server_cmds
 from gateway.cli.output import FORMATS, UsageError, fail
@@ -81,10 +80,20 @@ def seconds(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of `tjg`."""
-    registry = load_vendors()
-    kinds = registry.kinds()
+def backend_kind(text: str) -> str:
+    """A registered backend kind (argparse type). The vendors load only when a command names a kind, so that
+    the other commands do not pay for importing every adapter."""
+    from adapters.registry import load
+
+    kinds = load().kinds()
+    if text not in kinds:
+        raise argparse.ArgumentTypeError(f"unknown backend kind {text!r} (known: {', '.join(kinds)})")
+    return text
+
+
+def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argparse tree of `tjg`; `kinds` (the registered backend kinds) become the kind arguments' choices,
+    for the completion scripts."""
     p = argparse.ArgumentParser(
         prog="tjg", description="trainjob-gateway: one API for training jobs on Run:ai and ModelArts.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=server_cmds.cmd_translate)
 
     ph = sub.add_parser("phases", help="print a vendor's phase table as JSON")
-    ph.add_argument("vendor", choices=kinds, help="a backend kind")
+    ph.add_argument("vendor", type=backend_kind, choices=kinds, metavar="KIND", help="a backend kind")
     ph.set_defaults(func=server_cmds.cmd_phases)
 
     comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)", description=(
@@ -122,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run a vendor simulator standalone", description=(
         "Run a vendor's simulator. Without --credentials it accepts its demo credentials "
         "(tjg-demo:tjg-demo-secret for Run:ai, TJGDEMOAK:TJGDEMOSK for ModelArts)."))
-    sim.add_argument("vendor", choices=[k for k in kinds if registry.get(k).simulator], help="a backend kind")
+    sim.add_argument("vendor", type=backend_kind, choices=kinds, metavar="KIND",
+                     help="a backend kind with a simulator")
     sim.add_argument("--port", type=port, required=True)
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--credentials", action="append", metavar="ID:SECRET",
@@ -212,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _completion(shell: str) -> int:
     import shtab
 
-    print(shtab.complete(build_parser(), shell=shell), end="")
+    from adapters.registry import load
+
+    print(shtab.complete(build_parser(load().kinds()), shell=shell), end="")
     return 0
 
 

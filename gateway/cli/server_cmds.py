@@ -54,9 +54,13 @@ def cmd_phases(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run a vendor simulator standalone until interrupted."""
+    from gateway.core.adapter import REGISTRY
     from simulators.kit import parse_faults
     from simulators.serve import run_simulator
 
+    if REGISTRY.get(args.vendor).simulator is None:
+        print(f"tjg simulate: backend kind {args.vendor} has no simulator", file=sys.stderr)
+        return 2
     try:
         faults = parse_faults(args.faults or "")
     except ValueError as err:
