@@ -180,7 +180,6 @@ class Transport:
         self.slots = asyncio.Semaphore(config.max_concurrency)
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
                                              sock_read=config.read_timeout)
-        self.sleep = asyncio.sleep  # how retries wait (a test may make time pass at once)
 
     async def request(self, method: str, path: str, *, query: Query | None = None, body: Any = None,
                       idempotent: bool = True, attempts: int | None = None) -> Response:
@@ -208,7 +207,7 @@ class Transport:
                                      backend=self.config.name)
 
         r = self.config.retry
-        retrying = AsyncRetrying(retry=retry_if_exception(retryable), stop=spent, sleep=self.sleep,
+        retrying = AsyncRetrying(retry=retry_if_exception(retryable), stop=spent,
                                  wait=full_jitter(r.base_delay, r.max_delay), retry_error_callback=give_up)
         resp: Response = await retrying(self._send_authed, method, path, query, raw, idempotent)
         return resp

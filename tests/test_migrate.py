@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.registry import translate_spec
+from adapters.registry import load as load_vendors
 from gateway.core.config import Config
 from gateway.core.models import parse_spec
 from gateway.service.migrate import convert_spec
@@ -58,11 +58,11 @@ def runai_examples() -> list[Path]:
 def test_round_trip_runai_modelarts_runai(path: Path, config: Config) -> None:
     raw = yaml.safe_load(path.read_text())
     raw["backend"] = "runai"
-    first = translate_spec(parse_spec(raw), config.backend("runai"), "a" * 32)
+    first = load_vendors().translate(parse_spec(raw), config.backend("runai"), "a" * 32)
     to_ma, notes1 = convert_spec(raw, "runai", "modelarts", "modelarts")
-    mid = translate_spec(parse_spec(to_ma), config.backend("modelarts"), "b" * 32)
+    mid = load_vendors().translate(parse_spec(to_ma), config.backend("modelarts"), "b" * 32)
     back, notes2 = convert_spec(to_ma, "modelarts", "runai", "runai")
-    last = translate_spec(parse_spec(back), config.backend("runai"), "c" * 32)
+    last = load_vendors().translate(parse_spec(back), config.backend("runai"), "c" * 32)
     assert last.path == first.path
     allowed = lossy_paths([notes1 + mid.report, notes2 + last.report])
     a, b = flatten(first.body), flatten(last.body)

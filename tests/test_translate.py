@@ -8,7 +8,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from adapters.registry import translate_spec
+from adapters.registry import load as load_vendors
 from gateway.core.config import Config
 from gateway.core.errors import ValidationError
 from gateway.core.models import parse_spec
@@ -45,11 +45,11 @@ def test_examples_translate_and_pass_vendor_oracles(path: Any, backend: str, con
         # Ascend exists only on ModelArts: the answer is a clean 422 naming the field.
         raw["backend"] = backend
         with pytest.raises(ValidationError) as err:
-            translate_spec(parse_spec(raw), config.backend(backend), JOB_ID)
+            load_vendors().translate(parse_spec(raw), config.backend(backend), JOB_ID)
         assert err.value.errors and err.value.errors[0]["loc"] == ["resources", "gpu_type"]
         return
     raw["backend"] = backend
-    tr = translate_spec(parse_spec(raw), config.backend(backend), JOB_ID)
+    tr = load_vendors().translate(parse_spec(raw), config.backend(backend), JOB_ID)
     if backend == "runai":
         check_runai(tr.body, tr.path)
     elif raw.get("kind") == "inference":
@@ -67,7 +67,7 @@ def test_generated_specs_translate_for_runai(raw: dict[str, Any]) -> None:
     from tests.conftest import base_config
 
     cfg = base_config()
-    tr = translate_spec(parse_spec(raw), cfg.backend("runai"), JOB_ID)
+    tr = load_vendors().translate(parse_spec(raw), cfg.backend("runai"), JOB_ID)
     check_runai(tr.body, tr.path)
     check_report(raw, tr.report)
 
@@ -78,7 +78,7 @@ def test_generated_specs_translate_for_modelarts(raw: dict[str, Any]) -> None:
     from tests.conftest import base_config
 
     cfg = base_config()
-    tr = translate_spec(parse_spec(raw), cfg.backend("modelarts"), JOB_ID)
+    tr = load_vendors().translate(parse_spec(raw), cfg.backend("modelarts"), JOB_ID)
     check_modelarts_body(tr.body)
     check_report(raw, tr.report)
 
@@ -90,7 +90,7 @@ def spec(**kw: Any) -> dict[str, Any]:
 
 
 def body_for(config: Config, backend: str, **kw: Any) -> dict[str, Any]:
-    return translate_spec(parse_spec(spec(backend=backend, **kw)), config.backend(backend), JOB_ID).body
+    return load_vendors().translate(parse_spec(spec(backend=backend, **kw)), config.backend(backend), JOB_ID).body
 
 
 def test_runai_fractional_gpu_is_a_portion(config: Config) -> None:
@@ -105,7 +105,7 @@ def test_runai_command_and_args_are_shell_quoted(config: Config) -> None:
 
 
 def test_runai_distributed_uses_workers_and_framework(config: Config) -> None:
-    tr = translate_spec(parse_spec(spec(resources={"nodes": 4, "gpus": 8}, distributed={"framework": "pytorch"})),
+    tr = load_vendors().translate(parse_spec(spec(resources={"nodes": 4, "gpus": 8}, distributed={"framework": "pytorch"})),
                         config.backend("runai"), JOB_ID)
     assert tr.path == "/api/v1/workloads/distributed"
     assert tr.body["spec"]["distributedFramework"] == "PyTorch"
@@ -130,7 +130,7 @@ def test_runai_maps_the_rest(config: Config) -> None:
 
 
 def test_obs_on_runai_is_s3_and_approximated(config: Config) -> None:
-    tr = translate_spec(parse_spec(spec(inputs=[{"name": "d", "uri": "obs://bkt"}])), config.backend("runai"),
+    tr = load_vendors().translate(parse_spec(spec(inputs=[{"name": "d", "uri": "obs://bkt"}])), config.backend("runai"),
                         JOB_ID)
     assert tr.body["spec"]["storage"]["s3"][0]["bucket"] == "bkt"
     entry = next(e for e in tr.report if e.field == "inputs[0]")
@@ -161,7 +161,7 @@ def test_modelarts_maps_data_env_and_policy(config: Config) -> None:
 
 
 def test_modelarts_drops_what_it_cannot_mount_and_strict_refuses(config: Config) -> None:
-    tr = translate_spec(parse_spec(spec(backend="modelarts", inputs=[{"name": "d", "uri": "s3://bkt/x"}],
+    tr = load_vendors().translate(parse_spec(spec(backend="modelarts", inputs=[{"name": "d", "uri": "s3://bkt/x"}],
                                         labels={"a": "b"})), config.backend("modelarts"), JOB_ID)
     dropped = {e.field for e in tr.report if e.outcome == "dropped"}
     assert dropped == {"inputs[0]", "labels"}
@@ -172,14 +172,14 @@ def test_modelarts_drops_what_it_cannot_mount_and_strict_refuses(config: Config)
 
 
 def test_storage_rule_rewrites_pvc_to_obs_for_modelarts(config: Config) -> None:
-    tr = translate_spec(parse_spec(spec(backend="modelarts", outputs=[{"name": "c", "uri": "pvc://ckpt/run1"}])),
+    tr = load_vendors().translate(parse_spec(spec(backend="modelarts", outputs=[{"name": "c", "uri": "pvc://ckpt/run1"}])),
                         config.backend("modelarts"), JOB_ID)
     assert tr.body["algorithm"]["outputs"][0]["remote"]["obs"]["obs_url"] == "/ckpt-bucket/ckpt/run1/"
     assert next(e for e in tr.report if e.field == "outputs[0]").outcome == "approximated"
 
 
 def test_extensions_are_deep_merged_last(config: Config) -> None:
-    tr = translate_spec(parse_spec(spec(extensions={"runai": {"spec": {"tty": True, "image": "override:1"}},
+    tr = load_vendors().translate(parse_spec(spec(extensions={"runai": {"spec": {"tty": True, "image": "override:1"}},
                                                     "modelarts": {"x": 1}})), config.backend("runai"), JOB_ID)
     assert tr.body["spec"]["tty"] is True and tr.body["spec"]["image"] == "override:1"
     outcomes = {e.field: e.outcome for e in tr.report}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +38,8 @@ log = structlog.get_logger(__name__)
 
 KIND = "modelarts"
 RETRY_ANNOTATION = "fault-tolerance/job-retry-num"
+FRAMEWORK_NOTE = ("ModelArts starts node_count replicas of the same command and sets MA_NUM_HOSTS, "
+                  "VC_WORKER_HOSTS and friends; the launcher in the image must read them")
 # ModelArts' own job phases, secondary phases and service statuses (VENDORS.md, the SDK): each table must
 # map every one, or it does not load.
 PHASES = ("Creating", "Pending", "Running", "Failed", "Completed", "Terminating", "Terminated", "Abnormal")
@@ -46,19 +47,16 @@ SECONDARY = ("Creating", "Queuing", "Running", "Failed", "Completed", "Terminati
              "TerminatedFailed", "Unknown", "Lost")
 SERVICE_STATUSES = ("INIT", "DEPLOYING", "RUNNING", "CONCERNING", "UPGRADING", "STOPPING", "STOPPED", "DELETING",
                     "FAILED", "ERROR")
-TABLES = Path(mappings.__file__).parent
 
 
 def phase_table() -> PhaseTable:
     """The training-job phase table (primary and secondary phases)."""
-    return load_phase_table(TABLES / "phases_modelarts.yaml", PHASES, SECONDARY)
+    return load_phase_table(mappings.HERE / "phases_modelarts.yaml", PHASES, SECONDARY)
 
 
 def service_table() -> PhaseTable:
     """The real-time service status table (v2 services API, ShowInferServiceResponse.status)."""
-    return load_phase_table(TABLES / "phases_modelarts_services.yaml", SERVICE_STATUSES)
-FRAMEWORK_NOTE = ("ModelArts starts node_count replicas of the same command and sets MA_NUM_HOSTS, "
-                  "VC_WORKER_HOSTS and friends; the launcher in the image must read them")
+    return load_phase_table(mappings.HERE / "phases_modelarts_services.yaml", SERVICE_STATUSES)
 
 
 def _err(loc: list[str], msg: str) -> ValidationError:

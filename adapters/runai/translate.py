@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +43,7 @@ KIND = "runai"
 # Run:ai's own workload phases (VENDORS.md): the phase table must map each one, or it does not load.
 PHASES = ("Creating", "Initializing", "Resuming", "Pending", "Deleting", "Running", "Updating",
           "Stopped", "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown")
-PHASE_FILE = Path(mappings.__file__).with_name("phases_runai.yaml")
+PHASE_FILE = mappings.HERE / "phases_runai.yaml"
 
 
 def phase_table() -> PhaseTable:

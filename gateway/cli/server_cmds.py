@@ -22,7 +22,7 @@ def problem_exit(err: GatewayError, code: int = 1) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     """Print the dry-run JSON for a spec without a server."""
-    from adapters.registry import translate_spec
+    from adapters.registry import load as load_vendors
     from gateway.core.config import load_config
     from gateway.core.ids import new_job_id
     from gateway.core.models import parse_spec
@@ -35,7 +35,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             raw = {**raw, "backend": args.backend}
         spec = parse_spec(raw)
         backend = cfg.backend(spec.backend)
-        tr = translate_spec(spec, backend, new_job_id())
+        tr = load_vendors().translate(spec, backend, new_job_id())
         if args.strict:
             enforce_strict(tr.report)
     except GatewayError as err:

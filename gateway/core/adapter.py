@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -120,7 +119,6 @@ class Adapter(abc.ABC, Generic[C]):
     def __init__(self, config: C, session: aiohttp.ClientSession) -> None:
         self.config: C = config
         self.session = session
-        self.sleep = asyncio.sleep  # how the retry loops wait (a test may make time pass at once)
 
     @classmethod
     def phase_table(cls) -> dict[str, Any]:
@@ -205,7 +203,7 @@ class Adapter(abc.ABC, Generic[C]):
                                   "before the deadline; it will be reconciled", backend=self.name)
 
         retrying = AsyncRetrying(retry=retry_if_exception_type(_CreateAgain), wait=full_jitter(0.05, 2.0),
-                                 stop=stop_before_delay(limit), retry_error_callback=give_up, sleep=self.sleep)
+                                 stop=stop_before_delay(limit), retry_error_callback=give_up)
         result: VendorJob = await retrying(once)
         return result
 
@@ -217,7 +215,7 @@ class Adapter(abc.ABC, Generic[C]):
 
         retrying = AsyncRetrying(retry=retry_if_exception_type(BackendUnavailable), wait=full_jitter(0.05, 2.0),
                                  stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
-                                 retry_error_callback=give_up, sleep=self.sleep)
+                                 retry_error_callback=give_up)
         found: VendorJob | None = await retrying(self.find_by_name, translation.vendor_name, translation.project,
                                                  translation.kind)
         return found

@@ -227,14 +227,9 @@ class Config(_Cfg):
                               errors=[{"loc": ["backend"], "msg": f"unknown backend {name!r}; configured: {known}"}])
 
     def secrets(self) -> list[str]:
-        """Every secret string in the config, for log scrubbing."""
-        out: list[str] = []
-        for t in self.tenants:
-            out.extend(k.get_secret_value() for k in t.api_keys)
-            out.extend(w.secret.get_secret_value() for w in t.webhooks)
-        for b in self.backends:
-            out.extend(_secret_values(b))
-        return [s for s in out if s]
+        """Every secret string in the config (API keys, webhook secrets, each vendor's credentials), for log
+        scrubbing."""
+        return [s for s in _secret_values(self) if s]
 
 
 def _secret_values(value: Any) -> list[str]:
