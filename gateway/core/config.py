@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -266,13 +267,14 @@ def expand_env(value: Any, env: dict[str, str] | None = None) -> Any:
 
 
 def default_config_path() -> Path:
-    """TJG_CONFIG, else ./config/gateway.yaml, else the copy shipped in the package."""
+    """TJG_CONFIG, else ./config/gateway.yaml, else the copy installed with the package (any cwd)."""
     env = os.environ.get("TJG_CONFIG")
     if env:
         return Path(env)
     if DEFAULT_CONFIG.exists():
         return DEFAULT_CONFIG
-    return Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+    shipped = resources.files("config") / "gateway.yaml"
+    return Path(str(shipped))
 
 
 def load_config(path: str | Path | None = None) -> Config:

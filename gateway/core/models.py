@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -44,7 +43,7 @@ TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # "Infinity", "nan", 1e999 in any spelling
 
 
 class Resources(_Strict):
@@ -64,8 +63,6 @@ class Resources(_Strict):
     def _whole_above_one(cls, v: float | None) -> float | None:
         if v is not None and v > 1 and not float(v).is_integer():
             raise ValueError("more than one GPU must be a whole number; a fraction is only allowed below 1")
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number")
         return v
 
 
