@@ -4,7 +4,8 @@
 - `events` (gateway.store.events): transitions and the webhook outbox written with them;
 - `keys` (gateway.store.keys): idempotency keys;
 - `leases` (gateway.store.leases): which replica runs which background work;
-- `db` (gateway.store.db) and `schema` (gateway.store.schema): the engine, tables and migrations.
+- `db` (gateway.store.db) and `schema` (gateway.store.schema): the engine and tables; the schema's
+  history is the alembic revisions in gateway/store/migrations.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ class Store:
     """The store's parts, sharing one database."""
 
     def __init__(self, url: str, echo: bool = False,
-                 webhook_targets: Callable[[str | None], list[str]] | None = None,
-                 cache_size: int = 100_000) -> None:
+                 webhook_targets: Callable[[str | None], list[str]] | None = None) -> None:
         self.db = Database(url, echo)
         self.events = Events(self.db, webhook_targets)
-        self.jobs = JobRows(self.db, self.events, cache_size)
+        self.jobs = JobRows(self.db, self.events)
         self.keys = IdempotencyKeys(self.db)
         self.leases = Leases(self.db)
 
@@ -43,11 +43,10 @@ class Store:
         """True for the single-process SQLite store."""
         return self.db.is_sqlite
 
-    async def migrate(self) -> int:
-        """Apply pending schema migrations."""
+    async def migrate(self) -> str:
+        """Apply pending schema migrations; returns the schema's revision."""
         return await self.db.migrate()
 
     async def close(self) -> None:
-        """Write what is kept in memory, then close the database."""
-        await self.jobs.close()
+        """Close the database."""
         await self.db.close()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import create_engine, event, insert, select, text
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.core.slices import Slices
-from gateway.store.schema import MIGRATIONS, schema_migrations
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -66,23 +68,23 @@ class Database:
                 await slices.turn()
         return out
 
-    async def migrate(self) -> int:
-        """Apply pending migrations; several replicas may race, so PostgreSQL serializes on a lock."""
+    async def migrate(self) -> str:
+        """Bring the schema to the newest alembic revision; returns it. Several replicas may start at
+        once, so on PostgreSQL the upgrade runs under a lock, in one transaction."""
         is_sqlite = self.is_sqlite
 
-        def work(conn: Connection) -> int:
+        def work(conn: Connection) -> str:
             if not is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
-            schema_migrations.create(conn, checkfirst=True)
-            done = set(conn.execute(select(schema_migrations.c.version)).scalars())
-            for version, description, fn in MIGRATIONS:
-                if version in done:
-                    continue
-                fn(conn)
-                conn.execute(insert(schema_migrations).values(version=version, description=description,
-                                                              applied_at=time.time()))
-                log.info("schema_migrated", version=version, description=description)
-            return max(v for v, _, _ in MIGRATIONS)
+            before = MigrationContext.configure(conn).get_current_revision()
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(resources.files("gateway.store") / "migrations"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            after = MigrationContext.configure(conn).get_current_revision() or ""
+            if after != before:
+                log.info("schema_migrated", revision=after, previous=before)
+            return after
 
         return await self.run(work)
 

@@ -1,0 +1,1 @@
+"""Alembic revision scripts: frozen once released; a change to the schema is a new revision."""
