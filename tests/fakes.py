@@ -20,7 +20,8 @@ from gateway.core.models import JobSpec, JobStatus, Phase
 from gateway.core.translation import ReportBuilder, Translation, spec_fields, vendor_name
 
 PHASES = {"queued": (Phase.QUEUED, False), "running": (Phase.RUNNING, False), "done": (Phase.SUCCEEDED, True),
-          "failed": (Phase.FAILED, True), "stopped": (Phase.CANCELLED, True)}
+          "failed": (Phase.FAILED, True), "stopped": (Phase.CANCELLED, True),
+          "suspending": (Phase.SUSPENDING, False), "suspended": (Phase.SUSPENDED, False)}
 
 # What the next create does: "ok"; "lost" (created, but the answer never arrives); "absent" (no answer, not
 # created); "reject" (a 400); "down" (not sent: unavailable).
@@ -36,7 +37,35 @@ class FakeVendor:
     lookups_down: int = 0  # this many find_by_name calls fail as unavailable
     down: bool = False  # every read fails (a sync poll raises)
     calls: list[str] = field(default_factory=list)
+    lag: bool = False  # actions (cancel, suspend, resume, scale) take effect at the next tick(), not at once
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _intents: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def act(self, job_id: str, what: str, value: Any = None) -> None:
+        """An action the vendor accepted: applied now, or at the next tick() when it lags."""
+        if self.lag:
+            self._intents.append((job_id, what, value))
+        else:
+            self._apply(job_id, what, value)
+
+    def tick(self) -> None:
+        """The vendor catches up with the actions it accepted."""
+        intents, self._intents = self._intents, []
+        for job_id, what, value in intents:
+            self._apply(job_id, what, value)
+
+    def _apply(self, job_id: str, what: str, value: Any) -> None:
+        rec = self.jobs.get(job_id)
+        if rec is None or PHASES[rec["phase"]][1]:
+            return
+        if what == "replicas":
+            rec["replicas"] = value
+        elif what == "suspended" and rec["phase"] not in ("queued", "running"):
+            return
+        elif what == "queued" and rec["phase"] not in ("suspending", "suspended"):
+            return
+        else:
+            rec["phase"] = what
 
     def add(self, name: str, phase: str = "queued") -> dict[str, Any]:
         job = {"id": f"v{next(self._ids)}", "name": name, "phase": phase}
@@ -64,6 +93,7 @@ class FakeAdapter(Adapter[FakeConfig]):
     kind = "fake"
     config_model = FakeConfig
     unsupported = {Capability.LOGS: "a fake has no logs"}
+    unsupported_inference = {Capability.LOGS: "a fake has no logs"}
 
     @property
     def vendor(self) -> FakeVendor:
@@ -75,12 +105,13 @@ class FakeAdapter(Adapter[FakeConfig]):
         for f in spec_fields(spec):
             rep.add(f, "exact")
         name = vendor_name(spec.name, job_id)
-        return Translation("POST", "/jobs", {"name": name}, rep.finish(), name)
+        return Translation("POST", "/jobs", {"name": name, "kind": spec.kind}, rep.finish(), name, kind=spec.kind)
 
     def _job(self, rec: dict[str, Any]) -> VendorJob:
         phase, terminal = PHASES[rec["phase"]]
-        return VendorJob(Handle(rec["id"], rec["name"]), JobStatus(phase=phase, terminal=terminal,
-                         vendor_phase=rec["phase"], observed_at=datetime.now(UTC)))
+        return VendorJob(Handle(rec["id"], rec["name"], rec.get("kind", "training")), JobStatus(
+            phase=phase, terminal=terminal, vendor_phase=rec["phase"], observed_at=datetime.now(UTC),
+            desired_replicas=rec.get("replicas")))
 
     def _read(self, what: str) -> None:
         self.vendor.calls.append(what)
@@ -101,6 +132,8 @@ class FakeAdapter(Adapter[FakeConfig]):
         if outcome == "absent":
             raise AmbiguousCreate(f"{self.name}: timed out", backend=self.name)
         rec = v.add(name)
+        if translation.kind == "inference":
+            rec.update(kind="inference", replicas=1)
         if outcome == "lost":
             raise AmbiguousCreate(f"{self.name}: answer lost", backend=self.name)
         return self._job(rec)
@@ -127,9 +160,19 @@ class FakeAdapter(Adapter[FakeConfig]):
 
     async def cancel(self, handle: Handle) -> None:
         self.vendor.calls.append("cancel")
-        rec = self.vendor.jobs.get(handle.backend_job_id)
-        if rec is not None and not PHASES[rec["phase"]][1]:
-            rec["phase"] = "stopped"
+        self.vendor.act(handle.backend_job_id, "stopped")
+
+    async def suspend(self, handle: Handle) -> None:
+        self.vendor.calls.append("suspend")
+        self.vendor.act(handle.backend_job_id, "suspended")
+
+    async def resume(self, handle: Handle) -> None:
+        self.vendor.calls.append("resume")
+        self.vendor.act(handle.backend_job_id, "queued")
+
+    async def scale(self, handle: Handle, replicas: int) -> None:
+        self.vendor.calls.append("scale")
+        self.vendor.act(handle.backend_job_id, "replicas", replicas)
 
     async def delete(self, handle: Handle) -> None:
         self.vendor.calls.append("delete")

@@ -20,8 +20,10 @@ from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase
 from gateway.core.slices import Slices
+from gateway.core.transitions import vendor_view
 from gateway.service.rows import handle_of, status_json
 from gateway.store import Store
+from gateway.store.jobs import Update
 
 log = structlog.get_logger(__name__)
 
@@ -32,11 +34,9 @@ BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.
 
 
 def _changed(old: dict[str, Any], new: JobStatus) -> bool:
-    return (old.get("phase") != new.phase.value or old.get("vendor_phase") != new.vendor_phase
-            or old.get("vendor_secondary_phase") != new.vendor_secondary_phase
-            or old.get("message") != new.message or bool(old.get("degraded")) != new.degraded
-            or bool(old.get("stale")) or old.get("endpoint") != new.endpoint
-            or old.get("ready_replicas") != new.ready_replicas or old.get("exit_code") != new.exit_code)
+    """Whether the vendor says anything the stored status does not (every field the vendor owns), or the
+    stored one is flagged stale."""
+    return bool(old.get("stale")) or vendor_view(old) != vendor_view(status_json(new))
 
 
 @dataclass
@@ -63,6 +63,7 @@ class BackendSync:
     last: CycleStats = field(default_factory=CycleStats)
     last_ok: float | None = None
     idle: IdleWatch | None = None
+    cycles: int = 0  # cycles completed
 
     @property
     def backend(self) -> str:
@@ -92,7 +93,7 @@ class BackendSync:
             stats.list_requests += 1
             read = len(page)
             offset += read
-            batch: list[tuple[str, dict[str, Any]]] = []
+            batch: list[Update] = []
             page.reverse()
             while page:
                 # Each record leaves the page as it is read, so it is freed within this slice: freeing a
@@ -102,7 +103,8 @@ class BackendSync:
                 row = unseen.pop(vid, None)
                 if row is not None:
                     if _changed(row["status"] or {}, vj.status):
-                        batch.append((row["id"], status_json(vj.status)))
+                        # Written only if the row is still as read before this page was asked for.
+                        batch.append((row["id"], status_json(vj.status), row["version"]))
                 elif known is not None and vid not in known:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
@@ -128,7 +130,7 @@ class BackendSync:
         """Store what the vendor says, if it says something new."""
         if not _changed(row["status"] or {}, vj.status):
             return 0
-        await self.store.jobs.apply_status(row["id"], status_json(vj.status), "sync")
+        await self.store.jobs.apply_status(row["id"], status_json(vj.status), "sync", seen=row["version"])
         return 1
 
     async def vanished(self, row: dict[str, Any]) -> int:
@@ -138,7 +140,7 @@ class BackendSync:
         # No vendor phase: the vendor has no job any more, and its last phase (e.g. Running) would mislead.
         st = JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=None, message=why,
                        observed_at=datetime.now(UTC))
-        await self.store.jobs.apply_status(row["id"], status_json(st), "sync")
+        await self.store.jobs.apply_status(row["id"], status_json(st), "sync", seen=row["version"])
         return 1
 
     async def import_external(self, vj: VendorJob) -> int:
@@ -160,6 +162,7 @@ class BackendSync:
         self._last_start = time.monotonic()
         try:
             await self.cycle()
+            self.cycles += 1
             if self.idle is not None:
                 await self.idle.maybe_check()
             if self.failing:
@@ -186,6 +189,6 @@ class BackendSync:
 
     def health(self) -> dict[str, Any]:
         """For GET /v1/backends."""
-        return {"failing": self.failing, "last_ok": self.last_ok,
+        return {"failing": self.failing, "last_ok": self.last_ok, "cycles": self.cycles,
                 "last_cycle": {"list_requests": self.last.list_requests, "get_requests": self.last.get_requests,
                                "updated": self.last.updated, "seconds": round(self.last.seconds, 4)}}

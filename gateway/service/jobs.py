@@ -43,7 +43,7 @@ class JobService:
     store: Store
     adapters: dict[str, Adapter[Any]]
     submissions: Submissions = field(init=False)
-    _json: dict[str, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
+    _json: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # job id -> (row version, body)
 
     def __post_init__(self) -> None:
         self.submissions = Submissions(self.config, self.store, self.adapters)
@@ -94,18 +94,20 @@ class JobService:
         return to_job(await self.row(who, job_id))
 
     async def get_json(self, who: Principal, job_id: str) -> bytes:
-        """get() as response bytes. In SQLite mode the store hands back the same row object until the
-        job changes, so the bytes made for that object are reused (PostgreSQL rows are new each time)."""
-        row = self.store.jobs.kept(job_id)  # SQLite mode: the kept row, without a coroutine per layer
-        if row is None or not sees(who, row):
-            row = await self.row(who, job_id)
+        """get() as response bytes. The bytes made for a row version are kept and served while the row is
+        at that version: the one cache, checked against the store on every read (read-your-writes on
+        both stores, across replicas)."""
+        head = await self.store.jobs.head(job_id)
+        if head is None or not sees(who, head):
+            raise NotFound(f"job {job_id} not found")
         hit = self._json.get(job_id)
-        if hit is not None and hit[0] is row:
+        if hit is not None and hit[0] == head["version"]:
             return hit[1]
+        row = await self.row(who, job_id)
         body = to_job(row).model_dump_json().encode()
         if len(self._json) >= JSON_CACHE_SIZE:
             self._json.pop(next(iter(self._json)))
-        self._json[job_id] = (row, body)
+        self._json[job_id] = (int(row["version"]), body)
         return body
 
     async def list_jobs(self, who: Principal, f: ListFilters, limit: int, page_token: str | None) -> tuple[list[Job],

@@ -152,11 +152,11 @@ class Submissions:
                     err.extra["job_id"] = job_id
                     raise
                 return
-            await self._confirm(job_id, vj.handle, vj.status, write_behind=True)
+            await self._confirm(job_id, vj.handle, vj.status)
         finally:
             self._inflight.discard(job_id)
 
-    async def _confirm(self, job_id: str, handle: Handle, status: JobStatus, write_behind: bool = False) -> None:
+    async def _confirm(self, job_id: str, handle: Handle, status: JobStatus) -> None:
         row = await self.store.jobs.get(job_id)
         if row is None:
             return
@@ -165,7 +165,7 @@ class Submissions:
             wake.set()  # a new live job: poll soon rather than at the quiet interval
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
-        await self.store.jobs.confirm(job_id, status_json(status), cols, write_behind)
+        await self.store.jobs.confirm(job_id, status_json(status), cols)
         if row["cancel_requested"] and not status.terminal:  # the cancel came before the vendor had it
             confirmed = await self.store.jobs.get(job_id)
             if confirmed is not None:

@@ -39,7 +39,8 @@ class World:
         return row
 
     async def history(self, job_id: str) -> list[str]:
-        return [t["to_phase"] for t in await self.store.events.for_job(job_id)]
+        """The job's phases, oldest first (phase transitions only: not change events or activity marks)."""
+        return [t["to_phase"] for t in await self.store.events.for_job(job_id) if t["kind"] == "transition"]
 
 
 @pytest.fixture

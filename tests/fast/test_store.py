@@ -13,16 +13,21 @@ def status(phase: str, terminal: bool = False, **more: Any) -> dict[str, Any]:
     return {"phase": phase, "terminal": terminal, **more}
 
 
-async def test_a_phase_change_adds_one_transition_and_a_same_phase_write_none(world: World) -> None:
+async def test_a_phase_change_adds_a_transition_and_a_same_phase_change_a_change_event(world: World) -> None:
     job_id = (await world.submit()).job.id
     jobs = world.store.jobs
     assert await jobs.apply_status(job_id, status("RUNNING", vendor_phase="running"), "sync") is True
-    assert await jobs.apply_status(job_id, status("RUNNING", message="still"), "sync") is False
+    assert await jobs.apply_status(job_id, status("RUNNING", vendor_phase="running", message="still"),
+                                   "sync") is False
+    assert await jobs.apply_status(job_id, status("RUNNING", vendor_phase="running", message="still"),
+                                   "sync") is False  # the same again: nothing new to announce
     row = await world.row(job_id)
     assert row["phase"] == "RUNNING" and row["status"]["message"] == "still"
     history = await world.store.events.for_job(job_id)
-    assert [(t["seq"], t["to_phase"], t["source"]) for t in history] == [
-        (1, "QUEUED", "gateway"), (2, "RUNNING", "sync")]
+    assert [(t["seq"], t["kind"], t["to_phase"], t["source"]) for t in history] == [
+        (1, "transition", "QUEUED", "gateway"), (2, "transition", "RUNNING", "sync"),
+        (3, "change", "RUNNING", "sync")]
+    assert history[2]["message"] == "message: None -> still"
 
 
 async def test_a_terminal_job_keeps_its_phase_whatever_is_written_later(world: World) -> None:
@@ -30,7 +35,7 @@ async def test_a_terminal_job_keeps_its_phase_whatever_is_written_later(world: W
     jobs = world.store.jobs
     await jobs.apply_status(job_id, status("SUCCEEDED", terminal=True, exit_code=0), "sync")
     assert await jobs.apply_status(job_id, status("RUNNING"), "sync") is False
-    assert await jobs.apply_statuses([(job_id, status("FAILED", terminal=True))], "sync") == 0
+    assert await jobs.apply_statuses([(job_id, status("FAILED", terminal=True), None)], "sync") == 0
     row = await world.row(job_id)
     assert row["phase"] == "SUCCEEDED" and row["terminal"] and row["status"]["exit_code"] == 0
     assert await world.history(job_id) == ["QUEUED", "SUCCEEDED"]
