@@ -30,6 +30,7 @@ from gateway.core.errors import StartupError
 from gateway.core.logs import register_secrets
 from gateway.service.jobs import JobService
 from gateway.store import Store
+from gateway.store.ownership import claim_store
 from simulators.serve import start_simulator
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,15 @@ def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[Non
         yield
         for r in runners:
             await r.cleanup()
+    return ctx
+
+
+def _claim(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        claim = claim_store(config.store.url)  # first: a second process on the file stops before anything
+        yield
+        if claim is not None:
+            claim.release()
     return ctx
 
 
@@ -128,6 +138,7 @@ def create_app(config: Config) -> web.Application:
             app[NOTIFIER].close_all()
 
     app.on_shutdown.append(end_streams)
+    app.cleanup_ctx.append(_claim(config))
     app.cleanup_ctx.append(_simulators(config))
     app.cleanup_ctx.append(_core(config))
     add_routes(app.router)

@@ -16,6 +16,7 @@ from gateway.api.guard import ConnectionGuard, GuardedSite
 from gateway.core.config import Config
 from gateway.core.errors import StartupError
 from gateway.core.logs import configure_logging
+from gateway.store.ownership import claim_store
 
 DEMO_KEY = "demo-key"
 
@@ -23,6 +24,7 @@ DEMO_KEY = "demo-key"
 def serve(config: Config) -> None:
     """Run the gateway in the foreground until interrupted."""
     configure_logging(config.log_level)
+    claim = claim_store(config.store.url)  # before the ports: a second gateway on one file says so first
     app = create_app(config)
     url = f"http://{config.server.host}:{config.server.port}"
     demo = next((t for t in config.tenants if t.name == "demo"), None)
@@ -64,6 +66,8 @@ def serve(config: Config) -> None:
         loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        if claim is not None:
+            claim.release()
 
 
 def _listen(config: Config) -> socket.socket:
