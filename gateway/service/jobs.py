@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,10 +44,12 @@ class JobService:
     store: Store
     adapters: dict[str, Adapter[Any]]
     submissions: Submissions = field(init=False)
-    _json: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # job id -> (row version, body)
+    # job id -> (row version, who may see it, GET's answer): see get_json
+    _json: dict[str, tuple[int, dict[str, Any], bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.submissions = Submissions(self.config, self.store, self.adapters)
+        self.store.jobs.on_write.append(self._forget)
 
     def adapter(self, backend: str) -> Adapter[Any]:
         """The adapter of a configured backend (a 422 naming `backend` otherwise)."""
@@ -94,21 +97,28 @@ class JobService:
         return to_job(await self.row(who, job_id))
 
     async def get_json(self, who: Principal, job_id: str) -> bytes:
-        """get() as response bytes. The bytes made for a row version are kept and served while the row is
-        at that version: the one cache, checked against the store on every read (read-your-writes on
-        both stores, across replicas)."""
-        head = await self.store.jobs.head(job_id)
-        if head is None or not sees(who, head):
-            raise NotFound(f"job {job_id} not found")
+        """get() as response bytes, kept per job until its row is next written: the one cache. On SQLite
+        this process is the file's only writer (gateway.store.ownership) and each of its writes drops the
+        answers of the rows it touched before anything else runs; on PostgreSQL, where other replicas
+        write too, a kept answer is served only while the row is still at the version it was made from
+        (one primary-key lookup). Either way every GET sees every write made before it."""
         hit = self._json.get(job_id)
-        if hit is not None and hit[0] == head["version"]:
-            return hit[1]
+        if hit is not None and not self.store.is_sqlite:
+            head = await self.store.jobs.head(job_id)
+            if head is None or head[0] != hit[0]:
+                hit = None
+        if hit is not None and sees(who, hit[1]):
+            return hit[2]
         row = await self.row(who, job_id)
         body = to_job(row).model_dump_json().encode()
         if len(self._json) >= JSON_CACHE_SIZE:
             self._json.pop(next(iter(self._json)))
-        self._json[job_id] = (int(row["version"]), body)
+        self._json[job_id] = (int(row["version"]), {k: row[k] for k in ("tenant", "origin", "project")}, body)
         return body
+
+    def _forget(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            self._json.pop(job_id, None)
 
     async def list_jobs(self, who: Principal, f: ListFilters, limit: int, page_token: str | None) -> tuple[list[Job],
                                                                                                  str | None]:

@@ -122,7 +122,7 @@ class Submissions:
             # The same key, concurrently: the other request stored it first.
             return self._replay((str(err.extra["body_hash"]), str(err.extra["job_id"])), idem[2])
         log.info("job_accepted", job_id=job_id, backend=spec.backend, vendor_name=tr.vendor_name)
-        await self._send(job_id, tr, self.config.server.submit_wait_seconds, raise_rejection=True)
+        await self._send(job_id, spec.backend, tr, self.config.server.submit_wait_seconds, raise_rejection=True)
         return Accepted(job_id)
 
     @staticmethod
@@ -133,15 +133,14 @@ class Submissions:
         return Accepted(found[1], replayed=True)
 
     # -- sent -> confirmed | rejected | unknown -------------------------------------------
-    async def _send(self, job_id: str, tr: Translation, deadline: float, raise_rejection: bool) -> None:
+    async def _send(self, job_id: str, backend: str, tr: Translation, deadline: float,
+                    raise_rejection: bool) -> None:
         if job_id in self._inflight:
             return
         self._inflight.add(job_id)
         try:
-            row = await self.store.jobs.get(job_id)
-            assert row is not None
             try:
-                vj = await self.adapters[row["backend"]].submit(tr, deadline)
+                vj = await self.adapters[backend].submit(tr, deadline)
             except AmbiguousCreate as err:
                 log.warning("submit_unconfirmed", job_id=job_id, reason=err.detail)
                 self._later(self._settle_until_done(job_id))
@@ -152,21 +151,18 @@ class Submissions:
                     err.extra["job_id"] = job_id
                     raise
                 return
-            await self._confirm(job_id, vj.handle, vj.status)
+            await self._confirm(job_id, backend, vj.handle, vj.status)
         finally:
             self._inflight.discard(job_id)
 
-    async def _confirm(self, job_id: str, handle: Handle, status: JobStatus) -> None:
-        row = await self.store.jobs.get(job_id)
-        if row is None:
-            return
-        wake = self.on_submitted.get(row["backend"])
+    async def _confirm(self, job_id: str, backend: str, handle: Handle, status: JobStatus) -> None:
+        wake = self.on_submitted.get(backend)
         if wake is not None:
             wake.set()  # a new live job: poll soon rather than at the quiet interval
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
-        await self.store.jobs.confirm(job_id, status_json(status), cols)
-        if row["cancel_requested"] and not status.terminal:  # the cancel came before the vendor had it
+        cancel_requested = await self.store.jobs.confirm(job_id, status_json(status), cols)
+        if cancel_requested and not status.terminal:  # the cancel came before the vendor had it
             confirmed = await self.store.jobs.get(job_id)
             if confirmed is not None:
                 await self.cancel_on_vendor(confirmed)
@@ -198,7 +194,7 @@ class Submissions:
                 return False
             if found is not None:
                 log.info("pending_adopted", job_id=job_id, vendor_id=found.handle.backend_job_id)
-                await self._confirm(job_id, found.handle, found.status)
+                await self._confirm(job_id, row["backend"], found.handle, found.status)
                 return True
             if row["cancel_requested"]:
                 await self.store.jobs.apply_status(job_id, status_json(JobStatus(
@@ -208,7 +204,8 @@ class Submissions:
             tr = adapter.translate(JobSpec.model_validate(row["spec"]), job_id)
         finally:
             self._inflight.discard(job_id)
-        await self._send(job_id, tr, self.config.backend(row["backend"]).submit_deadline, raise_rejection=False)
+        await self._send(job_id, row["backend"], tr, self.config.backend(row["backend"]).submit_deadline,
+                         raise_rejection=False)
         fresh = await self.store.jobs.get(job_id)
         return fresh is None or fresh["submit_state"] != "pending"
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.store.db import Database
@@ -15,6 +15,10 @@ from gateway.store.visibility import Viewer, visible_to
 
 # (job {id, tenant, name, backend}, seq, from_phase, to_phase, vendor_phase, message)
 Transition = tuple[dict[str, Any], int, str | None, str, str | None, str | None]
+_INSERT_TRANSITIONS = insert(transitions)
+_INSERT_OUTBOX = insert(outbox)
+_LAST_SEQS = select(transitions.c.job_id, func.max(transitions.c.seq)).where(
+    transitions.c.job_id.in_(bindparam("ids", expanding=True))).group_by(transitions.c.job_id)
 
 
 class Events:
@@ -28,7 +32,7 @@ class Events:
                kind: str = "transition") -> None:
         """Insert transitions (or activity marks: kind idle/active) and, in the caller's transaction, their
         webhook deliveries (the outbox)."""
-        conn.execute(insert(transitions), [
+        conn.execute(_INSERT_TRANSITIONS, [
             {"job_id": job["id"], "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp,
              "message": msg, "source": source, "at": at, "kind": kind} for job, seq, frm, to, vp, msg in items])
         deliveries = []
@@ -43,13 +47,12 @@ class Events:
             deliveries += [{"event_id": event_id, "tenant": job.get("tenant") or "", "url": u, "payload": payload,
                             "attempts": 0, "next_attempt_at": at} for u in urls]
         if deliveries:
-            conn.execute(insert(outbox), deliveries)
+            conn.execute(_INSERT_OUTBOX, deliveries)
 
     @staticmethod
     def last_seqs(conn: Connection, job_ids: Sequence[str]) -> dict[str, int]:
         """The newest seq of each job (inside the caller's transaction)."""
-        rows = conn.execute(select(transitions.c.job_id, func.max(transitions.c.seq)).where(
-            transitions.c.job_id.in_(list(job_ids))).group_by(transitions.c.job_id)).all()
+        rows = conn.execute(_LAST_SEQS, {"ids": list(job_ids)}).all()
         return {r[0]: int(r[1] or 0) for r in rows}
 
     async def for_job(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:

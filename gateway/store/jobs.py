@@ -9,8 +9,9 @@ so every reader (GET, list, history, TES, SSE, webhooks, another replica) sees e
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,26 @@ READ_CHUNK = 16  # rows per read of a long scan (about 0.1 ms); the loop gets tu
 ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_points", "activity_checked_at")
 # (job id, new status, the row version the status was compared with: None when no compare was made)
 Update = tuple[str, dict[str, Any], int | None]
+
+# The hot paths' statements, built once: SQLAlchemy then reuses their cache keys and compiled forms (building
+# and keying a statement per call cost more than running it on SQLite).
+_INSERT_JOB = insert(jobs)
+_INSERT_LABELS = insert(job_labels)
+_GET = select(jobs).where(jobs.c.id == bindparam("id"))
+_HEAD = select(jobs.c.version, jobs.c.tenant, jobs.c.origin, jobs.c.project).where(jobs.c.id == bindparam("id"))
+_CURRENT = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
+                  jobs.c.backend, jobs.c.version, jobs.c.cancel_requested).where(
+    jobs.c.id.in_(bindparam("ids", expanding=True))).order_by(jobs.c.id)
+_CURRENT_LOCKED = _CURRENT.with_for_update()  # PostgreSQL: the compare and the write in one locked step
+_STATUS = {"phase": bindparam("b_phase"), "terminal": bindparam("b_terminal"), "status": bindparam("b_status"),
+           "updated_at": bindparam("b_now"), "version": jobs.c.version + 1}
+
+
+@functools.cache
+def _write_status(extra: tuple[str, ...]) -> Any:
+    """The status write, also setting the columns `extra` (parameters x_<column>): one statement per set."""
+    return update(jobs).where(jobs.c.id == bindparam("b_id")).values(
+        {**_STATUS, **{k: bindparam(f"x_{k}") for k in extra}})
 
 
 @dataclass
@@ -60,6 +81,13 @@ class JobRows:
         self.db = db
         self.events = events
         self.skipped = 0  # statuses not written: observed against an older row, or a forbidden step
+        # Called with the ids of the rows each write of this process touched, right after it commits.
+        self.on_write: list[Callable[[Iterable[str]], None]] = []
+
+    def _wrote(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for fn in self.on_write:
+            fn(ids)
 
     # -- writes -------------------------------------------------------------------------
     async def create(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None) -> None:
@@ -81,9 +109,9 @@ class JobRows:
                     taken = conn.execute(select(jobs.c.migrated_to).where(jobs.c.id == source)).scalar()
                     raise Conflict(f"job {source} is already migrated to {taken}", extra={"job_id": taken})
             # Parameters, not .values(): the statement stays the same, so its compiled form is reused.
-            conn.execute(insert(jobs), row)
+            conn.execute(_INSERT_JOB, row)
             if row["labels"]:
-                conn.execute(insert(job_labels), [{"job_id": row["id"], "key": k, "value": v}
+                conn.execute(_INSERT_LABELS, [{"job_id": row["id"], "key": k, "value": v}
                                                   for k, v in row["labels"].items()])
             self.events.append(conn, [(row, 1, None, row["phase"], row["status"].get("vendor_phase"),
                                        "accepted by the gateway" if row["origin"] == "gateway"
@@ -91,6 +119,7 @@ class JobRows:
 
         try:
             await self.db.run(work)
+            self._wrote([row["id"], *([row["migrated_from"]] if row.get("migrated_from") else [])])
         except IntegrityError as err:
             if idem is not None:
                 found = await IdempotencyKeys(self.db).find(idem[0], idem[1])
@@ -104,10 +133,15 @@ class JobRows:
         await self.db.run(lambda conn: conn.execute(update(jobs).where(
             jobs.c.id == source, jobs.c.migrated_to == target).values(
             migrated_to=None, updated_at=time.time(), version=jobs.c.version + 1)))
+        self._wrote([source])
 
-    async def confirm(self, job_id: str, status: dict[str, Any], cols: dict[str, Any]) -> None:
-        """Record that the vendor has the job (its id, `submitted`, its first status)."""
-        await self.apply_status(job_id, status, "vendor", **cols)
+    async def confirm(self, job_id: str, status: dict[str, Any], cols: dict[str, Any]) -> bool:
+        """Record that the vendor has the job (its id, `submitted`, its first status). Returns whether a
+        cancel was asked for before it (read in the same transaction)."""
+        seen: dict[str, Any] = {}
+        await self.db.run(self._apply_many, [(job_id, status, None)], "vendor", cols, seen)
+        self._wrote([job_id])
+        return bool(seen.get(job_id, {}).get("cancel_requested"))
 
     async def set_fields(self, job_id: str, **values: Any) -> None:
         """Update columns of one job (not its phase: use apply_status)."""
@@ -116,6 +150,7 @@ class JobRows:
             version=jobs.c.version + 1, **{k: bindparam(f"b_{k}") for k in values})
         params = {"b_id": job_id, **{f"b_{k}": v for k, v in values.items()}}
         await self.db.run(lambda conn: conn.execute(stmt, params))
+        self._wrote([job_id])
 
     async def apply_status(self, job_id: str, status: dict[str, Any], source: str, seen: int | None = None,
                            **extra: Any) -> bool:
@@ -123,6 +158,7 @@ class JobRows:
         said); a phase change adds a transition. With `seen`, only if the row is still at that version.
         Columns in `extra` are set whatever becomes of the status. Returns True when the phase changed."""
         changed = await self.db.run(self._apply_many, [(job_id, status, seen)], source, extra)
+        self._wrote([job_id])
         return changed > 0
 
     async def apply_statuses(self, updates: Sequence[Update], source: str) -> int:
@@ -130,17 +166,18 @@ class JobRows:
         of four per job. Returns the phase changes."""
         if not updates:
             return 0
-        return await self.db.run(self._apply_many, list(updates), source, {})
+        changed = await self.db.run(self._apply_many, list(updates), source, {})
+        self._wrote(u[0] for u in updates)
+        return changed
 
-    def _apply_many(self, conn: Connection, updates: list[Update], source: str, extra: dict[str, Any]) -> int:
+    def _apply_many(self, conn: Connection, updates: list[Update], source: str, extra: dict[str, Any],
+                    info: dict[str, Any] | None = None) -> int:
         now = time.time()
         action = source == "gateway"
-        ids = [u[0] for u in updates]
-        q = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
-                   jobs.c.backend, jobs.c.version).where(jobs.c.id.in_(ids))
-        if not self.db.is_sqlite:
-            q = q.order_by(jobs.c.id).with_for_update()  # the compare and the write in one locked step
-        current = {r[0]: r for r in conn.execute(q)}
+        q = _CURRENT if self.db.is_sqlite else _CURRENT_LOCKED
+        current = {r[0]: r for r in conn.execute(q, {"ids": [u[0] for u in updates]})}
+        if info is not None:
+            info.update({job_id: {"cancel_requested": r[8]} for job_id, r in current.items()})
         params: list[dict[str, Any]] = []
         items: list[tuple[Transition, str]] = []
         for job_id, status, seen in updates:
@@ -152,10 +189,11 @@ class JobRows:
             if new is None or (seen is not None and seen != r[7]):
                 self.skipped += 1
                 if extra:
-                    params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": bool(r[2]), "b_status": old})
+                    params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": bool(r[2]), "b_status": old,
+                                   "b_now": now})
                 continue
             params.append({"b_id": job_id, "b_phase": new["phase"], "b_terminal": bool(new.get("terminal")),
-                           "b_status": new})
+                           "b_status": new, "b_now": now})
             job = {"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}
             if new["phase"] != r[1]:
                 items.append(((job, 0, r[1], new["phase"], new.get("vendor_phase"), new.get("message")),
@@ -164,9 +202,10 @@ class JobRows:
                 # (A confirmation's status is the vendor's first word on the job, not a change of it.)
                 items.append(((job, 0, r[1], r[1], new.get("vendor_phase"), what), "change"))
         if params:
-            conn.execute(update(jobs).where(jobs.c.id == bindparam("b_id")).values(
-                phase=bindparam("b_phase"), terminal=bindparam("b_terminal"), status=bindparam("b_status"),
-                updated_at=now, version=jobs.c.version + 1, **extra), params)
+            if extra:
+                for p in params:
+                    p.update({f"x_{k}": v for k, v in extra.items()})
+            conn.execute(_write_status(tuple(sorted(extra))), params)
         if items:
             seqs = self.events.last_seqs(conn, [t[0]["id"] for t, _ in items])
             for kind in ("transition", "change"):
@@ -210,7 +249,9 @@ class JobRows:
                                    time.time(), kind=mark[0])
             return True
 
-        return await self.db.run(work)
+        written = await self.db.run(work)
+        self._wrote([job_id])
+        return written
 
     async def mark_stale(self, backend: str, stale: bool) -> int:
         """Flag (or clear) every live job of a backend as stale; phases and observed_at stay."""
@@ -224,25 +265,27 @@ class JobRows:
                     status=bindparam("b_status"), version=jobs.c.version + 1), flip)
             return [f["b_id"] for f in flip]
 
-        return len(await self.db.run(work))
+        flipped = await self.db.run(work)
+        self._wrote(flipped)
+        return len(flipped)
 
     async def insert_rows(self, rows: list[dict[str, Any]]) -> None:
         """Bulk-insert job rows as they are (benchmark and test set-up)."""
         for start in range(0, len(rows), 5000):
             chunk = rows[start:start + 5000]
             await self.db.run(lambda conn, c=chunk: conn.execute(insert(jobs), c))
+            self._wrote(r["id"] for r in chunk)
 
     # -- reads --------------------------------------------------------------------------
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """One job row, as stored now."""
-        q = select(jobs).where(jobs.c.id == job_id)
-        return await self.db.run(lambda conn: _first(conn.execute(q).mappings().first()), write=False)
+        return await self.db.run(lambda conn: _first(conn.execute(_GET, {"id": job_id}).mappings().first()),
+                                 write=False)
 
-    async def head(self, job_id: str) -> dict[str, Any] | None:
-        """A job's row version and who may see it (version, tenant, origin, project): one primary-key
-        lookup with no JSON decoded, or None."""
-        q = select(jobs.c.version, jobs.c.tenant, jobs.c.origin, jobs.c.project).where(jobs.c.id == job_id)
-        return await self.db.run(lambda conn: _first(conn.execute(q).mappings().first()), write=False)
+    async def head(self, job_id: str) -> tuple[int, str | None, str, str | None] | None:
+        """A job's (version, tenant, origin, project), one primary-key lookup with no JSON decoded."""
+        r = await self.db.run(lambda conn: conn.execute(_HEAD, {"id": job_id}).first(), write=False)
+        return None if r is None else (int(r[0]), r[1], r[2], r[3])
 
     async def page(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on the (time-ordered) id."""

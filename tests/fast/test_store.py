@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from gateway.core.errors import NotFound
 from gateway.store import ListFilters
 from tests.fast.conftest import ALPHA, BETA, World
 
@@ -79,3 +82,20 @@ async def test_an_idempotency_key_is_per_tenant_and_remembers_its_job(world: Wor
     found = await world.store.keys.find("alpha", "k")
     assert found is not None and found[1] == job_id and len(found[0]) == 64  # with the body's SHA-256
     assert await world.store.keys.find("beta", "k") is None
+
+
+async def test_a_kept_get_answer_never_outlives_a_write_to_its_row(world: World) -> None:
+    import json
+
+    job_id = (await world.submit()).job.id
+    first = json.loads(await world.svc.get_json(ALPHA, job_id))
+    assert await world.svc.get_json(ALPHA, job_id) is await world.svc.get_json(ALPHA, job_id)  # kept
+    await world.store.jobs.apply_status(job_id, status("RUNNING", vendor_phase="running"), "sync")
+    assert json.loads(await world.svc.get_json(ALPHA, job_id))["status"]["phase"] == "RUNNING" != \
+        first["status"]["phase"]
+    await world.store.jobs.mark_stale("fake", True)
+    assert json.loads(await world.svc.get_json(ALPHA, job_id))["status"]["stale"] is True
+    await world.store.jobs.set_fields(job_id, deleted_at=1.0)
+    assert json.loads(await world.svc.get_json(ALPHA, job_id))["deleted"] is True
+    with pytest.raises(NotFound):  # another tenant never gets the kept answer
+        await world.svc.get_json(BETA, job_id)
