@@ -4,19 +4,20 @@ concurrency and rate limits, and a circuit breaker per backend."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from yarl import URL
 
-from adapters import jsonslices
 from gateway.core.config import BackendConfig
 from gateway.core.errors import (
     AmbiguousCreate,
@@ -52,13 +53,42 @@ class NotSent(BackendUnavailable):
     """The request never reached the vendor (connection refused, DNS): safe to retry anything."""
 
 
+M = TypeVar("M", bound=msgspec.Struct)
+
+
+@functools.cache
+def _decoder(model: type[M]) -> msgspec.json.Decoder[M]:
+    # Lenient (strict=False): a number sent as a string still reads; unknown fields are skipped unbuilt.
+    return msgspec.json.Decoder(model, strict=False)
+
+
 @dataclass
 class Response:
-    """A vendor answer."""
+    """A vendor answer: its text, decoded when asked (as plain JSON, or straight into a typed record)."""
 
     status: int
-    body: Any
+    text: str
     headers: dict[str, str]
+    backend: str = ""
+
+    @functools.cached_property
+    def body(self) -> Any:
+        """The body as plain JSON (None when empty; {"raw": <the start>} when it is not JSON)."""
+        if not self.text:
+            return None
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return {"raw": self.text[:500]}
+
+    def decode(self, model: type[M]) -> M:
+        """The body decoded into `model` in one step (no intermediate dicts); an answer that does not fit
+        is the vendor failing, named with where it did not fit."""
+        try:
+            return cast(M, _decoder(model).decode(self.text or "{}"))
+        except msgspec.DecodeError as err:  # ValidationError is a DecodeError: "... - at `$.workloads[0]`"
+            raise BackendUnavailable(f"{self.backend}: unexpected answer ({model.__name__}: {err})",
+                                     backend=self.backend) from None
 
 
 class CircuitBreaker:
@@ -264,16 +294,13 @@ class Transport:
                 raise BackendUnavailable(f"{name}: {kind}", backend=name) from err
             finally:
                 VENDOR_LATENCY.labels(name).observe(time.monotonic() - started)
-        try:
-            body = await jsonslices.loads(text) if text else None
-        except ValueError:
-            body = {"raw": text[:500]}
+        resp = Response(status, text, resp_headers, name)
         if status >= 500:
             self.breaker.failure()
             VENDOR_CALLS.labels(name, "server_error").inc()
             log.warning("vendor_call_failed", backend=name, method=method, path=path, status=status)
             if not idempotent:
-                parsed = self.parse_error(status, body, resp_headers)
+                parsed = self.parse_error(status, resp.body, resp_headers)
                 raise AmbiguousCreate(f"{name}: HTTP {status} after the request was sent; outcome unknown",
                                       backend=name, vendor_status=status, vendor_code=parsed.vendor_code,
                                       vendor_message=parsed.vendor_message)
@@ -281,7 +308,7 @@ class Transport:
             self.breaker.success()
             outcome = "ok" if status < 400 else ("rate_limited" if status == 429 else "client_error")
             VENDOR_CALLS.labels(name, outcome).inc()
-        return Response(status, body, resp_headers)
+        return resp
 
 
 def seg(value: str) -> str:

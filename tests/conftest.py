@@ -32,7 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # The fast tier: no socket, no sleep (a fake adapter, the store in a temporary file, the CLI in process).
 # Everything else is the end-to-end tier (marked e2e): a gateway and simulators over real sockets, or processes.
 FAST_MODULES = {"test_architecture", "test_phases", "test_spec", "test_translate", "test_signer", "test_visibility",
-                "test_jsonslices"}
+                "test_records"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ from adapters.modelarts import translate as tr
 from adapters.modelarts.client import ModelArtsClient
 from adapters.modelarts.config import ModelArtsConfig
 from adapters.modelarts.metrics import flavor_memory_bytes, modelarts_metrics, place
+from adapters.modelarts.records import Service, TrainingJob
 from gateway.core.adapter import (
     POLL_ATTEMPTS,
     REGISTRY,
@@ -83,45 +84,44 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         """The create request for `spec` (no I/O)."""
         return tr.translate(spec, config, job_id)
 
-    def _job(self, record: dict[str, Any]) -> VendorJob:
-        meta = record.get("metadata") or {}
-        st = record.get("status") or {}
-        tasks = [t for t in st.get("task_statuses") or [] if isinstance(t, dict)]
-        failed = [t for t in tasks if t.get("exit_code")]
-        codes = [int(t["exit_code"]) for t in tasks if isinstance(t.get("exit_code"), int)]
-        status = tr.normalize_phase(st.get("phase"), st.get("secondary_phase"),
-                                    failed[0].get("message") if failed else None,
-                                    int(failed[0]["exit_code"]) if failed else (0 if codes else None))
-        m = JOB_ID_IN_DESCRIPTION.search(str(meta.get("description") or ""))
-        return VendorJob(handle=Handle(str(meta.get("id")), str(meta.get("name")), "training"), status=status,
-                         project=str(meta.get("workspace_id") or "0"),
-                         raw=record, job_id_hint=m.group(1) if m else None)
+    def _job(self, record: TrainingJob) -> VendorJob:
+        meta, st = record.metadata, record.status
+        tasks = st.task_statuses or []
+        failed = [t for t in tasks if t.exit_code]
+        codes = [t.exit_code for t in tasks if t.exit_code is not None]
+        status = tr.normalize_phase(st.phase, st.secondary_phase, failed[0].message if failed else None,
+                                    failed[0].exit_code if failed else (0 if codes else None))
+        m = JOB_ID_IN_DESCRIPTION.search(meta.description or "")
+        return VendorJob(handle=Handle(str(meta.id), str(meta.name), "training"), status=status,
+                         project=meta.workspace_id or "0", raw=record, job_id_hint=m.group(1) if m else None)
 
     async def describe(self, job: VendorJob) -> VendorJob:
-        # The spec is only rebuilt for jobs being imported: a sync page skips that work.
-        job.spec = tr.spec_from_vendor(job.raw, self.name)
+        # The spec is only rebuilt for jobs being imported (the page's records carry only the status part).
+        try:
+            record = await self.client.show(job.handle.backend_job_id)
+        except BackendNotFound:
+            return job
+        job.spec = tr.spec_from_vendor(record, self.name)
         return job
 
-    def _service(self, record: dict[str, Any]) -> VendorJob:
-        status = tr.normalize_service(record.get("status"), record.get("failure_reason") or None)
-        urls = [u for p in record.get("predict_url") or [] if isinstance(p, dict) for u in p.get("urls") or []]
-        groups = ((record.get("version") or {}).get("instance_groups") or []) if isinstance(record.get("version"),
-                                                                                             dict) else []
+    def _service(self, record: Service) -> VendorJob:
+        status = tr.normalize_service(record.status, record.failure_reason or None)
+        urls = [u for p in record.predict_url or [] for u in p.urls or []]
+        groups = (record.version.instance_groups or []) if record.version else []
         status = status.model_copy(update={
             "endpoint": urls[0] if urls else None,
-            "ready_replicas": sum(int(g.get("running_count") or 0) for g in groups) if groups else None,
-            "desired_replicas": sum(int(g.get("count") or 0) for g in groups) if groups else None})
-        m = JOB_ID_IN_DESCRIPTION.search(str(record.get("description") or ""))
-        return VendorJob(handle=Handle(str(record.get("id")), str(record.get("name")), "service"), status=status,
-                         project=str(record.get("workspace_id") or "0"), raw=record,
-                         job_id_hint=m.group(1) if m else None)
+            "ready_replicas": sum(g.running_count or 0 for g in groups) if groups else None,
+            "desired_replicas": sum(g.count or 0 for g in groups) if groups else None})
+        m = JOB_ID_IN_DESCRIPTION.search(record.description or "")
+        return VendorJob(handle=Handle(str(record.id), str(record.name), "service"), status=status,
+                         project=record.workspace_id or "0", raw=record, job_id_hint=m.group(1) if m else None)
 
     async def _create(self, translation: Translation) -> VendorJob:
         if translation.kind == "service":
             r = await self.client.create_service(translation.body)
-            return self._service(dict(r.body or {}))
+            return self._service(r.decode(Service))
         r = await self.client.create(translation.body)
-        return self._job(dict(r.body or {}))
+        return self._job(r.decode(TrainingJob))
 
     async def _find_service(self, vendor_name: str) -> VendorJob | None:
         res = await self.client.services(name=vendor_name)
@@ -135,8 +135,8 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         if kind == "service":
             return await self._find_service(vendor_name)
         res = await self.client.search(0, 50, [{"key": "name", "operator": "like", "value": [vendor_name]}])
-        for item in res.get("items") or []:
-            if (item.get("metadata") or {}).get("name") == vendor_name:
+        for item in res.items:
+            if item.metadata.name == vendor_name:
                 return self._job(item)
         return None
 
@@ -144,7 +144,7 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         try:
             if handle.vendor_kind == "service":
                 return self._service(await self.client.service(handle.backend_job_id, attempts=POLL_ATTEMPTS))
-            return self._job(await self.client.show(handle.backend_job_id, attempts=POLL_ATTEMPTS))
+            return self._job(await self.client.job(handle.backend_job_id, attempts=POLL_ATTEMPTS))
         except BackendNotFound:
             return None
 
@@ -158,8 +158,7 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
             filters.append({"key": "create_time", "operator": "between",
                             "value": [int(since * 1000), int((time.time() + 86400) * 1000)]})
         res = await self.client.search(offset, min(limit, 50), filters or None, attempts=POLL_ATTEMPTS)
-        items = res.get("items") or []
-        return [self._job(i) for i in items], offset + len(items) < int(res.get("total") or 0)
+        return [self._job(i) for i in res.items], offset + len(res.items) < res.total
 
     async def cancel(self, handle: Handle) -> None:
         if handle.vendor_kind == "service":  # a service stopped for good is a deleted one

@@ -9,6 +9,7 @@ import aiohttp
 
 from adapters.http import Query, Response, Transport, classify, seg
 from adapters.modelarts.config import ModelArtsConfig
+from adapters.modelarts.records import JobSearchPage, Service, TrainingJob
 from adapters.modelarts.signer import sign
 from gateway.core.errors import BackendAuthError, BackendError
 
@@ -75,19 +76,24 @@ class ModelArtsClient:
         return await self.transport.request("POST", f"{self.base}/training-jobs", body=body, idempotent=False)
 
     async def show(self, job_id: str, attempts: int | None = None) -> dict[str, Any]:
-        """GET one job."""
+        """GET one job, as plain JSON (the log and metric readers walk parts the status does not need)."""
         r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}", attempts=attempts)
         return dict(r.body or {})
+
+    async def job(self, job_id: str, attempts: int | None = None) -> TrainingJob:
+        """GET one job, decoded as the sync reads it."""
+        r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}", attempts=attempts)
+        return r.decode(TrainingJob)
 
     # -- real-time services (v2) --------------------------------------------------------------
     async def create_service(self, body: dict[str, Any]) -> Response:
         """POST /v2/{project}/services (never retried blindly)."""
         return await self.transport.request("POST", f"{self.base}/services", body=body, idempotent=False)
 
-    async def service(self, service_id: str, attempts: int | None = None) -> dict[str, Any]:
+    async def service(self, service_id: str, attempts: int | None = None) -> Service:
         """GET one service."""
         r = await self.transport.request("GET", f"{self.base}/services/{seg(service_id)}", attempts=attempts)
-        return dict(r.body or {})
+        return r.decode(Service)
 
     async def services(self, name: str | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """GET /v2/{project}/services (name matches as a substring)."""
@@ -109,12 +115,12 @@ class ModelArtsClient:
         return list((r.body or {}).get("service_responses") or [])
 
     async def search(self, offset: int = 0, limit: int = 50, filters: list[dict[str, Any]] | None = None,
-                     order: str = "asc", attempts: int | None = None) -> dict[str, Any]:
+                     order: str = "asc", attempts: int | None = None) -> JobSearchPage:
         """POST training-job-searches (a read: retried like any idempotent call)."""
         body = {"offset": offset, "limit": limit, "sort_by": "create_time", "order": order,
                 "filters": filters or []}
         r = await self.transport.request("POST", f"{self.base}/training-job-searches", body=body, attempts=attempts)
-        return dict(r.body or {})
+        return r.decode(JobSearchPage)
 
     async def terminate(self, job_id: str) -> None:
         """POST actions {action_type: terminate}."""

@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from adapters.runai import translate as tr
 from adapters.runai.client import RunaiClient
 from adapters.runai.config import RunaiConfig
 from adapters.runai.metrics import RUNAI_METRICS, runai_metrics
 from adapters.runai.metrics import epoch as _epoch
+from adapters.runai.records import Workload
 from gateway.core.adapter import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
 from gateway.core.errors import BackendNotFound, GatewayError
 from gateway.core.models import JobSpec
@@ -60,36 +62,35 @@ class RunaiAdapter(Adapter[RunaiConfig]):
         """The create request for `spec` (no I/O)."""
         return tr.translate(spec, config, job_id)
 
-    def _job(self, record: dict[str, Any], kind: str | None = None) -> VendorJob:
-        wid = str(record.get("workloadId") or record.get("id"))
-        rtype = str(record.get("type") or "")
-        vkind = kind or {"Distributed": "distributed", "Inference": "inference"}.get(rtype, "training")
-        status = tr.normalize_phase(tr.vendor_phase_of(record), record.get("phaseMessage") or None)
+    def _job(self, record: Workload, kind: str | None = None) -> VendorJob:
+        wid = str(record.workloadId or record.id)
+        vkind = kind or {"Distributed": "distributed", "Inference": "inference"}.get(record.type or "", "training")
+        status = tr.normalize_phase(record.phase or record.actualPhase or None, record.phaseMessage or None)
         if vkind == "inference":
-            urls = [u for u in record.get("urls") or [] if isinstance(u, str)]
-            pods = record.get("requestedPods") or {}
+            urls = [u for u in record.urls or [] if isinstance(u, str)]
+            pods = record.requestedPods
             status = status.model_copy(update={
                 "endpoint": urls[0] if urls else None,
-                "ready_replicas": int(record.get("runningPods") or 0) if "runningPods" in record else None,
-                "desired_replicas": int(pods["number"]) if isinstance(pods, dict) and "number" in pods else None})
+                "ready_replicas": record.runningPods,
+                "desired_replicas": pods.number if pods is not None else None})
         hint = None
-        for a in (record.get("spec") or {}).get("annotations") or []:
-            if isinstance(a, dict) and a.get("name") == tr.JOB_ID_ANNOTATION:
-                hint = a.get("value")
-        return VendorJob(handle=Handle(wid, str(record.get("name")), vkind), status=status,
-                         project=str(record["projectId"]) if record.get("projectId") is not None else None,
+        for a in (record.spec.annotations or []) if record.spec else []:
+            if a.name == tr.JOB_ID_ANNOTATION:
+                hint = a.value
+        return VendorJob(handle=Handle(wid, str(record.name), vkind), status=status,
+                         project=str(record.projectId) if record.projectId is not None else None,
                          raw=record, job_id_hint=hint)
 
     async def _create(self, translation: Translation) -> VendorJob:
         r = await self.client.create(translation.kind, translation.body)
-        return self._job(dict(r.body or {}), translation.kind)
+        return self._job(r.decode(Workload), translation.kind)
 
     async def find_by_name(self, vendor_name: str, project: str | None = None,
                            kind: str | None = None) -> VendorJob | None:
         filters = [f"name=={vendor_name}"] + ([f"projectId=={project}"] if project else [])
         page = await self.client.list_workloads(0, 10, filters)
-        for w in page.get("workloads") or []:
-            if w.get("name") == vendor_name and (project is None or str(w.get("projectId")) == project):
+        for w in page.workloads:
+            if w.name == vendor_name and (project is None or str(w.projectId) == project):
                 return self._job(w)
         return None
 
@@ -109,12 +110,12 @@ class RunaiAdapter(Adapter[RunaiConfig]):
         page = await self.client.list_workloads(offset, min(limit, 500), filters or None, sort_by="createdAt",
                                                 attempts=POLL_ATTEMPTS)
         jobs = []
-        slices = Slices()  # normalizing a 500-record page takes ~6 ms: requests go on meanwhile
-        for w in page.get("workloads") or []:
-            if w.get("type") in ("Training", "Distributed", "Inference"):
+        slices = Slices()  # normalizing a 500-record page takes a few ms: requests go on meanwhile
+        for w in page.workloads:
+            if w.type in ("Training", "Distributed", "Inference"):
                 jobs.append(self._job(w))
             await slices.turn()
-        return jobs, page.get("next") is not None
+        return jobs, page.next is not None
 
     async def describe(self, job: VendorJob) -> VendorJob:
         # The workloads list has no spec; the trainings/distributed GET has it.
@@ -122,7 +123,7 @@ class RunaiAdapter(Adapter[RunaiConfig]):
             record = await self.client.training(job.handle.vendor_kind, job.handle.backend_job_id)
         except BackendNotFound:
             return job
-        full = self._job(record, job.handle.vendor_kind)
+        full = self._job(msgspec.convert(record, Workload, strict=False), job.handle.vendor_kind)
         full.status = job.status
         full.spec = tr.spec_from_vendor(record, self.name)
         return full

@@ -14,6 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from adapters.http import Query, Response, Transport, classify, seg
 from adapters.runai.config import RunaiConfig
+from adapters.runai.records import Workload, WorkloadPage
 from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable
 from gateway.core.retrying import full_jitter, last_error
 
@@ -143,19 +144,19 @@ class RunaiClient:
         """POST /api/v1/workloads/{trainings|distributed} (never retried blindly)."""
         return await self.transport.request("POST", f"/api/v1/workloads/{_plural(kind)}", body=body, idempotent=False)
 
-    async def workload(self, workload_id: str, attempts: int | None = None) -> dict[str, Any]:
+    async def workload(self, workload_id: str, attempts: int | None = None) -> Workload:
         """GET /api/v1/workloads/{id}."""
         r = await self.transport.request("GET", f"/api/v1/workloads/{seg(workload_id)}", attempts=attempts)
-        return dict(r.body or {})
+        return r.decode(Workload)
 
     async def training(self, kind: str, workload_id: str) -> dict[str, Any]:
-        """GET /api/v1/workloads/{kind}/{id} (Training1 with the spec)."""
+        """GET /api/v1/workloads/{kind}/{id} (Training1 with the spec), whole (to rebuild an imported spec)."""
         r = await self.transport.request("GET", f"/api/v1/workloads/{_plural(kind)}/{seg(workload_id)}")
         return dict(r.body or {})
 
     async def list_workloads(self, offset: int = 0, limit: int = 50, filters: list[str] | None = None,
                    deleted: bool | None = None, sort_by: str | None = None,
-                   attempts: int | None = None) -> dict[str, Any]:
+                   attempts: int | None = None) -> WorkloadPage:
         """GET /api/v1/workloads with filterBy (comma-joined)."""
         q: Query = [("offset", str(offset)), ("limit", str(limit))]
         if filters:
@@ -165,7 +166,7 @@ class RunaiClient:
         if sort_by:
             q += [("sortBy", sort_by), ("sortOrder", "asc")]
         r = await self.transport.request("GET", "/api/v1/workloads", query=q, attempts=attempts)
-        return dict(r.body or {})
+        return r.decode(WorkloadPage)
 
     async def action(self, kind: str, workload_id: str, action: str) -> None:
         """POST …/{id}/suspend or …/resume."""

@@ -315,9 +315,3 @@ def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:
     if res:
         out["resources"] = res
     return out
-
-
-def vendor_phase_of(record: dict[str, Any]) -> str | None:
-    """The phase field of a workload (`phase`) or training (`actualPhase`) record."""
-    value = record.get("phase") or record.get("actualPhase")
-    return str(value) if value else None

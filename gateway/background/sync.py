@@ -20,7 +20,7 @@ from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase
 from gateway.core.slices import Slices
-from gateway.core.transitions import vendor_view
+from gateway.core.transitions import digest
 from gateway.service.rows import handle_of, status_json
 from gateway.store import Store
 from gateway.store.jobs import Update
@@ -33,10 +33,10 @@ MIN_CYCLE_GAP = 1.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 
 
-def _changed(old: dict[str, Any], new: JobStatus) -> bool:
-    """Whether the vendor says anything the stored status does not (every field the vendor owns), or the
-    stored one is flagged stale."""
-    return bool(old.get("stale")) or vendor_view(old) != vendor_view(status_json(new))
+def _changed(row: dict[str, Any], new: JobStatus) -> bool:
+    """Whether the vendor says anything the stored status does not (any field the vendor owns), or the
+    stored one is flagged stale: their digests differ."""
+    return bool(row["vendor_digest"] != digest(new))
 
 
 @dataclass
@@ -102,7 +102,7 @@ class BackendSync:
                 vid = vj.handle.backend_job_id
                 row = unseen.pop(vid, None)
                 if row is not None:
-                    if _changed(row["status"] or {}, vj.status):
+                    if _changed(row, vj.status):
                         # Written only if the row is still as read before this page was asked for.
                         batch.append((row["id"], status_json(vj.status), row["version"]))
                 elif known is not None and vid not in known:
@@ -128,7 +128,7 @@ class BackendSync:
 
     async def observe(self, row: dict[str, Any], vj: VendorJob) -> int:
         """Store what the vendor says, if it says something new."""
-        if not _changed(row["status"] or {}, vj.status):
+        if not _changed(row, vj.status):
             return 0
         await self.store.jobs.apply_status(row["id"], status_json(vj.status), "sync", seen=row["version"])
         return 1

@@ -71,7 +71,7 @@ class VendorJob:
     status: JobStatus
     project: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # filled by Adapter.describe (imports only)
-    raw: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None  # the vendor's record as read (a typed record of the adapter's own)
     job_id_hint: str | None = None  # the gateway job id the vendor record carries, if any
 
 

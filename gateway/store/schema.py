@@ -48,6 +48,8 @@ jobs = Table(
     Column("tes_task", JSON, nullable=True),
     # Bumped by every write of the row (see gateway.store.jobs).
     Column("version", Integer, nullable=False, server_default="1"),
+    # gateway.core.transitions.digest of `status`, written with it (what the sync compares).
+    Column("vendor_digest", String(24), nullable=True),
     UniqueConstraint("backend", "vendor_name", name="uq_jobs_backend_vendor_name"),
     UniqueConstraint("backend", "backend_job_id", name="uq_jobs_backend_job_id"),
 )
