@@ -306,10 +306,10 @@ def bench_sync(n: int) -> list[Row]:
         await store.jobs.insert_rows(rows)
         await asyncio.sleep(0.1)
         url = f"http://127.0.0.1:{port}"
-        cfg = parse_config({"backends": [
-            {"name": vendor, "kind": vendor, "url": url, "cluster_id": CLUSTER, "project_id": PROJECT,
-             "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret", "ak": "TJGDEMOAK",
-                             "sk": "TJGDEMOSK"}}]})
+        # Each vendor's config model takes its own fields only.
+        own = {"cluster_id": CLUSTER, "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret"}} \
+            if vendor == "runai" else {"project_id": PROJECT, "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}}
+        cfg = parse_config({"backends": [{"name": vendor, "kind": vendor, "url": url, **own}]})
         async with aiohttp.ClientSession() as s:
             sync = BackendSync(REGISTRY.create(cfg.backend(vendor), s), store,
                                page_size=500 if vendor == "runai" else 50)

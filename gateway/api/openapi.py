@@ -32,10 +32,11 @@ class JobList(BaseModel):
 
 
 class Transition(BaseModel):
-    """A phase transition (kind=transition), an activity mark on a running job (idle, active) or a vendor
+    """A phase transition (kind=transition), another vendor-side change of the status (kind=change: the
+    message lists each field, old -> new), an activity mark on a running job (idle, active) or a vendor
     event (kind=vendor), by time."""
 
-    kind: Literal["transition", "idle", "active", "vendor"]
+    kind: Literal["transition", "change", "idle", "active", "vendor"]
     seq: int | None = None
     from_phase: Phase | None = None
     to_phase: Phase | None = None
@@ -219,7 +220,7 @@ def openapi_document() -> dict[str, Any]:
                                      **_problem_responses(400, 404, 502, 503), **auth}},
         },
         "/v1/jobs/{id}/events": {
-            "get": {"summary": "A job's phase transitions (watch=true: Server-Sent Events until it ends)",
+            "get": {"summary": "A job's history: transitions and changes (watch=true: Server-Sent Events until it ends)",
                     "operationId": "jobEvents",
                     "parameters": [JOB_ID, {"name": "watch", "in": "query", "schema": {"type": "boolean"}},
                                    {"name": "vendor", "in": "query", "schema": {"type": "boolean"},

@@ -64,7 +64,8 @@ class JobService:
                      **kw: Any) -> SubmitResult:
         """Accept a job (see gateway.service.submit) and return it as it stands."""
         accepted = await self.submissions.submit(who, raw, strict, idempotency_key, **kw)
-        return SubmitResult(await self.get_any(accepted.job_id), accepted.replayed)
+        job = to_job(accepted.row) if accepted.row is not None else await self.get_any(accepted.job_id)
+        return SubmitResult(job, accepted.replayed)
 
     async def resolve_pending(self, job_id: str) -> bool:
         """Settle one submission whose outcome is unknown; True once settled."""

@@ -49,10 +49,12 @@ def body_hash(raw: Any, strict: bool) -> str:
 
 @dataclass
 class Accepted:
-    """A stored submission: its id, and whether it was an idempotent replay of an earlier one."""
+    """A stored submission: its id, whether it was an idempotent replay of an earlier one, and its row as
+    this request last wrote it (None when it must be read again)."""
 
     job_id: str
     replayed: bool = False
+    row: dict[str, Any] | None = None
 
 
 @dataclass
@@ -122,8 +124,10 @@ class Submissions:
             # The same key, concurrently: the other request stored it first.
             return self._replay((str(err.extra["body_hash"]), str(err.extra["job_id"])), idem[2])
         log.info("job_accepted", job_id=job_id, backend=spec.backend, vendor_name=tr.vendor_name)
-        await self._send(job_id, spec.backend, tr, self.config.server.submit_wait_seconds, raise_rejection=True)
-        return Accepted(job_id)
+        written = await self._send(job_id, spec.backend, tr, self.config.server.submit_wait_seconds,
+                                   raise_rejection=True)
+        # What this request wrote last is the answer (read-your-writes without reading the row back).
+        return Accepted(job_id, row={**row, "version": 1, **written} if written is not None else None)
 
     @staticmethod
     def _replay(found: tuple[str, str], digest: str) -> Accepted:
@@ -134,9 +138,11 @@ class Submissions:
 
     # -- sent -> confirmed | rejected | unknown -------------------------------------------
     async def _send(self, job_id: str, backend: str, tr: Translation, deadline: float,
-                    raise_rejection: bool) -> None:
+                    raise_rejection: bool) -> dict[str, Any] | None:
+        """Create on the vendor and confirm; returns the columns the confirmation wrote (None when the job
+        stays pending, or when it changed since and must be read again)."""
         if job_id in self._inflight:
-            return
+            return None
         self._inflight.add(job_id)
         try:
             try:
@@ -144,28 +150,31 @@ class Submissions:
             except AmbiguousCreate as err:
                 log.warning("submit_unconfirmed", job_id=job_id, reason=err.detail)
                 self._later(self._settle_until_done(job_id))
-                return
+                return None
             except BackendError as err:
                 await self._reject(job_id, err)
                 if raise_rejection:
                     err.extra["job_id"] = job_id
                     raise
-                return
-            await self._confirm(job_id, backend, vj.handle, vj.status)
+                return None
+            return await self._confirm(job_id, backend, vj.handle, vj.status)
         finally:
             self._inflight.discard(job_id)
 
-    async def _confirm(self, job_id: str, backend: str, handle: Handle, status: JobStatus) -> None:
+    async def _confirm(self, job_id: str, backend: str, handle: Handle,
+                       status: JobStatus) -> dict[str, Any] | None:
         wake = self.on_submitted.get(backend)
         if wake is not None:
             wake.set()  # a new live job: poll soon rather than at the quiet interval
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
-        cancel_requested = await self.store.jobs.confirm(job_id, status_json(status), cols)
+        cancel_requested, written = await self.store.jobs.confirm(job_id, status_json(status), cols)
         if cancel_requested and not status.terminal:  # the cancel came before the vendor had it
             confirmed = await self.store.jobs.get(job_id)
             if confirmed is not None:
                 await self.cancel_on_vendor(confirmed)
+            return None
+        return written
 
     async def _reject(self, job_id: str, err: BackendError) -> None:
         status = JobStatus(phase=Phase.FAILED, terminal=True, message=f"rejected by the backend: {err.detail}",

@@ -135,13 +135,16 @@ class JobRows:
             migrated_to=None, updated_at=time.time(), version=jobs.c.version + 1)))
         self._wrote([source])
 
-    async def confirm(self, job_id: str, status: dict[str, Any], cols: dict[str, Any]) -> bool:
+    async def confirm(self, job_id: str, status: dict[str, Any],
+                      cols: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
         """Record that the vendor has the job (its id, `submitted`, its first status). Returns whether a
-        cancel was asked for before it (read in the same transaction)."""
+        cancel was asked for before it (read in the same transaction) and the columns as written (None
+        when the row is gone)."""
         seen: dict[str, Any] = {}
         await self.db.run(self._apply_many, [(job_id, status, None)], "vendor", cols, seen)
         self._wrote([job_id])
-        return bool(seen.get(job_id, {}).get("cancel_requested"))
+        got = seen.get(job_id, {})
+        return bool(got.get("cancel_requested")), got.get("written")
 
     async def set_fields(self, job_id: str, **values: Any) -> None:
         """Update columns of one job (not its phase: use apply_status)."""
@@ -194,6 +197,9 @@ class JobRows:
                 continue
             params.append({"b_id": job_id, "b_phase": new["phase"], "b_terminal": bool(new.get("terminal")),
                            "b_status": new, "b_digest": digest(new), "b_now": now})
+            if info is not None:
+                info[job_id]["written"] = {"phase": new["phase"], "terminal": bool(new.get("terminal")),
+                                           "status": new, "version": r[7] + 1, "updated_at": now, **extra}
             job = {"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}
             if new["phase"] != r[1]:
                 items.append(((job, 0, r[1], new["phase"], new.get("vendor_phase"), new.get("message")),
