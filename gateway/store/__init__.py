@@ -48,5 +48,6 @@ class Store:
         return await self.db.migrate()
 
     async def close(self) -> None:
-        """Close the database."""
+        """Finish the writes under way, then close the database."""
+        await self.jobs.close()
         await self.db.close()

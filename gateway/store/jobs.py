@@ -9,6 +9,7 @@ so every reader (GET, list, history, TES, SSE, webhooks, another replica) sees e
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -83,6 +84,8 @@ class JobRows:
         self.skipped = 0  # statuses not written: observed against an older row, or a forbidden step
         # Called with the ids of the rows each write of this process touched, right after it commits.
         self.on_write: list[Callable[[Iterable[str]], None]] = []
+        self._confirms: list[tuple[str, dict[str, Any], dict[str, Any], Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _wrote(self, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -139,12 +142,47 @@ class JobRows:
                       cols: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
         """Record that the vendor has the job (its id, `submitted`, its first status). Returns whether a
         cancel was asked for before it (read in the same transaction) and the columns as written (None
-        when the row is gone)."""
+        when the row is gone). Confirmations that arrive in one turn of the event loop share one
+        transaction (group commit); each caller resumes only once the commit holding its row is done."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[bool, dict[str, Any] | None]] = loop.create_future()
+        self._confirms.append((job_id, status, cols, done))
+        if len(self._confirms) == 1:
+            loop.call_soon(self._flush_confirms_soon)
+        return await done
+
+    def _flush_confirms_soon(self) -> None:
+        task = asyncio.ensure_future(self._flush_confirms())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_confirms(self) -> None:
+        batch, self._confirms = self._confirms, []
+        try:
+            got = await self._confirm_rows(batch)
+        except Exception:  # one bad row must not fail the others: each on its own
+            for job_id, status, cols, done in batch:
+                try:
+                    got = await self._confirm_rows([(job_id, status, cols, done)])
+                except Exception as err:
+                    if not done.done():
+                        done.set_exception(err)
+                    continue
+                if not done.done():
+                    done.set_result(got[job_id])
+            return
+        for job_id, _, _, done in batch:
+            if not done.done():
+                done.set_result(got[job_id])
+
+    async def _confirm_rows(self, batch: list[tuple[str, dict[str, Any], dict[str, Any], Any]]
+                            ) -> dict[str, tuple[bool, dict[str, Any] | None]]:
         seen: dict[str, Any] = {}
-        await self.db.run(self._apply_many, [(job_id, status, None)], "vendor", cols, seen)
-        self._wrote([job_id])
-        got = seen.get(job_id, {})
-        return bool(got.get("cancel_requested")), got.get("written")
+        await self.db.run(self._apply_many, [(j, st, None) for j, st, _, _ in batch], "vendor", {}, seen,
+                          {j: cols for j, _, cols, _ in batch})
+        self._wrote(j for j, _, _, _ in batch)
+        return {j: (bool(seen.get(j, {}).get("cancel_requested")), seen.get(j, {}).get("written"))
+                for j, _, _, _ in batch}
 
     async def set_fields(self, job_id: str, **values: Any) -> None:
         """Update columns of one job (not its phase: use apply_status)."""
@@ -174,7 +212,7 @@ class JobRows:
         return changed
 
     def _apply_many(self, conn: Connection, updates: list[Update], source: str, extra: dict[str, Any],
-                    info: dict[str, Any] | None = None) -> int:
+                    info: dict[str, Any] | None = None, per_job: dict[str, dict[str, Any]] | None = None) -> int:
         now = time.time()
         action = source == "gateway"
         q = _CURRENT if self.db.is_sqlite else _CURRENT_LOCKED
@@ -189,17 +227,19 @@ class JobRows:
                 continue
             old = r[3] or {}
             new = self._next_status(old, status, r[1], bool(r[2]), action)
+            cols = {**extra, **(per_job or {}).get(job_id, {})}
+            x = {f"x_{k}": v for k, v in cols.items()}
             if new is None or (seen is not None and seen != r[7]):
                 self.skipped += 1
-                if extra:
+                if cols:
                     params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": bool(r[2]), "b_status": old,
-                                   "b_digest": digest(old), "b_now": now})
+                                   "b_digest": digest(old), "b_now": now, **x})
                 continue
             params.append({"b_id": job_id, "b_phase": new["phase"], "b_terminal": bool(new.get("terminal")),
-                           "b_status": new, "b_digest": digest(new), "b_now": now})
+                           "b_status": new, "b_digest": digest(new), "b_now": now, **x})
             if info is not None:
                 info[job_id]["written"] = {"phase": new["phase"], "terminal": bool(new.get("terminal")),
-                                           "status": new, "version": r[7] + 1, "updated_at": now, **extra}
+                                           "status": new, "version": r[7] + 1, "updated_at": now, **cols}
             job = {"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}
             if new["phase"] != r[1]:
                 items.append(((job, 0, r[1], new["phase"], new.get("vendor_phase"), new.get("message")),
@@ -207,11 +247,11 @@ class JobRows:
             elif source != "vendor" and not r[2] and (what := _what_changed(old, new)):
                 # (A confirmation's status is the vendor's first word on the job, not a change of it.)
                 items.append(((job, 0, r[1], r[1], new.get("vendor_phase"), what), "change"))
-        if params:
-            if extra:
-                for p in params:
-                    p.update({f"x_{k}": v for k, v in extra.items()})
-            conn.execute(_write_status(tuple(sorted(extra))), params)
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for p in params:  # one statement per set of extra columns (a batch has one set, as a rule)
+            by_columns.setdefault(tuple(sorted(k[2:] for k in p if k.startswith("x_"))), []).append(p)
+        for columns, group in by_columns.items():
+            conn.execute(_write_status(columns), group)
         if items:
             seqs = self.events.last_seqs(conn, [t[0]["id"] for t, _ in items])
             for kind in ("transition", "change"):
@@ -394,6 +434,10 @@ class JobRows:
             .group_by(jobs.c.backend, jobs.c.phase)
         return await self.db.run(lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(q)], write=False)
 
+
+    async def close(self) -> None:
+        """Let the confirmations being written finish."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _first(r: Any) -> dict[str, Any] | None:

@@ -99,3 +99,43 @@ async def test_a_kept_get_answer_never_outlives_a_write_to_its_row(world: World)
     assert json.loads(await world.svc.get_json(ALPHA, job_id))["deleted"] is True
     with pytest.raises(NotFound):  # another tenant never gets the kept answer
         await world.svc.get_json(BETA, job_id)
+
+
+async def test_confirmations_in_one_loop_turn_share_one_commit_and_each_gets_its_own_answer(world: World) -> None:
+    import asyncio
+
+    from sqlalchemy import event
+
+    jobs = world.store.jobs
+    rows = []
+    for i in range(5):
+        row = {"id": f"{i:032x}", "tenant": "alpha", "name": f"g{i}", "backend": "fake", "project": None,
+               "vendor_name": f"g{i}", "vendor_kind": "training", "backend_job_id": None, "spec": {}, "report": [],
+               "labels": {}, "phase": "QUEUED", "terminal": False, "status": status("QUEUED"), "origin": "gateway",
+               "submit_state": "pending", "submit_error": None, "cancel_requested": i == 2, "created_at": 1.0,
+               "updated_at": 1.0, "deleted_at": None, "migrated_from": None, "migrated_to": None, "tes_task": None}
+        await jobs.create(row)
+        rows.append(row)
+    commits: list[int] = []
+    engine = world.store.db.sync_engine
+    assert engine is not None
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    got = await asyncio.gather(*(jobs.confirm(r["id"], status("RUNNING", vendor_phase="running"), {
+        "backend_job_id": f"v-{r['id']}", "vendor_kind": "training", "submit_state": "submitted"}) for r in rows))
+    assert len(commits) == 1  # one transaction for the five
+    assert [cancel for cancel, _ in got] == [False, False, True, False, False]
+    assert all(w is not None and w["backend_job_id"] == f"v-{r['id']}" and w["phase"] == "RUNNING"
+               for (_, w), r in zip(got, rows, strict=True))
+    for r in rows:
+        stored = await world.row(r["id"])
+        assert stored["submit_state"] == "submitted" and stored["backend_job_id"] == f"v-{r['id']}"
+    # A row that cannot be written (its vendor id taken) fails alone; the other confirmation still lands.
+    await jobs.create({**rows[0], "id": "f" * 32, "vendor_name": "dup", "backend_job_id": None})
+    await jobs.create({**rows[0], "id": "e" * 32, "vendor_name": "fine", "backend_job_id": None})
+    results = await asyncio.gather(
+        jobs.confirm("f" * 32, status("RUNNING"), {"backend_job_id": f"v-{rows[1]['id']}", "vendor_kind": "training",
+                                                   "submit_state": "submitted"}),
+        jobs.confirm("e" * 32, status("RUNNING"), {"backend_job_id": "v-fine", "vendor_kind": "training",
+                                                   "submit_state": "submitted"}), return_exceptions=True)
+    assert isinstance(results[0], Exception) and not isinstance(results[1], Exception)
+    assert (await world.row("e" * 32))["backend_job_id"] == "v-fine"
