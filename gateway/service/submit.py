@@ -163,12 +163,14 @@ class Submissions:
 
     async def _confirm(self, job_id: str, backend: str, handle: Handle,
                        status: JobStatus) -> dict[str, Any] | None:
-        wake = self.on_submitted.get(backend)
-        if wake is not None:
-            wake.set()  # a new live job: poll soon rather than at the quiet interval
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
         cancel_requested, written = await self.store.jobs.confirm(job_id, status_json(status), cols)
+        wake = self.on_submitted.get(backend)
+        if wake is not None:
+            # A new live job: poll soon rather than at the quiet interval. Woken once the job is stored
+            # (woken before, the cycle's first slice ran ahead of this write and the response).
+            wake.set()
         if cancel_requested and not status.terminal:  # the cancel came before the vendor had it
             confirmed = await self.store.jobs.get(job_id)
             if confirmed is not None:

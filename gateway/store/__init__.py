@@ -48,6 +48,5 @@ class Store:
         return await self.db.migrate()
 
     async def close(self) -> None:
-        """Finish the writes under way, then close the database."""
-        await self.jobs.close()
+        """Close the database."""
         await self.db.close()

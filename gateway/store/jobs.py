@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from gateway.core.errors import Conflict
+from gateway.core.errors import BackendUnavailable, Conflict
 from gateway.core.transitions import allowed, digest, vendor_view
 from gateway.store.db import Database
 from gateway.store.events import Events, Transition
@@ -85,7 +85,6 @@ class JobRows:
         # Called with the ids of the rows each write of this process touched, right after it commits.
         self.on_write: list[Callable[[Iterable[str]], None]] = []
         self._confirms: list[tuple[str, dict[str, Any], dict[str, Any], Any]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def _wrote(self, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -144,17 +143,14 @@ class JobRows:
         cancel was asked for before it (read in the same transaction) and the columns as written (None
         when the row is gone). Confirmations that arrive in one turn of the event loop share one
         transaction (group commit); each caller resumes only once the commit holding its row is done."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[bool, dict[str, Any] | None]] = loop.create_future()
+        done: asyncio.Future[tuple[bool, dict[str, Any] | None]] = asyncio.get_running_loop().create_future()
         self._confirms.append((job_id, status, cols, done))
-        if len(self._confirms) == 1:
-            loop.call_soon(self._flush_confirms_soon)
+        if len(self._confirms) == 1:  # the first one leads: one turn for others to join, then the write
+            try:
+                await asyncio.sleep(0)
+            finally:
+                await self._flush_confirms()
         return await done
-
-    def _flush_confirms_soon(self) -> None:
-        task = asyncio.ensure_future(self._flush_confirms())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _flush_confirms(self) -> None:
         batch, self._confirms = self._confirms, []
@@ -171,6 +167,11 @@ class JobRows:
                 if not done.done():
                     done.set_result(got[job_id])
             return
+        except BaseException as err:  # the leader was cancelled mid-write: nobody may wait forever (the
+            for *_, done in batch:    # rows stay pending, and pending jobs are settled by name)
+                if not done.done():
+                    done.set_exception(BackendUnavailable("the confirmation's write was interrupted"))
+            raise err
         for job_id, _, _, done in batch:
             if not done.done():
                 done.set_result(got[job_id])
@@ -434,10 +435,6 @@ class JobRows:
             .group_by(jobs.c.backend, jobs.c.phase)
         return await self.db.run(lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(q)], write=False)
 
-
-    async def close(self) -> None:
-        """Let the confirmations being written finish."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _first(r: Any) -> dict[str, Any] | None:
