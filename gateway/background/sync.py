@@ -115,33 +115,31 @@ class BackendSync:
             stats.updated += len(batch)
             if not read:
                 break
+        # Live jobs no page showed (e.g. ended since the last look, so not in the active list): one GET
+        # each, their news written together (a transaction per job cost more than its GET).
+        news: list[Update] = []
         for row in unseen.values():
             got = await self.adapter.get(handle_of(row))
             stats.get_requests += 1
-            if got is None:
-                stats.updated += await self.vanished(row)
-            else:
-                stats.updated += await self.observe(row, got)
+            status = self.vanished(row) if got is None else got.status
+            if got is None or _changed(row, status):
+                news.append((row["id"], status_json(status), row["version"]))
+        for start in range(0, len(news), WRITE_BATCH):
+            await self.store.jobs.apply_statuses(news[start:start + WRITE_BATCH], "sync")
+        stats.updated += len(news)
         stats.seconds = time.monotonic() - started
         self.last = stats
         return stats
 
-    async def observe(self, row: dict[str, Any], vj: VendorJob) -> int:
-        """Store what the vendor says, if it says something new."""
-        if not _changed(row, vj.status):
-            return 0
-        await self.store.jobs.apply_status(row["id"], status_json(vj.status), "sync", seen=row["version"])
-        return 1
-
-    async def vanished(self, row: dict[str, Any]) -> int:
-        """The vendor no longer has the job: a cancel we asked for, or a deletion outside the gateway."""
+    @staticmethod
+    def vanished(row: dict[str, Any]) -> JobStatus:
+        """What to record when the vendor no longer has the job: a cancel we asked for, or a deletion
+        outside the gateway."""
         why = "cancelled: the backend has removed it" if row["cancel_requested"] \
             else "deleted on the backend outside the gateway"
         # No vendor phase: the vendor has no job any more, and its last phase (e.g. Running) would mislead.
-        st = JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=None, message=why,
-                       observed_at=datetime.now(UTC))
-        await self.store.jobs.apply_status(row["id"], status_json(st), "sync", seen=row["version"])
-        return 1
+        return JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=None, message=why,
+                         observed_at=datetime.now(UTC))
 
     async def import_external(self, vj: VendorJob) -> int:
         """Hook for jobs made outside the gateway (see gateway.background.external)."""
