@@ -64,28 +64,29 @@ def _decoder(model: type[M]) -> msgspec.json.Decoder[M]:
 
 @dataclass
 class Response:
-    """A vendor answer: its text, decoded when asked (as plain JSON, or straight into a typed record)."""
+    """A vendor answer: its bytes, decoded when asked (as plain JSON, or straight into a typed record)."""
 
     status: int
-    text: str
+    raw: bytes
     headers: dict[str, str]
     backend: str = ""
 
     @functools.cached_property
     def body(self) -> Any:
         """The body as plain JSON (None when empty; {"raw": <the start>} when it is not JSON)."""
-        if not self.text:
+        if not self.raw:
             return None
         try:
-            return json.loads(self.text)
+            return json.loads(self.raw)
         except ValueError:
-            return {"raw": self.text[:500]}
+            return {"raw": self.raw[:500].decode("utf-8", "replace")}
 
     def decode(self, model: type[M]) -> M:
         """The body decoded into `model` in one step (no intermediate dicts); an answer that does not fit
         is the vendor failing, named with where it did not fit."""
         try:
-            return cast(M, _decoder(model).decode(self.text or "{}"))
+            # From the bytes: a 470 KB page is not turned into a str first (0.3 ms with the loop held).
+            return cast(M, _decoder(model).decode(self.raw or b"{}"))
         except msgspec.DecodeError as err:  # ValidationError is a DecodeError: "... - at `$.workloads[0]`"
             raise BackendUnavailable(f"{self.backend}: unexpected answer ({model.__name__}: {err})",
                                      backend=self.backend) from None
@@ -275,7 +276,7 @@ class Transport:
             try:
                 async with self.session.request(method, url, data=raw or None, headers=headers,
                                                 timeout=self.timeout) as r:
-                    text = await r.text()
+                    raw_body = await r.read()
                     resp_headers = {k: v for k, v in r.headers.items()}
                     status = r.status
             except aiohttp.ClientConnectorError as err:
@@ -294,7 +295,7 @@ class Transport:
                 raise BackendUnavailable(f"{name}: {kind}", backend=name) from err
             finally:
                 VENDOR_LATENCY.labels(name).observe(time.monotonic() - started)
-        resp = Response(status, text, resp_headers, name)
+        resp = Response(status, raw_body, resp_headers, name)
         if status >= 500:
             self.breaker.failure()
             VENDOR_CALLS.labels(name, "server_error").inc()
