@@ -42,10 +42,11 @@ EDGES: Mapping[Phase, Mapping[Phase, Who]] = {
     OK: {}, KO: {}, CD: {},
 }
 
+# Status keys the idle watch writes, kept when a vendor's status is stored over them.
+ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_points", "activity_checked_at")
 # Status fields the gateway keeps itself; every other field is the vendor's, and a change in any of them
 # is a change worth storing and announcing.
-GATEWAY_OWNED = frozenset({"observed_at", "stale", "idle", "idle_since", "gpu_utilization",
-                           "gpu_utilization_points", "activity_checked_at"})
+GATEWAY_OWNED = frozenset({"observed_at", "stale", *ACTIVITY_KEYS})
 
 
 def allowed(old: str, new: str, action: bool) -> bool:
@@ -70,5 +71,5 @@ def digest(status: Mapping[str, Any] | JobStatus) -> str:
 
 
 def vendor_view(status: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a stored status the vendor reports (what the sync compares)."""
+    """The part of a stored status the vendor reports, without empty fields (what a change event lists)."""
     return {k: v for k, v in status.items() if k not in GATEWAY_OWNED and v is not None}

@@ -104,10 +104,8 @@ class JobService:
         write too, a kept answer is served only while the row is still at the version it was made from
         (one primary-key lookup). Either way every GET sees every write made before it."""
         hit = self._json.get(job_id)
-        if hit is not None and not self.store.is_sqlite:
-            head = await self.store.jobs.head(job_id)
-            if head is None or head[0] != hit[0]:
-                hit = None
+        if hit is not None and not self.store.is_sqlite and await self.store.jobs.version(job_id) != hit[0]:
+            hit = None
         if hit is not None and sees(who, hit[1]):
             return hit[2]
         row = await self.row(who, job_id)

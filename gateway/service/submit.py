@@ -127,7 +127,7 @@ class Submissions:
         written = await self._send(job_id, spec.backend, tr, self.config.server.submit_wait_seconds,
                                    raise_rejection=True)
         # What this request wrote last is the answer (read-your-writes without reading the row back).
-        return Accepted(job_id, row={**row, "version": 1, **written} if written is not None else None)
+        return Accepted(job_id, row={**row, **written} if written is not None else None)
 
     @staticmethod
     def _replay(found: tuple[str, str], digest: str) -> Accepted:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.core.errors import BackendUnavailable, Conflict
-from gateway.core.transitions import allowed, digest, vendor_view
+from gateway.core.transitions import ACTIVITY_KEYS, allowed, digest, vendor_view
 from gateway.store.db import Database
 from gateway.store.events import Events, Transition
 from gateway.store.keys import IdempotencyKeys
@@ -32,8 +32,6 @@ from gateway.store.visibility import Viewer, visible_to
 log = structlog.get_logger(__name__)
 
 READ_CHUNK = 16  # rows per read of a long scan (about 0.1 ms); the loop gets turns in between
-# Status keys the idle watch writes (gateway-owned), kept when the vendor's status is stored.
-ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_points", "activity_checked_at")
 # (job id, new status, the row version the status was compared with: None when no compare was made)
 Update = tuple[str, dict[str, Any], int | None]
 
@@ -42,7 +40,7 @@ Update = tuple[str, dict[str, Any], int | None]
 _INSERT_JOB = insert(jobs)
 _INSERT_LABELS = insert(job_labels)
 _GET = select(jobs).where(jobs.c.id == bindparam("id"))
-_HEAD = select(jobs.c.version, jobs.c.tenant, jobs.c.origin, jobs.c.project).where(jobs.c.id == bindparam("id"))
+_VERSION = select(jobs.c.version).where(jobs.c.id == bindparam("id"))
 _CURRENT = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
                   jobs.c.backend, jobs.c.version, jobs.c.cancel_requested).where(
     jobs.c.id.in_(bindparam("ids", expanding=True))).order_by(jobs.c.id)
@@ -324,7 +322,7 @@ class JobRows:
         rows = [{"vendor_digest": digest(r["status"]), **r} for r in rows]
         for start in range(0, len(rows), 5000):
             chunk = rows[start:start + 5000]
-            await self.db.run(lambda conn, c=chunk: conn.execute(insert(jobs), c))
+            await self.db.run(lambda conn, c=chunk: conn.execute(_INSERT_JOB, c))
             self._wrote(r["id"] for r in chunk)
 
     # -- reads --------------------------------------------------------------------------
@@ -333,10 +331,10 @@ class JobRows:
         return await self.db.run(lambda conn: _first(conn.execute(_GET, {"id": job_id}).mappings().first()),
                                  write=False)
 
-    async def head(self, job_id: str) -> tuple[int, str | None, str, str | None] | None:
-        """A job's (version, tenant, origin, project), one primary-key lookup with no JSON decoded."""
-        r = await self.db.run(lambda conn: conn.execute(_HEAD, {"id": job_id}).first(), write=False)
-        return None if r is None else (int(r[0]), r[1], r[2], r[3])
+    async def version(self, job_id: str) -> int | None:
+        """A job's row version (None when there is no such job): one primary-key lookup, no JSON decoded."""
+        v = await self.db.run(lambda conn: conn.execute(_VERSION, {"id": job_id}).scalar(), write=False)
+        return None if v is None else int(v)
 
     async def page(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on the (time-ordered) id."""
