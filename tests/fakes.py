@@ -36,6 +36,8 @@ class FakeVendor:
     creates: list[CreateOutcome] = field(default_factory=list)  # consumed one per create; then "ok"
     lookups_down: int = 0  # this many find_by_name calls fail as unavailable
     down: bool = False  # every read fails (a sync poll raises)
+    unlisted: set[str] = field(default_factory=set)  # jobs its list pages do not show (ended, say)
+    gets_left: int | None = None  # this many GETs answer, the next ones fail as unavailable
     calls: list[str] = field(default_factory=list)
     lag: bool = False  # actions (cancel, suspend, resume, scale) take effect at the next tick(), not at once
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -149,13 +151,17 @@ class FakeAdapter(Adapter[FakeConfig]):
 
     async def get(self, handle: Handle) -> VendorJob | None:
         self._read("get")
+        if self.vendor.gets_left is not None:
+            if self.vendor.gets_left <= 0:
+                raise BackendUnavailable(f"{self.name}: GET failed", backend=self.name)
+            self.vendor.gets_left -= 1
         rec = self.vendor.jobs.get(handle.backend_job_id)
         return None if rec is None else self._job(rec)
 
     async def list_page(self, offset: int, limit: int, active_only: bool = False,
                         since: float | None = None) -> tuple[list[VendorJob], bool]:
         self._read("list")
-        rows = list(self.vendor.jobs.values())
+        rows = [r for r in self.vendor.jobs.values() if r["id"] not in self.vendor.unlisted]
         return [self._job(r) for r in rows[offset:offset + limit]], offset + limit < len(rows)
 
     async def cancel(self, handle: Handle) -> None:

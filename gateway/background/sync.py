@@ -116,20 +116,33 @@ class BackendSync:
             if not read:
                 break
         # Live jobs no page showed (e.g. ended since the last look, so not in the active list): one GET
-        # each, their news written together (a transaction per job cost more than its GET).
+        # each, their news written WRITE_BATCH at a time (a transaction per job cost more than its GET).
+        # What was learnt is written even when a later GET fails: with a thousand ended jobs and a flaky
+        # vendor, a cycle that kept nothing until its last GET never made progress.
         news: list[Update] = []
-        for row in unseen.values():
-            got = await self.adapter.get(handle_of(row))
-            stats.get_requests += 1
-            status = self.vanished(row) if got is None else got.status
-            if got is None or _changed(row, status):
-                news.append((row["id"], status_json(status), row["version"]))
-        for start in range(0, len(news), WRITE_BATCH):
-            await self.store.jobs.apply_statuses(news[start:start + WRITE_BATCH], "sync")
-        stats.updated += len(news)
+        try:
+            for row in unseen.values():
+                got = await self.adapter.get(handle_of(row))
+                stats.get_requests += 1
+                status = self.vanished(row) if got is None else got.status
+                if got is None or _changed(row, status):
+                    news.append((row["id"], status_json(status), row["version"]))
+                if len(news) >= WRITE_BATCH:
+                    stats.updated += await self._write_news(news)
+                    news = []
+        except GatewayError:
+            await self._write_news(news)
+            raise
+        stats.updated += await self._write_news(news)
         stats.seconds = time.monotonic() - started
         self.last = stats
         return stats
+
+    async def _write_news(self, news: list[Update]) -> int:
+        """Store statuses learnt one GET at a time (versions compared, as for a page); returns how many."""
+        if news:
+            await self.store.jobs.apply_statuses(news, "sync")
+        return len(news)
 
     @staticmethod
     def vanished(row: dict[str, Any]) -> JobStatus:

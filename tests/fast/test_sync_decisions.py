@@ -61,3 +61,24 @@ async def test_a_job_gone_from_the_vendor_ends_cancelled_with_the_reason(world: 
     row = await world.row(job_id)
     assert row["phase"] == "CANCELLED" and row["status"]["message"] == "deleted on the backend outside the gateway"
     assert row["status"]["vendor_phase"] is None
+
+
+async def test_what_one_get_at_a_time_learnt_is_kept_when_a_later_get_fails(world: World) -> None:
+    """Jobs the list no longer shows get a GET each; a vendor that fails on the third keeps the first two's
+    news (a cycle that wrote nothing until its last GET never got anywhere with a flaky vendor)."""
+    ids = [await _running(world) for _ in range(4)]
+    await world.sync.cycle()
+    for job_id in ids:
+        vid = (await world.row(job_id))["backend_job_id"]
+        world.vendor.jobs[vid]["phase"] = "done"
+        world.vendor.unlisted.add(vid)
+    world.vendor.gets_left = 2
+    world.sync._last_start = 0.0
+    await world.sync.step()
+    assert world.sync.failing
+    phases = [(await world.row(j))["phase"] for j in ids]
+    assert phases.count("SUCCEEDED") == 2, phases
+    world.vendor.gets_left = None
+    world.sync._last_start = 0.0
+    await world.sync.step()
+    assert [(await world.row(j))["phase"] for j in ids] == ["SUCCEEDED"] * 4
