@@ -36,6 +36,21 @@ def parse_faults(text: str) -> dict[str, float]:
     return out
 
 
+def parse_amounts(text: str, what: str) -> dict[str, float]:
+    """Parse `a100=8,h100=4` (a name and a number >= 0 each) into a dict; `what` names the option in errors."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        if not sep or not key.strip() or not 0 <= amount < float("inf"):
+            raise ValueError(f"{what}: {part!r}: expected NAME=N with N a number >= 0")
+        out[key.strip()] = amount
+    return out
+
+
 def check_fault(key: str, value: Any) -> float:
     """Validate one fault setting: rates are 0..1, delay_ms is >= 0."""
     try:
@@ -241,11 +256,19 @@ def exit_code_of(env: dict[str, str]) -> int:
         return 1
 
 
-def run_outcome(env: dict[str, str]) -> tuple[str, float]:
-    """SIM_OUTCOME (completed|failed|abnormal|preempted|hang) and SIM_RUN_SECONDS of a job's environment."""
+OUTCOMES = ("completed", "failed", "abnormal", "preempted", "hang", "image-pull", "oom", "node-failure",
+            "runtime-limit")
+MISSING_IMAGE_TAGS = ("notfound", "does-not-exist")  # an image with such a tag cannot be pulled
+
+
+def run_outcome(env: dict[str, str], image: str = "") -> tuple[str, float]:
+    """SIM_OUTCOME (one of OUTCOMES) and SIM_RUN_SECONDS of a job's environment; an image tagged `:notfound`
+    cannot be pulled whatever SIM_OUTCOME says."""
     outcome = env.get("SIM_OUTCOME", "completed").lower()
-    if outcome not in ("completed", "failed", "abnormal", "preempted", "hang"):
+    if outcome not in OUTCOMES:
         outcome = "completed"
+    if image.rpartition(":")[2] in MISSING_IMAGE_TAGS:
+        outcome = "image-pull"
     try:
         seconds = max(0.0, float(env.get("SIM_RUN_SECONDS", "5")))
     except ValueError:

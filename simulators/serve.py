@@ -21,6 +21,11 @@ def simulator_factory(kind: str) -> Any:
     return getattr(import_module(module), func)
 
 
+def simulator_takes(kind: str, option: str) -> bool:
+    """Whether a kind's simulator has a setting named `option` (e.g. Run:ai's project quotas)."""
+    return option in inspect.signature(simulator_factory(kind)).parameters
+
+
 def build_simulator(kind: str, **options: Any) -> web.Application:
     """The aiohttp app of a kind's simulator; options it does not take (another vendor's) are left out."""
     factory = simulator_factory(kind)

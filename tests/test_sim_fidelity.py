@@ -256,7 +256,8 @@ def test_huawei_sdk_reads_metrics_events_and_terminate() -> None:
 
         evs = client.list_training_job_events(ListTrainingJobEventsRequest(training_job_id=jid, limit=2, offset=1,
                                                                            order="desc"))
-        assert (evs.total, evs.limit, evs.offset, evs.order) == (5, 2, 1, "desc")
+        # Creating, Pending and its queuing event, Running, Terminating, Terminated: newest first.
+        assert (evs.total, evs.limit, evs.offset, evs.order) == (6, 2, 1, "desc")
         assert [e.message for e in evs.events] == ["Training job phase changed to Terminating",
                                                    "Training job phase changed to Running"]
 

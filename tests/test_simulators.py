@@ -200,7 +200,10 @@ async def test_modelarts_errors_and_lifecycle(modelarts_sim: LoopSim) -> None:
     status, logs = await _ma_request(modelarts_sim, "GET", f"{jobs}/{jid}/tasks/worker-1/logs/preview")
     assert status == 200 and "worker-1" in logs["content"] and logs["current_size"] == len(logs["content"])
     status, evs = await _ma_request(modelarts_sim, "GET", f"{jobs}/{jid}/events?limit=100")
-    assert [e["message"].split()[-1] for e in evs["events"]] == ["Creating", "Pending", "Running", "Completed"]
+    phases = [e["message"].split()[-1] for e in evs["events"] if e["message"].startswith("Training job phase")]
+    assert phases == ["Creating", "Pending", "Running", "Completed"]
+    # Beside the phase changes, the documented event of a job waiting for resources.
+    assert "The training job is queuing and awaiting resource allocation." in [e["message"] for e in evs["events"]]
     _, failed = await _ma_request(modelarts_sim, "POST", jobs, ma_body("f1", SIM_OUTCOME="abnormal",
                                                                        SIM_RUN_SECONDS="0"))
     for _ in range(100):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from gateway.core.config import BackendConfig
+from gateway.core.config import BackendConfig, SimulatorSettings
+from mappings import flavor_by_id
 
 
 class ModelArtsCredentials(BaseModel):
@@ -30,6 +31,16 @@ class ModelArtsConfig(BackendConfig):
     credentials: ModelArtsCredentials = ModelArtsCredentials()
     metrics_sample_seconds: float = Field(60.0, gt=0, description="The seconds each job-metrics value averages "
                                           "(60 on the vendor; a simulator may sample faster).")
+
+    @field_validator("simulator")
+    @classmethod
+    def _flavors(cls, v: SimulatorSettings) -> SimulatorSettings:
+        if v.quota:
+            raise ValueError("quota: the ModelArts simulator has no projects with quotas (gpus: per flavor only)")
+        unknown = [f for f in v.gpus if flavor_by_id(f) is None]
+        if unknown:
+            raise ValueError(f"gpus: unknown flavors {', '.join(unknown)} (see mappings/flavors.yaml)")
+        return v
 
     def simulator_options(self) -> dict[str, Any]:
         """The AK/SK pair and the metrics sample length, for an in-process simulator."""

@@ -62,7 +62,9 @@ def _simulators(config: Config) -> Callable[[web.Application], AsyncIterator[Non
             try:
                 runners.append(await start_simulator(b.kind, u.hostname or "127.0.0.1", u.port or 80,
                                                      faults=b.simulate_faults, speed=b.simulate_speed,
-                                                     state_file=sim_state(config, b.name), **b.simulator_options()))
+                                                     state_file=sim_state(config, b.name),
+                                                     gpus=b.simulator.gpus or None, quota=b.simulator.quota or None,
+                                                     **b.simulator_options()))
             except OSError as err:
                 for r in runners:
                     await r.cleanup()

@@ -144,6 +144,12 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
     sim.add_argument("--token-ttl", type=int, default=3600, help="Run:ai token lifetime in seconds")
     sim.add_argument("--sample-seconds", type=float, default=60.0,
                      help="ModelArts metrics: seconds per averaged sample (the vendor's is 60)")
+    sim.add_argument("--gpus", metavar="POOL=N[,POOL=N]",
+                     help="GPUs per Run:ai node pool (e.g. default=8,a100=16) or per ModelArts flavor "
+                          "(e.g. modelarts.vm.gpu.a100.1=4); jobs wait when they do not fit. Unlimited without")
+    sim.add_argument("--quota", metavar="PROJECT=N[,PROJECT=N]",
+                     help="Run:ai only: each project's deserved GPUs per node pool (e.g. 1=4,2=4); "
+                          "preemptible trainings may go over it and are preempted first")
     sim.set_defaults(func=server_cmds.cmd_simulate)
 
     def client_parser(name: str, help_: str) -> argparse.ArgumentParser:

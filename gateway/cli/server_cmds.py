@@ -55,8 +55,8 @@ def cmd_phases(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run a vendor simulator standalone until interrupted."""
     from gateway.core.adapter import REGISTRY
-    from simulators.kit import parse_faults
-    from simulators.serve import run_simulator
+    from simulators.kit import parse_amounts, parse_faults
+    from simulators.serve import run_simulator, simulator_takes
 
     if REGISTRY.get(args.vendor).simulator is None:
         print(f"tjg simulate: backend kind {args.vendor} has no simulator", file=sys.stderr)
@@ -65,6 +65,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         faults = parse_faults(args.faults or "")
     except ValueError as err:
         print(f"tjg simulate: --faults: {err}", file=sys.stderr)
+        return 2
+    try:
+        gpus = parse_amounts(args.gpus or "", "--gpus")
+        quota = parse_amounts(args.quota or "", "--quota")
+    except ValueError as err:
+        print(f"tjg simulate: {err}", file=sys.stderr)
+        return 2
+    if quota and not simulator_takes(args.vendor, "quota"):
+        print(f"tjg simulate: --quota: the {args.vendor} simulator has no projects with quotas", file=sys.stderr)
         return 2
     creds = []
     for c in args.credentials or []:
@@ -76,7 +85,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         run_simulator(args.vendor, host=args.host, port=args.port, credentials=creds, faults=faults,
                       seed=args.seed, speed=args.speed, token_ttl=args.token_ttl,
-                      sample_seconds=args.sample_seconds)
+                      sample_seconds=args.sample_seconds, gpus=gpus or None, quota=quota or None)
+    except ValueError as err:  # e.g. a flavor the simulator does not sell
+        print(f"tjg simulate: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"tjg simulate: cannot listen on {args.host}:{args.port}: {err.strerror or err}; "
               "choose another --port", file=sys.stderr)

@@ -78,6 +78,23 @@ class RetryConfig(_Cfg):
     budget_ratio: float = Field(0.5, ge=0, description="Retries allowed per request, averaged.")
 
 
+class SimulatorSettings(_Cfg):
+    """Scarcity for a backend's in-process simulator (`simulate: true`); unlimited when empty."""
+
+    gpus: dict[str, float] = Field(default_factory=dict, description="GPUs per Run:ai node pool or per "
+                                   "ModelArts flavor; a job that does not fit waits.")
+    quota: dict[str, float] = Field(default_factory=dict, description="Run:ai: deserved GPUs per project in "
+                                    "each node pool.")
+
+    @field_validator("gpus", "quota")
+    @classmethod
+    def _amounts(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, n in v.items() if not 0 <= n < float("inf")]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a GPU count is a number >= 0")
+        return v
+
+
 class BackendConfig(_Cfg):
     """What every backend has. A vendor's own fields (project, credentials, ...) are declared by its config
     model, a subclass kept in the vendor's folder and registered with its adapter (see BACKEND_MODELS)."""
@@ -88,6 +105,7 @@ class BackendConfig(_Cfg):
     simulate: bool = False
     simulate_faults: dict[str, float] = Field(default_factory=dict)
     simulate_speed: float = Field(1.0, gt=0)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     adopt_external: bool = False
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)

@@ -32,12 +32,32 @@ from simulators.kit import (
     wall,
 )
 from simulators.modelarts.auth import check_signature
+from simulators.scheduler import Claim, Scheduler
 
 DEMO_CREDENTIALS = [("TJGDEMOAK", "TJGDEMOSK")]
 DEMO_IAM_TOKENS = ("tjg-demo-iam-token",)
 JOB_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STOPPABLE = ("Creating", "Pending", "Running")
 TERMINAL = ("Completed", "Failed", "Terminated", "Abnormal")
+WAIT = [(0.0, ("Creating", "Creating")), (0.3, ("Pending", "Queuing"))]
+# How a run ends, as ModelArts shows it: (phase, secondary phase, task exit code, task message, the run's
+# end_reason). ModelArts documents no list of end reasons; these are the simulator's own words.
+ENDS: dict[str, tuple[str, str, int | None, str, str]] = {
+    "completed": ("Completed", "Completed", 0, "", "Completed"),
+    "failed": ("Failed", "Failed", -1, "process exited with code {code}", "ProcessExited"),
+    "abnormal": ("Abnormal", "Failed", 137, "process exited abnormally", "Abnormal"),
+    "preempted": ("Failed", "Failed", 137, "preempted: the node was reclaimed", "Preempted"),
+    "image-pull": ("Failed", "Failed", None, "failed to pull image {image}: manifest unknown", "ImagePullFailed"),
+    "oom": ("Failed", "Failed", 137, "out of memory: the process was OOM-killed (exit code 137)", "OOMKilled"),
+    "node-failure": ("Abnormal", "Failed", None, "the node running the task failed", "NodeFault"),
+    "runtime-limit": ("Terminated", "Terminated", 143, "stopped: maximum running duration reached",
+                      "MaxRunningTimeReached"),
+    "terminated": ("Terminated", "Terminated", 143, "terminated", "StoppedByUser"),
+}
+# ModelArts' documented job events (console wording) for what the simulator does.
+EVENT_QUEUING = "The training job is queuing and awaiting resource allocation."
+EVENT_PREEMPTED = "The training job is preempted."
+EVENT_RUNTIME = "The training job has been stopped. (Maximum running duration: {hours} hours)"
 
 
 def environments(raw: Any) -> dict[str, str]:
@@ -77,6 +97,7 @@ class TrainingJob:
     node_count: int
     flavor_id: str
     deleted: bool = False
+    claim: Claim | None = None  # its demand on the scheduler (none for bulk-made jobs)
 
 
 @dataclass
@@ -114,7 +135,8 @@ class ModelArtsSimulator:
     """State and handlers of one simulated ModelArts region."""
 
     def __init__(self, credentials: list[tuple[str, str]] | None = None, speed: float = 1.0,
-                 iam_tokens: tuple[str, ...] = DEMO_IAM_TOKENS, sample_seconds: float = 60.0) -> None:
+                 iam_tokens: tuple[str, ...] = DEMO_IAM_TOKENS, sample_seconds: float = 60.0,
+                 gpus: dict[str, float] | None = None) -> None:
         self.secrets = dict(credentials or DEMO_CREDENTIALS)
         self.sample_seconds = sample_seconds  # ModelArts averages a task's metrics once a minute
         self.iam_tokens = set(iam_tokens)
@@ -125,10 +147,18 @@ class ModelArtsSimulator:
         self.flavor_ids = {f.id: f for f in flavors()}
         self.services: dict[str, Service] = {}
         self.revision = 0  # bumped by every request that changes a job (see simkit.persist)
+        unknown = sorted(set(gpus or {}) - set(self.flavor_ids))
+        if unknown:
+            raise ValueError(f"--gpus: unknown flavors {', '.join(unknown)} (see mappings/flavors.yaml)")
+        # GPUs of each listed flavor in the public pool; a flavor not listed is never short.
+        self.sched = Scheduler(capacity=dict(gpus or {}), open_pools=True, on_start=self._admitted,
+                               on_preempt=self._preempted)
 
     def export_state(self) -> dict[str, Any]:
-        """The jobs and services, for simkit.StateFile."""
-        return {"order": self.order, "services": list(self.services.values())}
+        """The jobs, services and the scheduler's queue, for simkit.StateFile."""
+        q = self.sched
+        return {"order": self.order, "services": list(self.services.values()),
+                "sched": {"waiting": q.waiting, "running": q.running, "clock": q.clock, "seq": q._seq}}
 
     def restore_state(self, state: dict[str, Any], shift: float) -> None:
         """Take saved jobs up again on this process's clock."""
@@ -141,6 +171,14 @@ class ModelArtsSimulator:
         for svc in state.get("services", []):
             svc.timeline.shift(shift)
             self.services[svc.id] = svc
+        saved = state.get("sched")
+        if saved:
+            for c in [*saved["waiting"].values(), *saved["running"].values()]:
+                c.queued_at += shift
+                c.admitted_at = None if c.admitted_at is None else c.admitted_at + shift
+                c.release_at = None if c.release_at is None else c.release_at + shift
+            self.sched.waiting, self.sched.running = saved["waiting"], saved["running"]
+            self.sched.clock, self.sched._seq = saved["clock"] + shift, saved["seq"]
 
     def _s(self, seconds: float) -> float:
         return seconds / self.speed
@@ -160,14 +198,66 @@ class ModelArtsSimulator:
 
     # -- lifecycle ---------------------------------------------------------------------
     def state(self, j: TrainingJob, now: float | None = None) -> tuple[str, str]:
-        """(phase, secondary_phase) now."""
-        st: tuple[str, str] = j.timeline.current(time.monotonic() if now is None else now)
+        """(phase, secondary_phase) now (after the scheduler has caught up with `now`)."""
+        t = time.monotonic() if now is None else now
+        self.sched.advance(t)
+        st: tuple[str, str] = j.timeline.current(t)
         return st
 
+    def _limit_seconds(self, j: TrainingJob) -> float | None:
+        """spec.auto_stop in seconds of the job's run (scaled by the clock speed where it is used), or None."""
+        stop = (j.body.get("spec") or {}).get("auto_stop") or {}
+        try:
+            hours = float(stop.get("duration") or "")
+        except (TypeError, ValueError):
+            return None
+        return hours * 3600 if stop.get("time_unit", "HOURS") == "HOURS" else None
+
     def _end_steps(self, j: TrainingJob, offset: float) -> list[tuple[float, tuple[str, str]]]:
-        end = {"completed": ("Completed", "Completed"), "failed": ("Failed", "Failed"),
-               "abnormal": ("Abnormal", "Failed"), "preempted": ("Failed", "Failed")}.get(j.outcome)
-        return [] if end is None else [(offset + self._s(j.run_seconds), end)]
+        limit = self._limit_seconds(j)
+        if limit is not None and (j.outcome == "hang" or j.run_seconds > limit):
+            j.outcome = "runtime-limit"  # auto_stop ends it first
+        end = ENDS.get(j.outcome)
+        if end is None:
+            return []
+        if j.outcome == "image-pull":  # fails while the image is being pulled, before it runs
+            return [(offset - self._s(0.3) + self._s(1.0), end[:2])]
+        seconds = limit if j.outcome == "runtime-limit" and limit is not None and j.run_seconds > limit \
+            else j.run_seconds
+        return [(offset + self._s(seconds), end[:2])]
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _claim(self, j: TrainingJob) -> Claim:
+        """The GPUs the job needs in its flavor (a flavor's GPUs per node times its nodes)."""
+        f = self.flavor_ids[j.flavor_id]
+        policy = (j.body.get("spec") or {}).get("schedule_policy") or {}
+        return Claim(key=j.id, pools=[j.flavor_id], gpus=float(f.gpus * j.node_count), project=j.project_id,
+                     priority=int(policy.get("priority") or 1), preemptible=bool(policy.get("preemptible", True)))
+
+    def _admitted(self, c: Claim, t: float) -> float | None:
+        """Resources were allocated at `t`: the job runs; returns when it stops holding them."""
+        j = self.jobs[c.key]
+        # Never before it was seen pending: the documented order is Creating, Pending (Queuing), Running.
+        base = max(t, j.timeline.at[0] + self._s(WAIT[-1][0]))
+        steps: list[tuple[float, tuple[str, str]]] = [] if j.outcome == "image-pull" else \
+            [(self._s(0.3), ("Running", "Running"))]
+        end = self._end_steps(j, self._s(0.3))
+        j.timeline.cut(base, steps + end)
+        return base + end[-1][0] if end else None
+
+    def _preempted(self, c: Claim, t: float, by: Claim | None) -> bool:
+        """The job's nodes were taken back at `t`: it fails as preempted (ModelArts does not requeue it)."""
+        j = self.jobs[c.key]
+        j.outcome = "preempted"
+        j.timeline.cut(t, [(0.0, ENDS["preempted"][:2])])
+        self.revision += 1
+        return False
+
+    def queue_position(self, j: TrainingJob) -> int | None:
+        """1 for the next job to get resources of its flavor; None when it is not queuing."""
+        if j.claim is None or j.claim.key not in self.sched.waiting:
+            return None
+        return next((i + 1 for i, c in enumerate(self.sched.queued(j.flavor_id)) if c.key == j.id), None)
 
     def record(self, j: TrainingJob, now: float) -> dict[str, Any]:
         """The job as show/list return it."""
@@ -178,9 +268,19 @@ class ModelArtsSimulator:
         duration = 0 if started is None else int(((ended or now) - started) * 1000)
         tasks = [f"worker-{i}" for i in range(j.node_count)]
         env = environments((j.body.get("algorithm") or {}).get("environments") or {})
-        exit_code = {"Completed": 0, "Failed": exit_code_of(env), "Abnormal": 137, "Terminated": 143}.get(phase)
-        if phase == "Failed" and j.outcome == "preempted":
-            exit_code = 137
+        end = ENDS.get(j.outcome) if phase in TERMINAL else None
+        exit_code = None if end is None else (exit_code_of(env) if end[2] == -1 else end[2])
+        image = ((j.body.get("algorithm") or {}).get("engine") or {}).get("image_url") or ""
+        task_message = "" if end is None else end[3].format(code=exit_code, image=image)
+        runs = running_spans(hist, lambda p: p[0] == "Running", now)
+        records: list[dict[str, Any]] = [{"start_at": int(wall(a) * 1000), "end_at": int(wall(b) * 1000)}
+                                         for a, b in runs]
+        if end is not None:
+            if not records:  # ended before it ran (an image that cannot be pulled)
+                records.append({"start_at": int(wall(ended or now) * 1000), "end_at": int(wall(ended or now) * 1000)})
+            records[-1]["end_reason"] = end[4]
+        elif records:
+            del records[-1]["end_at"]  # still running
         meta = dict(j.body.get("metadata") or {})
         meta.update(id=j.id, name=j.name, workspace_id=j.workspace_id, create_time=j.create_ms,
                     user_name="tjg-demo")
@@ -199,12 +299,11 @@ class ModelArtsSimulator:
             "status": {"phase": phase, "secondary_phase": secondary, "duration": duration,
                        "start_time": int(wall(started) * 1000) if started else 0, "node_count_metrics": [[int(wall(started) * 1000), j.node_count]] if started else [],
                        "tasks": tasks,
-                       # A task has an exit code only once it has ended.
-                       "task_statuses": [{"task": t, "message": ""} if exit_code is None else
-                                         {"task": t, "exit_code": exit_code,
-                                          "message": "preempted: the node was reclaimed" if j.outcome == "preempted"
-                                          else {0: "", 143: "terminated"}.get(exit_code, "process exited")}
-                                         for t in tasks]},
+                       # A task has an exit code only once it has ended (and only if its process ran).
+                       "task_statuses": [{"task": t, "message": task_message} if exit_code is None else
+                                         {"task": t, "exit_code": exit_code, "message": task_message}
+                                         for t in tasks],
+                       "running_records": records},
             "algorithm": self._algorithm(j), "spec": spec,
         }
 
@@ -270,18 +369,18 @@ class ModelArtsSimulator:
         if (project, name) in self.names:
             return _fail(400, "ModelArts.2751", f"Training job name {name} already exists.")
         env = {str(k): str(v) for k, v in (algo.get("environments") or {}).items()}
-        outcome, run = run_outcome(env)
+        outcome, run = run_outcome(env, str((algo.get("engine") or {}).get("image_url") or ""))
         now = time.monotonic()
         j = TrainingJob(id=str(uuid.uuid4()), project_id=project, name=name,
                         workspace_id=str(meta.get("workspace_id") or "0"), body=body,
                         create_ms=int(time.time() * 1000),
-                        timeline=Timeline(now, [(0, ("Creating", "Creating")), (self._s(0.3), ("Pending", "Queuing")),
-                                                (self._s(0.6), ("Running", "Running"))]),
+                        timeline=Timeline(now, [(self._s(t), p) for t, p in WAIT]),
                         outcome=outcome, run_seconds=run, node_count=node_count, flavor_id=flavor)
-        j.timeline.extend(now, self._end_steps(j, self._s(0.6)))
         self.jobs[j.id] = j
         self.order.append(j)
         self.names[(project, name)] = j.id
+        j.claim = self._claim(j)
+        self.sched.submit(j.claim, now)
         request[COMMITTED] = True
         return _reply(201, self.record(j, now))
 
@@ -319,6 +418,7 @@ class ModelArtsSimulator:
             return j
         j.deleted = True
         self.names.pop((j.project_id, j.name), None)
+        self.sched.stop(j.id, time.monotonic())
         request[COMMITTED] = True
         return _reply(202, {})
 
@@ -337,6 +437,8 @@ class ModelArtsSimulator:
         if phase not in STOPPABLE:
             return _fail(409, "ModelArts.2796", f"Training job in phase {phase} cannot be terminated.")
         j.timeline.cut(now, [(0, ("Terminating", "Terminating")), (self._s(0.5), ("Terminated", "Terminated"))])
+        j.outcome = "terminated"
+        self.sched.stop(j.id, now + self._s(0.5))
         request[COMMITTED] = True
         return _reply(202, self.record(j, now))  # the whole job, as the SDK's StopTrainingJobResponse reads it
 
@@ -440,9 +542,19 @@ class ModelArtsSimulator:
                 raise ValueError
         except ValueError:
             return _fail(400, "ModelArts.2601", "Invalid parameter offset/limit (limit 1-100).")
-        evs = [{"message": f"Training job phase changed to {p}", "level": "Warning" if p in ("Failed", "Abnormal")
-                else "Info", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall(t))),
-                "source": "ModelArts"} for t, (p, _) in j.timeline.history(time.monotonic())]
+        evs = []
+        for t, (p, _) in j.timeline.history(time.monotonic()):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall(t)))
+            bad = p in ("Failed", "Abnormal")
+            evs.append({"message": f"Training job phase changed to {p}", "level": "Warning" if bad else "Info",
+                        "time": stamp, "source": "ModelArts"})
+            said = {"Pending": EVENT_QUEUING}.get(p) or (
+                EVENT_PREEMPTED if p in TERMINAL and j.outcome == "preempted" else
+                EVENT_RUNTIME.format(hours=f"{(self._limit_seconds(j) or 0) / 3600:g}")
+                if p in TERMINAL and j.outcome == "runtime-limit" else None)
+            if said:
+                evs.append({"message": said, "level": "Warning" if p != "Pending" else "Info", "time": stamp,
+                            "source": "ModelArts"})
         level = q.get("level")
         if level:
             evs = [e for e in evs if e["level"] == level]
@@ -654,6 +766,42 @@ class ModelArtsSimulator:
     async def sim_flavors(self, _: web.Request) -> web.Response:
         return web.json_response(sorted(self.flavor_ids))
 
+    async def sim_preempt(self, request: web.Request) -> web.Response:
+        """POST /_sim/preempt/{id}: take a running job's nodes back as ModelArts does (it fails, preempted)."""
+        j = self.jobs.get(request.match_info["job_id"])
+        now = time.monotonic()
+        if j is None or j.deleted or self.state(j, now)[0] != "Running":
+            return web.json_response({"error": "no running training job with that id"}, status=409)
+        if j.claim is None or j.claim.key not in self.sched.running:
+            self._preempted(j.claim or self._claim(j), now, None)
+        else:
+            self.sched.preempt(j.id, now)
+        self.revision += 1
+        return web.json_response({"phase": self.state(j, now)[0]})
+
+    async def job_flavors(self, request: web.Request) -> web.Response:
+        """GET /v2/{project_id}/training-job-flavors: the public pool's flavors; max_num is how many nodes of
+        each can be had now (a flavor with no GPU count configured is never short)."""
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        kind = request.query.get("flavor_type")
+        self.sched.advance(time.monotonic())
+        out = []
+        for f in self.flavor_ids.values():
+            ftype = "GPU" if f.gpus else "CPU"
+            if kind and kind != ftype:
+                continue
+            free = self.sched.free(f.id)
+            nodes = 64 if free == float("inf") or not f.gpus else int(free // f.gpus)
+            info: dict[str, Any] = {"max_num": nodes, "cpu": {"arch": "x86", "core_num": int(f.cpu)},
+                                    "memory": {"size": int(f.memory_gi), "unit": "GB"}}
+            if f.gpus:
+                info["gpu"] = {"unit_num": f.gpus, "product_name": f.gpu_type or "", "memory": "80GiB"}
+            out.append({"flavor_id": f.id, "flavor_name": f.id, "flavor_type": ftype, "max_num": nodes,
+                        "billing": {"code": f.id, "unit_num": 1}, "flavor_info": info,
+                        "support_engines": "", "support_groups": "", "attributes": {}})
+        return _reply(200, {"total_count": len(out), "flavors": out})
+
     def routes(self, app: web.Application) -> None:
         r = app.router
         base = "/v2/{project_id}"
@@ -666,6 +814,8 @@ class ModelArtsSimulator:
         r.add_get(base + "/training-jobs/{job_id}/events", self.events)
         r.add_get(base + "/training-jobs/{job_id}/metrics/{task_id}", self.metrics)
         r.add_get("/_sim/flavors", self.sim_flavors)
+        r.add_post("/_sim/preempt/{job_id}", self.sim_preempt)
+        r.add_get(base + "/training-job-flavors", self.job_flavors)
         r.add_post(base + "/services", self.create_service)
         r.add_get(base + "/services", self.list_services)
         r.add_post(base + "/services/delete", self.delete_services)
@@ -681,8 +831,9 @@ SIM_KEY = web.AppKey("modelarts_sim", ModelArtsSimulator)
 
 def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
                      seed: int | None = None, speed: float = 1.0, state_file: str | None = None,
-                     sample_seconds: float = 60.0) -> web.Application:
-    """The ModelArts simulator as an aiohttp app (its jobs kept in `state_file` when given)."""
+                     sample_seconds: float = 60.0, gpus: dict[str, float] | None = None) -> web.Application:
+    """The ModelArts simulator as an aiohttp app (its jobs kept in `state_file` when given); `gpus` gives
+    flavors of the public pool their GPU counts (every flavor is unlimited without)."""
     state = FaultState(seed=seed)
     state.set(faults or {})
     stats: Counter[str] = Counter()
@@ -690,7 +841,7 @@ def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: d
     def err(status: int, msg: str) -> dict[str, Any]:
         return error(status, msg)
 
-    sim = ModelArtsSimulator(credentials, speed=speed, sample_seconds=sample_seconds)
+    sim = ModelArtsSimulator(credentials, speed=speed, sample_seconds=sample_seconds, gpus=gpus)
 
     def changed() -> None:
         sim.revision += 1

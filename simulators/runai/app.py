@@ -41,9 +41,11 @@ from simulators.kit import (
     wall,
 )
 from simulators.oas import SchemaChecker
+from simulators.scheduler import CAPACITY, NO_POOL, OVER_LIMIT, OVER_QUOTA, Claim, Scheduler
 
 SPEC_PATH = Path(__file__).with_name("openapi-subset.json")
 DEMO_CREDENTIALS = [("tjg-demo", "tjg-demo-secret")]
+DEMO_CLUSTER = "71f69d83-ba66-4822-adf5-55ce55efd210"  # the cluster its node pools and projects belong to
 K8S_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 FILTER = re.compile(r"^([A-Za-z0-9_.]+)(==|!=|<=|>=|=@|!@|=\^|=\$)(.*)$")
 GONE = "__gone__"
@@ -56,9 +58,21 @@ UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 GPU_MEMORY_BYTES = 80 * 2 ** 30  # a simulated GPU device (A100 80GB)
 MEMORY_UNITS = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12,
                 "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40}
-# The documented lifecycle (Run:ai's workload phases): scheduled first, then the pods initialize.
-START = [(0.0, "Creating"), (0.2, "Pending"), (0.4, "Initializing"), (0.6, "Running")]
-RESUME = [(0.0, "Resuming"), (0.2, "Pending"), (0.35, "Initializing"), (0.5, "Running")]
+# The documented lifecycle (Run:ai's workload phases): scheduled first, then the pods initialize. A
+# workload waits in Pending until the scheduler admits it (at once when capacity is unlimited).
+WAIT = [(0.0, "Creating"), (0.2, "Pending")]
+RESUME = [(0.0, "Resuming"), (0.2, "Pending")]
+START = [*WAIT, (0.4, "Initializing"), (0.6, "Running")]  # admitted at once (bulk-made workloads)
+PRIORITY = {"low": 40, "medium": 50, "high": 75, "build": 100, "inference": 125}  # priorityClass -> value
+PHASE_REASON = {OVER_QUOTA: "NonPreemptibleOverQuota", OVER_LIMIT: "OverLimit"}
+# How each failure ends, as Kubernetes and Run:ai word it: (condition reason, message, exit code or None).
+FAILURES: dict[str, tuple[str, str, int | None]] = {
+    "image-pull": ("ImagePullBackOff", "Back-off pulling image {image}: manifest unknown", None),
+    "oom": ("OOMKilled", "Container was OOMKilled: pod exited with code 137", 137),
+    "node-failure": ("NodeLost", "Node {node} which was running the pod is unresponsive", None),
+    "failed": ("Error", "Pod exited with code {code}", 0),
+}
+EVICTED = "Workload was preempted by the scheduler: {why}"
 TELEMETRY_GROUPS = ("ClusterId", "DepartmentId", "ProjectId", "Type", "CurrentNodepools", "Phase", "Category")
 PENDING_BUCKETS = ((300, "0-5m"), (3600, "5m-1h"), (86400, "1h-1d"), (float("inf"), "1d+"))
 
@@ -139,14 +153,17 @@ class Workload:
     desired: str = "Running"
     deleted_at: float | None = None
     url: str = ""  # an inference's endpoint on this simulator (/_serve/{id}/)
-    events: list[tuple[float, str]] = field(default_factory=list)
+    events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, reason, message) beyond phases
+    claim: Claim | None = None  # its demand on the scheduler (none for bulk-made workloads)
+    evicted: str | None = None  # while waiting again after a preemption: why it was preempted
 
 
 class RunaiSimulator:
     """State and handlers of one simulated Run:ai control plane."""
 
     def __init__(self, credentials: list[tuple[str, str]] | None = None, speed: float = 1.0,
-                 token_ttl: int = 3600) -> None:
+                 token_ttl: int = 3600, gpus: dict[str, float] | None = None,
+                 quota: dict[str, float] | None = None) -> None:
         self.credentials = dict(credentials or DEMO_CREDENTIALS)
         self.speed = speed
         self.token_ttl = token_ttl
@@ -159,10 +176,17 @@ class RunaiSimulator:
         self.checker = SchemaChecker(json.loads(SPEC_PATH.read_text()))
         self.revision = 0  # bumped by every change to the workloads (see simkit.persist)
         self.pages: dict[str, tuple[int, float, bytes]] = {}  # list query -> (revision, good until, body)
+        self.sched = Scheduler(capacity=dict(gpus or {}), deserved=dict(quota or {}), on_start=self._admitted,
+                               on_preempt=self._preempted)
+        self.pool_ids = {name: str(i + 1) for i, name in enumerate(self.sched.capacity or {"default": 0})}
+        self.started = time.time()
+        self.cluster_id = DEMO_CLUSTER
 
     def export_state(self) -> dict[str, Any]:
-        """The workloads, for simkit.StateFile."""
-        return {"order": self.order}
+        """The workloads and the scheduler's queue, for simkit.StateFile."""
+        q = self.sched
+        return {"order": self.order, "sched": {"waiting": q.waiting, "running": q.running, "clock": q.clock,
+                                               "seq": q._seq}}
 
     def restore_state(self, state: dict[str, Any], shift: float) -> None:
         """Take saved workloads up again on this process's clock."""
@@ -174,6 +198,14 @@ class RunaiSimulator:
             self.order.append(w)
             if w.deleted_at is None:
                 self.names[(w.project_id, w.name)] = w.id
+        saved = state.get("sched")
+        if saved:
+            for c in [*saved["waiting"].values(), *saved["running"].values()]:
+                c.queued_at += shift
+                c.admitted_at = None if c.admitted_at is None else c.admitted_at + shift
+                c.release_at = None if c.release_at is None else c.release_at + shift
+            self.sched.waiting, self.sched.running = saved["waiting"], saved["running"]
+            self.sched.clock, self.sched._seq = saved["clock"] + shift, saved["seq"]
 
     # -- auth ---------------------------------------------------------------------------
     def issue_token(self, subject: str) -> str:
@@ -249,26 +281,141 @@ class RunaiSimulator:
         return [(self._s(t), p) for t, p in steps]
 
     def _run_steps(self, w: Workload, start_offset: float) -> list[tuple[float, str]]:
-        if w.outcome == "hang":
+        if w.outcome == "hang" or w.type == "Inference":  # a served model runs until it is deleted
             return []
-        end = "Completed" if w.outcome == "completed" else "Failed"  # failed or preempted
+        if w.outcome == "image-pull":  # the pods never leave Initializing: the pull fails after a few tries
+            return [(start_offset - self._s(0.2) + self._s(1.0), "Failed")]
+        end = "Completed" if w.outcome == "completed" else "Failed"  # failed, oom, node-failure, preempted
         return [(start_offset + self._s(w.run_seconds), end)]
 
     def phase(self, w: Workload, now: float | None = None) -> str:
-        """The workload's phase now."""
-        p: str = w.timeline.current(time.monotonic() if now is None else now)
+        """The workload's phase now (after the scheduler has caught up with `now`)."""
+        t = time.monotonic() if now is None else now
+        self.sched.advance(t)
+        p: str = w.timeline.current(t)
         return p
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _claim(self, w: Workload) -> Claim:
+        """What the workload asks of the scheduler: all its pods' GPUs, in its node pools."""
+        spec = w.body.get("spec") or {}
+        shape = self._shape(w)
+        pods = shape["pods"]
+        if w.type == "Distributed":
+            master = w.body.get("masterSpecSameAsWorker", True) and spec.get("distributedFramework") != "MPI"
+            pods = int(spec.get("numWorkers") or 1) + (1 if master else 0)
+        elif w.type == "Inference":
+            pods = self.replicas(w)
+        pools = [str(p) for p in spec.get("nodePools") or []] or \
+            (["default"] if not self.sched.limited or "default" in self.sched.capacity else list(self.sched.capacity))
+        if spec.get("preemptibility") is not None:
+            preemptible = spec["preemptibility"] == "preemptible"
+        else:  # the workload type's default: trainings are preemptible, inferences are not
+            preemptible = w.type != "Inference"
+        return Claim(key=w.id, pools=pools, gpus=pods * shape["gpus"] * shape["portion"], project=w.project_id,
+                     priority=PRIORITY.get(str(spec.get("priorityClass") or "train"), 50), preemptible=preemptible)
+
+    def _admitted(self, c: Claim, t: float) -> float | None:
+        """The scheduler admitted the workload at `t`: its pods initialize and run; returns when they end."""
+        w = self.jobs[c.key]
+        base = max(t, w.timeline.at[0] + self._s(WAIT[-1][0]))  # never before it was seen pending
+        w.evicted = None
+        if w.timeline.current(base) == "Pending":
+            steps, offset = [(self._s(0.2), "Initializing"), (self._s(0.4), "Running")], self._s(0.4)
+        else:  # resuming: pending for a moment first (the documented order)
+            steps = [(self._s(0.2), "Pending"), (self._s(0.35), "Initializing"), (self._s(0.5), "Running")]
+            offset = self._s(0.5)
+        if w.outcome == "image-pull":
+            steps = steps[:-1]
+        run = self._run_steps(w, offset)
+        w.timeline.cut(base, steps + run)
+        return base + run[-1][0] if run else None
+
+    def _preempted(self, c: Claim, t: float, by: Claim | None) -> bool:
+        """The scheduler took the workload's GPUs at `t`: it waits again, or ends if it asked to."""
+        w = self.jobs[c.key]
+        spec = w.body.get("spec") or {}
+        other = self.jobs[by.key] if by is not None else None
+        message = EVICTED.format(why="by the cluster administrator" if other is None else
+                                 f"workload {other.name} of project {other.project_id} needs the GPUs")
+        w.events.append((t, "Preempted", message))
+        self.revision += 1
+        if spec.get("terminateAfterPreemption"):
+            w.outcome = "preempted"
+            w.timeline.cut(t, [(0.0, "Failed")])
+            return False
+        w.evicted = message
+        w.timeline.cut(t, [(0.0, "Pending")])
+        return True
+
+    def pending_reason(self, w: Workload) -> tuple[str | None, str] | None:
+        """(phaseReason, message) of a workload the scheduler keeps waiting, else None."""
+        c = w.claim
+        if c is None or c.admitted_at is not None or c.key not in self.sched.waiting or c.reason is None:
+            return None
+        if c.reason == NO_POOL:
+            return None, f"No node pool matches the requested node pools: {c.detail}"
+        if c.reason == CAPACITY:
+            return None, f"Not enough resources in the requested nodepool: {c.detail}"
+        if c.reason == OVER_QUOTA:
+            return PHASE_REASON[OVER_QUOTA], f"You have reached the limit of non-preemptible resources: {c.detail}"
+        return PHASE_REASON[OVER_LIMIT], f"Project over its limit: {c.detail}"
 
     def visible(self, w: Workload, now: float) -> bool:
         return self.phase(w, now) != GONE
 
     # -- records -------------------------------------------------------------------------
+    def failure(self, w: Workload) -> tuple[str, str] | None:
+        """(condition reason, message) of a failed workload, as Kubernetes and Run:ai word it."""
+        if w.outcome == "preempted":
+            last = next((m for _, r, m in reversed(w.events) if r == "Preempted"),
+                        "Workload was preempted by a higher-priority workload")
+            return "Preempted", last
+        reason, text, code = FAILURES.get(w.outcome, FAILURES["failed"])
+        exit_code = exit_code_of(self.env(w)) if code == 0 else code
+        image = str((w.body.get("spec") or {}).get("image") or "")
+        return reason, text.format(image=json.dumps(image), node=f"node-{w.id[:4]}", code=exit_code)
+
     def _message(self, phase: str, w: Workload) -> str:
-        failed = "Workload was preempted by a higher-priority workload" if w.outcome == "preempted" \
-            else f"Pod exited with code {exit_code_of(self.env(w))}"
-        return {"Pending": "Waiting for resources in the requested node pools",
-                "Failed": failed, "Completed": "All pods completed successfully",
-                "Degraded": "Some pods are not ready"}.get(phase, "")
+        if phase == "Pending":
+            why = self.pending_reason(w)
+            if w.evicted:
+                return w.evicted + (f"; {why[1]}" if why else "")
+            return why[1] if why else "Waiting for resources in the requested node pools"
+        if phase == "Failed" or (phase == "Initializing" and w.outcome == "image-pull"):  # (the pull is retried)
+            fail = self.failure(w)
+            return fail[1] if fail else ""
+        return {"Completed": "All pods completed successfully", "Degraded": "Some pods are not ready"}.get(phase, "")
+
+    def _conditions(self, w: Workload, shown: str, since: float) -> list[dict[str, Any]]:
+        """Ready, plus what keeps it from running or why it ended (reason as Kubernetes words it)."""
+        at = _iso(since)
+        out: list[dict[str, Any]] = [{"type": "Ready", "status": "True" if shown == "Running" else "False",
+                                      "lastTransitionTime": at}]
+        if shown == "Pending":
+            if w.evicted:
+                out.append({"type": "Evicted", "status": "True", "reason": "Preempted", "message": w.evicted,
+                            "lastTransitionTime": at})
+            why = self.pending_reason(w)
+            if why is not None:
+                out.append({"type": "PodScheduled", "status": "False", "reason": why[0] or "Unschedulable",
+                            "message": why[1], "lastTransitionTime": at})
+        elif shown == "Failed" or (shown == "Initializing" and w.outcome == "image-pull"):
+            fail = self.failure(w)
+            if fail is not None:
+                out.append({"type": "Failed", "status": "True" if shown == "Failed" else "False", "reason": fail[0],
+                            "message": fail[1], "lastTransitionTime": at})
+        return out
+
+    def _pending_seconds(self, w: Workload, now: float) -> int:
+        """Seconds spent Pending since submission, from the phases it went through."""
+        total, start = 0.0, None
+        for t, p in w.timeline.history(now):
+            if p == "Pending" and start is None:
+                start = t
+            elif p != "Pending" and start is not None:
+                total, start = total + t - start, None
+        return int(total + (now - start if start is not None else 0))
 
     def workload_record(self, w: Workload, now: float) -> dict[str, Any]:
         """GET /api/v1/workloads shape."""
@@ -289,14 +436,17 @@ class RunaiSimulator:
             "projectId": w.project_id, "departmentName": "default", "departmentId": "1",
             "namespace": f"runai-project-{w.project_id}", "createdAt": _iso(w.created_at),
             "phase": shown, "phaseMessage": self._message(shown, w), "k8sPhase": shown,
-            "conditions": [{"type": "Ready", "status": "True" if shown == "Running" else "False",
-                            "lastTransitionTime": _iso(since)}],
+            "conditions": self._conditions(w, shown, since),
             "runningPods": (workers + 1) if shown == "Running" else 0,
             "requestedPods": {"number": workers + 1},
             "phaseUpdatedAt": _iso(since), "k8sPhaseUpdatedAt": _iso(since), "updatedAt": _iso(since),
             "deletedAt": _iso(wall(w.deleted_at)) if w.deleted_at is not None else None,
             "category": "Deploy" if w.type == "Inference" else "Train",
-            "requestedNodePools": spec.get("nodePools") or ["default"],
+            "requestedNodePools": w.claim.pools if w.claim else spec.get("nodePools") or ["default"],
+            "currentNodePools": [w.claim.pool] if w.claim and w.claim.pool and shown in RUNNING else [],
+            "preemptible": w.claim.preemptible if w.claim else True,
+            "phaseReason": (self.pending_reason(w) or (None, ""))[0] if shown == "Pending" else None,
+            "totalPendingTimeSeconds": self._pending_seconds(w, now),
             "workloadRequestedResources": {"gpuRequestType": compute.get("gpuRequestType") or "portion",
                                            "gpu": {"request": gpus}},
         }
@@ -366,21 +516,21 @@ class RunaiSimulator:
                                         {"field": "name", "details": "already exists", "rule": "unique"}]))
         env = {str(e["name"]): str(e.get("value") or "") for e in
                (body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict) and e.get("name")}
-        outcome, run = run_outcome(env)
-        if outcome == "abnormal":
+        outcome, run = run_outcome(env, str((body.get("spec") or {}).get("image") or ""))
+        if outcome in ("abnormal", "runtime-limit"):  # Run:ai trainings have no run-time limit: a plain failure
             outcome = "failed"
         now = time.monotonic()
         wid = str(uuid.uuid4())
         w = Workload(id=wid, name=final, requested_name=body["name"],
                      type={"trainings": "Training", "distributed": "Distributed", "inferences": "Inference"}[kind],
                      project_id=project, cluster_id=str(body["clusterId"]), created_at=time.time(), body=body,
-                     timeline=Timeline(now, self._steps(START)), outcome=outcome, run_seconds=run,
+                     timeline=Timeline(now, self._steps(WAIT)), outcome=outcome, run_seconds=run,
                      created_by=self.caller(request), url=f"{request.url.origin()}/_serve/{wid}/")
-        if w.type != "Inference":  # a served model runs until it is deleted
-            w.timeline.extend(now, self._run_steps(w, self._s(START[-1][0])))
         self.jobs[w.id] = w
         self.order.append(w)
         self.names[(project, final)] = w.id
+        w.claim = self._claim(w)
+        self.sched.submit(w.claim, now)
         request[COMMITTED] = True
         return _json(202, self.training_record(w, now))
 
@@ -420,6 +570,7 @@ class RunaiSimulator:
             w.deleted_at = now
             w.desired = "Deleted"
             w.timeline.cut(now, [(0, "Deleting"), (self._s(0.5), GONE)])
+            self.sched.stop(w.id, now + self._s(0.5))
             self.names.pop((w.project_id, w.name), None)
         request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
@@ -435,7 +586,9 @@ class RunaiSimulator:
             return _json(202, {"code": 202, "message": "Request has been accepted."})
         if phase not in ("Stopping", "Stopped"):
             w.desired = "Stopped"
+            w.evicted = None
             w.timeline.cut(now, [(0, "Stopping"), (self._s(0.5), "Stopped")])
+            self.sched.stop(w.id, now + self._s(0.5))
         request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
@@ -451,7 +604,9 @@ class RunaiSimulator:
         if phase in ("Stopping", "Stopped"):
             w.desired = "Running"
             w.timeline.cut(now, self._steps(RESUME))
-            w.timeline.extend(now, self._run_steps(w, self._s(RESUME[-1][0])))
+            if w.claim is None:  # a bulk-made workload: not scheduled, runs at once
+                w.claim = self._claim(w)
+            self.sched.requeue(w.claim, now)
         request[COMMITTED] = True
         return _json(202, {"code": 202, "message": "Request has been accepted."})
 
@@ -513,6 +668,117 @@ class RunaiSimulator:
             ids.append(w.id)
         self.revision += 1  # not a request the middleware sees commit
         return ids
+
+    async def sim_preempt(self, request: web.Request) -> web.Response:
+        """POST /_sim/preempt/{id}: preempt a running workload as Run:ai does (back to Pending, or Failed with
+        terminateAfterPreemption)."""
+        w = self.jobs.get(request.match_info["id"])
+        now = time.monotonic()
+        if w is None or self.phase(w, now) not in (*RUNNING, "Initializing"):
+            return _json(409, {"error": "no running workload with that id"})
+        if w.claim is None:
+            w.claim = self._claim(w)
+            self.sched.running[w.id] = w.claim
+            w.claim.admitted_at, w.claim.pool = now, w.claim.pools[0]
+        self.sched.running.setdefault(w.id, w.claim)
+        self.sched.preempt(w.id, now)
+        self.revision += 1
+        return _json(200, {"phase": self.phase(w, now)})
+
+    # -- node pools and projects (capacity and quota) -------------------------------------
+    def _pool_record(self, name: str) -> dict[str, Any]:
+        """A node pool as GET /api/v1/node-pools returns it."""
+        nodes = [f"{name}-node-{i}" for i in range(max(1, math.ceil(self.sched.capacity.get(name, 8) / 8)))]
+        at = _iso(self.started)
+        return {"id": self.pool_ids[name], "name": name, "labelKey": "run.ai/node-pool", "labelValue": name,
+                "clusterId": self.cluster_id, "tenantId": 1001, "clusterName": "sim-cluster", "createdBy": "sim",
+                "createdAt": at, "updatedBy": "sim", "updatedAt": at, "isDefault": name == "default",
+                "phase": "Ready", "phaseMessage": "", "status": {"nodes": nodes, "conditions": []}}
+
+    async def node_pools(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        return _json(200, {"nodepools": [self._pool_record(n) for n in self.pool_ids]})
+
+    async def node_pool(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        name = next((n for n, i in self.pool_ids.items() if i == request.match_info["pool_id"]), None)
+        if name is None:
+            return _json(404, error(404, f"node pool {request.match_info['pool_id']} not found"))
+        return _json(200, self._pool_record(name))
+
+    async def node_pool_metrics(self, request: web.Request) -> web.Response:
+        """GET /api/v1/clusters/{cluster}/nodepools/{name}/metrics: TOTAL_GPU, ALLOCATED_GPU, UNALLOCATED_GPU,
+        GPU_QUOTA and WORKLOADS_COUNT as the pool stands now (an unlimited pool has no GPU count)."""
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        name = request.match_info["name"]
+        if name not in self.pool_ids:
+            return _json(404, error(404, f"node pool {name} not found"))
+        kinds = _csv(request, "metricType")
+        if not kinds or not request.query.get("start") or not request.query.get("end"):
+            return _json(400, error(400, "metricType, start and end are required"))
+        now = time.monotonic()
+        self.sched.advance(now)
+        used = self.sched.used(name)
+        total = self.sched.capacity.get(name)
+        values = {"ALLOCATED_GPU": used, "WORKLOADS_COUNT": float(sum(
+            1 for c in self.sched.running.values() if c.pool == name) + len(self.sched.queued(name))),
+            "GPU_QUOTA": float(sum(self.sched.deserved.values()))}
+        if total is not None:
+            values.update(TOTAL_GPU=total, UNALLOCATED_GPU=max(0.0, total - used))
+        stamp = _iso(time.time())
+        out = []
+        for k in kinds:
+            if k not in values and k not in ("TOTAL_GPU", "UNALLOCATED_GPU"):
+                return _json(400, error(400, f"metricType {k} is not served by this simulator"))
+            out.append({"type": k, "values": [{"value": f"{values[k]:g}", "timestamp": stamp}] if k in values else []})
+        return _json(200, {"measurements": out})
+
+    def _project_record(self, pid: str) -> dict[str, Any]:
+        """A project as GET /api/v1/org-unit/projects returns it: deserved GPUs per node pool and use."""
+        at = _iso(self.started)
+        deserved = self.sched.deserved.get(pid)
+        resources: list[dict[str, Any]] = []
+        statuses: list[dict[str, Any]] = []
+        for name, nid in self.pool_ids.items():
+            resources.append({"nodePool": {"id": nid, "name": name},
+                              "gpu": {"deserved": deserved if deserved is not None else -1, "limit":
+                                      self.sched.limit.get(pid), "overQuotaWeight": 2}})
+            held = [c for c in self.sched.running.values() if c.pool == name and c.project == pid]
+            asked = [c for c in self.sched.queued(name) if c.project == pid]
+            statuses.append({"nodePoolName": name, "nodePoolId": nid,
+                             "allocated": {"gpu": sum(c.gpus for c in held)},
+                             "allocatedNonPreemptible": {"gpu": sum(c.gpus for c in held if not c.preemptible)},
+                             "requested": {"gpu": sum(c.gpus for c in held + asked)}})
+        total = {k: {"gpu": sum(st[k]["gpu"] for st in statuses)}
+                 for k in ("allocated", "allocatedNonPreemptible", "requested")}
+        return {"id": pid, "name": f"project-{pid}", "clusterId": self.cluster_id, "parentId": "1",
+                "createdAt": at, "updatedAt": at, "description": "", "enforceRunaiScheduler": True,
+                "totalResources": {"gpuQuota": deserved * len(self.pool_ids) if deserved is not None else None},
+                "effective": {"defaultNodePools": list(self.pool_ids)}, "resources": resources,
+                "status": {"namespace": f"runai-project-{pid}", "phase": "Ready", "phaseMessage": "Project is ready",
+                           "nodePoolQuotaStatuses": statuses, "quotaStatus": total}}
+
+    def projects_known(self) -> list[str]:
+        """Projects with a quota or with workloads."""
+        return sorted({*self.sched.deserved, *(w.project_id for w in self.order)}, key=lambda p: (len(p), p))
+
+    async def projects(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        self.sched.advance(time.monotonic())
+        return _json(200, {"projects": [self._project_record(p) for p in self.projects_known()]})
+
+    async def project(self, request: web.Request) -> web.Response:
+        if (denied := await self._authed(request)) is not None:
+            return denied
+        pid = request.match_info["project_id"]
+        if pid not in self.projects_known():
+            return _json(404, error(404, f"project {pid} not found"))
+        self.sched.advance(time.monotonic())
+        return _json(200, self._project_record(pid))
 
     # -- listing -------------------------------------------------------------------------
     def _value(self, w: Workload, key: str, now: float, phase: str | None = None) -> Any:
@@ -877,6 +1143,12 @@ class RunaiSimulator:
                 r.add_post(base + "/{id}/resume", self.resume)
         r.add_route("*", "/_serve/{id}/{tail:.*}", self.serve)
         r.add_post("/_sim/bulk", self.sim_bulk)
+        r.add_post("/_sim/preempt/{id}", self.sim_preempt)
+        r.add_get("/api/v1/node-pools", self.node_pools)
+        r.add_get("/api/v1/node-pools/{pool_id}", self.node_pool)
+        r.add_get("/api/v1/clusters/{cluster}/nodepools/{name}/metrics", self.node_pool_metrics)
+        r.add_get("/api/v1/org-unit/projects", self.projects)
+        r.add_get("/api/v1/org-unit/projects/{project_id}", self.project)
         r.add_get("/api/v1/workloads/{id}", self.get_workload)
         r.add_get("/api/v1/workloads/{id}/events", self.events)
         r.add_get("/api/v1/workloads/{id}/history", self.history)
@@ -888,12 +1160,14 @@ SIM_KEY = web.AppKey("runai_sim", RunaiSimulator)
 
 def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
                      seed: int | None = None, speed: float = 1.0, token_ttl: int = 3600,
-                     state_file: str | None = None) -> web.Application:
-    """The Run:ai simulator as an aiohttp app (its workloads kept in `state_file` when given)."""
+                     state_file: str | None = None, gpus: dict[str, float] | None = None,
+                     quota: dict[str, float] | None = None) -> web.Application:
+    """The Run:ai simulator as an aiohttp app (its workloads kept in `state_file` when given); `gpus` gives
+    node pools their GPU counts (unlimited without), `quota` each project's deserved GPUs per node pool."""
     state = FaultState(seed=seed)
     state.set(faults or {})
     stats: Counter[str] = Counter()
-    sim = RunaiSimulator(credentials, speed=speed, token_ttl=token_ttl)
+    sim = RunaiSimulator(credentials, speed=speed, token_ttl=token_ttl, gpus=gpus, quota=quota)
 
     def changed() -> None:
         sim.revision += 1
