@@ -100,6 +100,35 @@ def load_phase_table(path: Path, required: tuple[str, ...],
     return PhaseTable(table.vendor or path.stem, dict(table.phases), dict(secondary))
 
 
+# -- reasons --------------------------------------------------------------------------------------------------
+NEUTRAL_REASONS = ("no-capacity", "quota-exceeded", "preempted", "image-pull", "oom", "node-failure", "user-error",
+                   "runtime-limit", "vendor-error", "cancelled", "recovering")
+NeutralReason = Literal["no-capacity", "quota-exceeded", "preempted", "image-pull", "oom", "node-failure",
+                        "user-error", "runtime-limit", "vendor-error", "cancelled", "recovering"]
+
+
+class _ReasonFile(_Table):
+    vendor: str
+    # signal kind (e.g. condition, end_reason) -> the vendor's word -> neutral reason
+    signals: dict[str, dict[str, NeutralReason]] = Field(..., min_length=1)
+
+
+@cache
+def load_reason_table(path: Path, required: tuple[tuple[str, tuple[str, ...]], ...] = ()
+                      ) -> dict[str, dict[str, str]]:
+    """Load a vendor's reason table (once per file); `required` lists, per signal kind, vendor words that
+    must have a row (e.g. every value of an enum in the vendor's OpenAPI)."""
+    table = _load(_ReasonFile, path)
+    for kind, words in required:
+        rows = table.signals.get(kind)
+        if rows is None:
+            raise MappingError(f"{path.name}:signals.{kind}: missing")
+        missing = [w for w in words if w not in rows]
+        if missing:
+            raise MappingError(f"{path.name}:signals.{kind}: missing vendor values {', '.join(missing)}")
+    return {k: dict(v) for k, v in table.signals.items()}
+
+
 # -- GPU types and flavors -------------------------------------------------------------------------------------
 class _GpuFile(_Table):
     # GPU type -> per-vendor lists (e.g. the Run:ai node pools that carry it)

@@ -89,8 +89,14 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         tasks = st.task_statuses or []
         failed = [t for t in tasks if t.exit_code]
         codes = [t.exit_code for t in tasks if t.exit_code is not None]
-        status = tr.normalize_phase(st.phase, st.secondary_phase, failed[0].message if failed else None,
-                                    failed[0].exit_code if failed else (0 if codes else None))
+        said = [t.message for t in tasks if t.message]  # a task that never ran has words but no exit code
+        runs = st.running_records or []
+        # It has waited since its last run ended (a job queuing again), or since it was created.
+        since = (runs[-1].end_at if runs else None) or meta.create_time
+        status = tr.normalize_phase(st.phase, st.secondary_phase,
+                                    failed[0].message if failed else (said[0] if said else None),
+                                    failed[0].exit_code if failed else (0 if codes else None),
+                                    runs[-1].end_reason if runs else None, since)
         m = JOB_ID_IN_DESCRIPTION.search(meta.description or "")
         return VendorJob(handle=Handle(str(meta.id), str(meta.name), "training"), status=status,
                          project=meta.workspace_id or "0", raw=record, job_id_hint=m.group(1) if m else None)

@@ -16,10 +16,17 @@ class TaskStatus(msgspec.Struct):
     message: str | None = None
 
 
+class RunningRecord(msgspec.Struct):
+    start_at: int | None = None
+    end_at: int | None = None
+    end_reason: str | None = None
+
+
 class JobStatusPart(msgspec.Struct):
     phase: str | None = None
     secondary_phase: str | None = None
     task_statuses: list[TaskStatus] | None = None
+    running_records: list[RunningRecord] | None = None
 
 
 class JobMetadata(msgspec.Struct):
@@ -27,6 +34,7 @@ class JobMetadata(msgspec.Struct):
     name: str | None = None
     description: str | None = None
     workspace_id: str | None = None
+    create_time: int | None = None
 
 
 class TrainingJob(msgspec.Struct):

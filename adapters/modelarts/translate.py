@@ -12,7 +12,7 @@ import structlog
 import mappings
 from adapters.modelarts.config import ModelArtsConfig
 from gateway.core.errors import ValidationError
-from gateway.core.models import JobSpec, JobStatus, Phase
+from gateway.core.models import JobSpec, JobStatus, Phase, Reason
 from gateway.core.translation import (
     ReportBuilder,
     Translation,
@@ -29,6 +29,7 @@ from mappings import (
     canonical_gpu_type,
     flavors,
     load_phase_table,
+    load_reason_table,
     priorities,
     rewrite_image,
     rewrite_uri,
@@ -52,6 +53,11 @@ SERVICE_STATUSES = ("INIT", "DEPLOYING", "RUNNING", "CONCERNING", "UPGRADING", "
 def phase_table() -> PhaseTable:
     """The training-job phase table (primary and secondary phases)."""
     return load_phase_table(mappings.HERE / "phases_modelarts.yaml", PHASES, SECONDARY)
+
+
+def reason_table() -> dict[str, dict[str, str]]:
+    """ModelArts' reason table: secondary phases and the runs' end reasons -> neutral reason."""
+    return load_reason_table(mappings.HERE / "reasons_modelarts.yaml")
 
 
 def service_table() -> PhaseTable:
@@ -342,8 +348,11 @@ def normalize_service(status: str | None, message: str | None = None) -> JobStat
 
 
 def normalize_phase(phase: str | None, secondary: str | None = None, message: str | None = None,
-                    exit_code: int | None = None) -> JobStatus:
-    """ModelArts status -> neutral; the primary phase decides, the secondary only when it is unknown."""
+                    exit_code: int | None = None, end_reason: str | None = None,
+                    waiting_since_ms: int | None = None) -> JobStatus:
+    """ModelArts status -> neutral; the primary phase decides, the secondary only when it is unknown. A
+    waiting job's reason comes from its secondary phase, an ended one's from its last run's end_reason;
+    a word the table does not know gives no reason (its words kept in the message)."""
     table = phase_table()
     rule = table.phases.get(phase or "")
     if rule is None:
@@ -353,9 +362,21 @@ def normalize_phase(phase: str | None, secondary: str | None = None, message: st
     if rule is None:
         return JobStatus(phase=Phase.UNKNOWN, vendor_phase=phase, vendor_secondary_phase=secondary,
                          message=message, observed_at=now)
+    reason: str | None = None
+    words: str | None = None
+    since: datetime | None = None
+    if rule.phase == "QUEUED":
+        reason = reason_table()["secondary_phase"].get(secondary or "")
+        words = secondary if reason else None
+        if waiting_since_ms:
+            since = datetime.fromtimestamp(waiting_since_ms / 1000, UTC)
+    elif rule.terminal and end_reason:
+        reason = reason_table()["end_reason"].get(end_reason)
+        words = message or end_reason
     return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=phase,
                      vendor_secondary_phase=secondary, message=message, observed_at=now,
-                     exit_code=exit_code if rule.terminal else None)
+                     exit_code=exit_code if rule.terminal else None,
+                     reason=Reason(reason) if reason else None, reason_message=words, pending_since=since)
 
 
 def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:

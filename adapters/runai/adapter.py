@@ -65,7 +65,9 @@ class RunaiAdapter(Adapter[RunaiConfig]):
     def _job(self, record: Workload, kind: str | None = None) -> VendorJob:
         wid = str(record.workloadId or record.id)
         vkind = kind or {"Distributed": "distributed", "Inference": "inference"}.get(record.type or "", "training")
-        status = tr.normalize_phase(record.phase or record.actualPhase or None, record.phaseMessage or None)
+        status = tr.normalize_phase(record.phase or record.actualPhase or None, record.phaseMessage or None,
+                                    record.phaseReason, [(c.reason, c.message) for c in record.conditions or []],
+                                    record.phaseUpdatedAt)
         if vkind == "inference":
             urls = [u for u in record.urls or [] if isinstance(u, str)]
             pods = record.requestedPods

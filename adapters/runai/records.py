@@ -27,6 +27,13 @@ class PodsRequest(msgspec.Struct):
     number: int | None = None
 
 
+class Condition(msgspec.Struct):
+    type: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
 class Workload(msgspec.Struct):
     """An item of GET /api/v1/workloads, or a training / distributed / inference record."""
 
@@ -37,6 +44,9 @@ class Workload(msgspec.Struct):
     phase: str | None = None
     actualPhase: str | None = None
     phaseMessage: str | None = None
+    phaseReason: str | None = None
+    phaseUpdatedAt: str | None = None
+    conditions: list[Condition] | None = None
     projectId: str | int | None = None
     urls: list[str | None] | None = None
     runningPods: int | None = None

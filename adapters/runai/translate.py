@@ -12,7 +12,7 @@ import structlog
 import mappings
 from adapters.runai.config import RunaiConfig
 from gateway.core.errors import ValidationError
-from gateway.core.models import JobSpec, JobStatus, Phase, Serving
+from gateway.core.models import JobSpec, JobStatus, Phase, Reason, Serving
 from gateway.core.translation import (
     ReportBuilder,
     Translation,
@@ -27,6 +27,7 @@ from mappings import (
     canonical_gpu_type,
     gpu_types,
     load_phase_table,
+    load_reason_table,
     priorities,
     rewrite_image,
     rewrite_uri,
@@ -44,11 +45,33 @@ KIND = "runai"
 PHASES = ("Creating", "Initializing", "Resuming", "Pending", "Deleting", "Running", "Updating",
           "Stopped", "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown")
 PHASE_FILE = mappings.HERE / "phases_runai.yaml"
+REASON_FILE = mappings.HERE / "reasons_runai.yaml"
+PHASE_REASONS = ("NonPreemptibleOverQuota", "OverLimit")  # the OpenAPI's PhaseReason enum
 
 
 def phase_table() -> PhaseTable:
     """Run:ai's phase table (trainings, distributed and inferences share the workload phases)."""
     return load_phase_table(PHASE_FILE, PHASES)
+
+
+def reason_table() -> dict[str, dict[str, str]]:
+    """Run:ai's reason table: phaseReason and condition reasons -> neutral reason."""
+    return load_reason_table(REASON_FILE, (("phase_reason", PHASE_REASONS),))
+
+
+def reason_of(phase_reason: str | None, conditions: list[tuple[str | None, str | None]],
+              phase_message: str | None) -> tuple[Reason | None, str | None]:
+    """The neutral reason and the vendor's words for it: phaseReason first, then the conditions' reasons in
+    the vendor's order; a reason the table does not know is None (its words kept)."""
+    table = reason_table()
+    if phase_reason:
+        got = table["phase_reason"].get(phase_reason)
+        return (Reason(got) if got else None), phase_message
+    for reason, message in conditions:
+        got = table["condition"].get(reason or "")
+        if got:
+            return Reason(got), message or phase_message
+    return None, None
 
 
 def node_pools_of(gpu_type: str) -> list[str]:
@@ -263,18 +286,35 @@ def _serving(sv: Serving, rep: ReportBuilder) -> dict[str, Any]:
     return out
 
 
-def normalize_phase(vendor_phase: str | None, message: str | None = None) -> JobStatus:
-    """Run:ai phase -> neutral status; an unseen phase is UNKNOWN, with a warning."""
+def normalize_phase(vendor_phase: str | None, message: str | None = None, phase_reason: str | None = None,
+                    conditions: list[tuple[str | None, str | None]] | None = None,
+                    phase_updated_at: str | None = None) -> JobStatus:
+    """Run:ai phase -> neutral status; an unseen phase is UNKNOWN, with a warning. A waiting or ended job
+    gets its reason (`reason_of`); a waiting one the time it started to wait (phaseUpdatedAt)."""
     table = phase_table().phases
     rule = table.get(vendor_phase or "")
     if rule is None:
         log.warning("unknown_vendor_phase", vendor="runai", vendor_phase=vendor_phase)
         return JobStatus(phase=Phase.UNKNOWN, terminal=False, vendor_phase=vendor_phase, message=message,
                          observed_at=datetime.now(UTC))
+    reason, words, since = None, None, None
+    if rule.phase == "QUEUED" or rule.terminal:
+        reason, words = reason_of(phase_reason, conditions or [], message)
+    if rule.phase == "QUEUED" and phase_updated_at:
+        since = _when(phase_updated_at)
     m = EXIT_CODE.search(message or "") if rule.terminal else None
     return JobStatus(phase=Phase(rule.phase), terminal=rule.terminal, vendor_phase=vendor_phase,
                      message=message, degraded=rule.degraded, observed_at=datetime.now(UTC),
-                     exit_code=int(m.group(1)) if m else (0 if rule.phase == "SUCCEEDED" else None))
+                     exit_code=int(m.group(1)) if m else (0 if rule.phase == "SUCCEEDED" else None),
+                     reason=reason, reason_message=words, pending_since=since)
+
+
+def _when(iso: str) -> datetime | None:
+    """A vendor timestamp (ISO 8601, Z or offset), or None when it does not parse."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _argv(s: Any) -> list[str] | None:

@@ -135,7 +135,8 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 def _transition(row: dict[str, Any]) -> dict[str, Any]:
     return {"kind": row["kind"], "job_id": row["job_id"], "job_name": row["name"], "backend": row["backend"],
             "seq": row["seq"], "from_phase": row["from_phase"], "to_phase": row["to_phase"],
-            "vendor_phase": row["vendor_phase"], "message": row["message"], "source": row["source"], "at": row["at"]}
+            "vendor_phase": row["vendor_phase"], "message": row["message"], "reason": row.get("reason"),
+            "source": row["source"], "at": row["at"]}
 
 
 async def _stream(request: web.Request, sub: Subscription,

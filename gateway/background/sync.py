@@ -18,7 +18,7 @@ import structlog
 from gateway.background.idle import IdleWatch
 from gateway.core.adapter import Adapter, VendorJob
 from gateway.core.errors import GatewayError
-from gateway.core.models import JobStatus, Phase
+from gateway.core.models import JobStatus, Phase, Reason
 from gateway.core.slices import Slices
 from gateway.core.transitions import digest
 from gateway.service.rows import handle_of, status_json
@@ -152,7 +152,7 @@ class BackendSync:
             else "deleted on the backend outside the gateway"
         # No vendor phase: the vendor has no job any more, and its last phase (e.g. Running) would mislead.
         return JobStatus(phase=Phase.CANCELLED, terminal=True, vendor_phase=None, message=why,
-                         observed_at=datetime.now(UTC))
+                         observed_at=datetime.now(UTC), reason=Reason.CANCELLED, reason_message=why)
 
     async def import_external(self, vj: VendorJob) -> int:
         """Hook for jobs made outside the gateway (see gateway.background.external)."""

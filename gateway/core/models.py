@@ -42,6 +42,22 @@ class Phase(StrEnum):
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 
+class Reason(StrEnum):
+    """Why a job waits or why it ended, the same words for every vendor (tables in mappings/)."""
+
+    NO_CAPACITY = "no-capacity"
+    QUOTA_EXCEEDED = "quota-exceeded"
+    PREEMPTED = "preempted"
+    IMAGE_PULL = "image-pull"
+    OOM = "oom"
+    NODE_FAILURE = "node-failure"
+    USER_ERROR = "user-error"
+    RUNTIME_LIMIT = "runtime-limit"
+    VENDOR_ERROR = "vendor-error"
+    CANCELLED = "cancelled"
+    RECOVERING = "recovering"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # "Infinity", "nan", 1e999 in any spelling
 
@@ -234,6 +250,11 @@ class JobStatus(BaseModel):
     idle_since: datetime | None = Field(None, description="When the job was found idle.")
     gpu_utilization: float | None = Field(None, description="Mean GPU utilization (percent) over the samples the "
                                           "gateway has seen while the job ran; null when none.")
+    reason: Reason | None = Field(None, description="Why the job waits or why it ended, in neutral words; null "
+                                  "when the vendor gives no reason the gateway's tables know (never guessed).")
+    reason_message: str | None = Field(None, description="The vendor's own words for the reason.")
+    pending_since: datetime | None = Field(None, description="While QUEUED: since when the vendor has kept it "
+                                           "waiting, as the vendor reports it.")
 
 
 Outcome = Literal["exact", "approximated", "defaulted", "dropped", "passthrough"]

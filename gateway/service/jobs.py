@@ -11,7 +11,7 @@ from typing import Any
 from gateway.core.adapter import Adapter, Capability
 from gateway.core.config import Config
 from gateway.core.errors import Conflict, NotFound
-from gateway.core.models import DryRun, Job, JobStatus, Phase
+from gateway.core.models import DryRun, Job, JobStatus, Phase, Reason
 from gateway.core.telemetry import DEFAULT_METRICS, JobMetrics
 from gateway.service.principal import Principal
 from gateway.service.rows import dt, handle_of, kind_of, status_json, to_job
@@ -139,8 +139,8 @@ class JobService:
         """A job's phase transitions, oldest first."""
         await self.row(who, job_id)
         return [{"kind": t["kind"], "seq": t["seq"], "from_phase": t["from_phase"], "to_phase": t["to_phase"],
-                 "vendor_phase": t["vendor_phase"], "message": t["message"], "source": t["source"],
-                 "at": dt(t["at"])} for t in await self.store.events.for_job(job_id, after_seq)]
+                 "vendor_phase": t["vendor_phase"], "message": t["message"], "reason": t.get("reason"),
+                 "source": t["source"], "at": dt(t["at"])} for t in await self.store.events.for_job(job_id, after_seq)]
 
     async def vendor_events(self, who: Principal, job_id: str) -> list[dict[str, Any]]:
         """The vendor's own events for a job, marked by source (empty when it has none or cannot say)."""
@@ -259,7 +259,8 @@ class JobService:
             await adapter.delete(handle_of(row))
         if not row["terminal"]:
             await self.store.jobs.apply_status(job_id, status_json(JobStatus(
-                phase=Phase.CANCELLED, terminal=True, message="deleted", observed_at=datetime.now(UTC))), "gateway")
+                phase=Phase.CANCELLED, terminal=True, message="deleted", observed_at=datetime.now(UTC),
+                reason=Reason.CANCELLED, reason_message="deleted")), "gateway")
         await self.store.jobs.set_fields(job_id, deleted_at=time.time())
 
     async def backends(self) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from gateway.core.errors import (
     ValidationError,
 )
 from gateway.core.ids import new_job_id
-from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, ReportEntry, parse_spec
+from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
 from gateway.core.translation import Translation, enforce_strict
 from gateway.service.principal import Principal
 from gateway.service.rows import handle_of, status_json
@@ -210,7 +210,8 @@ class Submissions:
             if row["cancel_requested"]:
                 await self.store.jobs.apply_status(job_id, status_json(JobStatus(
                     phase=Phase.CANCELLED, terminal=True, message="cancelled before it reached the backend",
-                    observed_at=datetime.now(UTC))), "gateway", submit_state="cancelled")
+                    observed_at=datetime.now(UTC), reason=Reason.CANCELLED,
+                    reason_message="cancelled before it reached the backend")), "gateway", submit_state="cancelled")
                 return True
             tr = adapter.translate(JobSpec.model_validate(row["spec"]), job_id)
         finally:

@@ -34,7 +34,8 @@ class Events:
         webhook deliveries (the outbox)."""
         conn.execute(_INSERT_TRANSITIONS, [
             {"job_id": job["id"], "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp,
-             "message": msg, "source": source, "at": at, "kind": kind} for job, seq, frm, to, vp, msg in items])
+             "message": msg, "source": source, "at": at, "kind": kind, "reason": job.get("reason")}
+            for job, seq, frm, to, vp, msg in items])
         deliveries = []
         for job, seq, frm, to, vp, msg in items:
             urls = self.webhook_targets(job.get("tenant"))
@@ -43,7 +44,8 @@ class Events:
             event_id = f"{job['id']}:{seq}"
             payload = {"event_id": event_id, "type": f"job.{kind}", "job_id": job["id"],
                        "job_name": job["name"], "backend": job["backend"], "tenant": job.get("tenant"),
-                       "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp, "message": msg, "at": at}
+                       "seq": seq, "from_phase": frm, "to_phase": to, "vendor_phase": vp, "message": msg,
+                       "reason": job.get("reason"), "at": at}
             deliveries += [{"event_id": event_id, "tenant": job.get("tenant") or "", "url": u, "payload": payload,
                             "attempts": 0, "next_attempt_at": at} for u in urls]
         if deliveries:

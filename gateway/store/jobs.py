@@ -239,7 +239,7 @@ class JobRows:
             if info is not None:
                 info[job_id]["written"] = {"phase": new["phase"], "terminal": bool(new.get("terminal")),
                                            "status": new, "version": r[7] + 1, "updated_at": now, **cols}
-            job = {"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6]}
+            job = {"id": job_id, "tenant": r[4], "name": r[5], "backend": r[6], "reason": new.get("reason")}
             if new["phase"] != r[1]:
                 items.append(((job, 0, r[1], new["phase"], new.get("vendor_phase"), new.get("message")),
                               "transition"))

@@ -81,6 +81,7 @@ transitions = Table(
     Column("at", Float, nullable=False),
     # "transition" (a phase change) or an activity mark on a running job ("idle", "active").
     Column("kind", String(16), nullable=False, server_default="transition"),
+    Column("reason", String(32), nullable=True),  # why it moved (a neutral Reason), when the vendor said
     UniqueConstraint("job_id", "seq", name="uq_transitions_job_seq"),
 )
 
