@@ -36,6 +36,7 @@ class Claim:
     pool: str | None = None  # where it runs, once admitted
     admitted_at: float | None = None
     release_at: float | None = None  # when it stops holding its GPUs (None: until told)
+    hold_until: float = -math.inf  # not admitted before (a job preempted by hand stays out a while)
     reason: str | None = None  # why it waits now
     detail: str = ""  # the reason in numbers (e.g. "4 GPUs asked, 2 free in a100")
     preemptions: int = 0
@@ -95,23 +96,26 @@ class Scheduler:
         self.waiting[claim.key] = claim
         self._schedule(now)
 
-    def preempt(self, key: str, now: float) -> bool:
-        """Preempt a running claim as the vendor would (`POST /_sim/preempt`); False if it is not running."""
+    def preempt(self, key: str, now: float, hold: float = 0.0) -> bool:
+        """Preempt a running claim as the vendor would (`POST /_sim/preempt`), keeping it out for `hold`
+        seconds; False if it is not running."""
         self.advance(now)
         c = self.running.get(key)
         if c is None:
             return False
+        c.hold_until = now + hold
         self._evict(c, now, None)
         self._schedule(now)
         return True
 
     def advance(self, now: float) -> None:
         """Replay every release due by `now`, admitting waiting claims at the moment GPUs freed up."""
-        if now <= self.clock or not self.limited:  # unlimited: nothing ever waits, nothing to replay
-            return
+        if now <= self.clock or (not self.limited and not self.waiting):  # unlimited: nothing waits but a
+            return                                                         # job preempted by hand
         while True:
-            due = min((c.release_at for c in self.running.values()
-                       if c.release_at is not None and c.release_at <= now), default=None)
+            due = min([c.release_at for c in self.running.values() if c.release_at is not None and
+                       c.release_at <= now] + [c.hold_until for c in self.waiting.values()
+                                               if self.clock < c.hold_until <= now], default=None)
             t = now if due is None else max(due, self.clock)
             for c in [c for c in self.running.values() if c.release_at is not None and c.release_at <= t]:
                 del self.running[c.key]
@@ -144,6 +148,8 @@ class Scheduler:
             self._place(c, t)
 
     def _place(self, c: Claim, t: float) -> None:
+        if t < c.hold_until:
+            return None
         if not self.limited or c.gpus <= 0:
             return self._admit(c, c.pools[0] if c.pools else "default", t)
         reasons: list[tuple[str, str]] = []

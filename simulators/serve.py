@@ -52,6 +52,8 @@ async def start_simulator(kind: str, host: str, port: int, **options: Any) -> we
 def run_simulator(kind: str, host: str, port: int, **options: Any) -> None:
     """Run a simulator in the foreground until interrupted (`tjg simulate`)."""
     app = build_simulator(kind, **options)
-    line = (f"{kind} simulator on http://{host}:{port}  (faults: {options.get('faults') or 'off'}; "
-            "admin: /_sim/faults, /_sim/stats)")
+    gpus = ", ".join(f"{k}={v:g}" for k, v in (options.get("gpus") or {}).items()) or "unlimited"
+    quota = ", ".join(f"{k}={v:g}" for k, v in (options.get("quota") or {}).items())
+    line = (f"{kind} simulator on http://{host}:{port}  (GPUs: {gpus}{f'; quota: {quota}' if quota else ''}; "
+            f"faults: {options.get('faults') or 'off'}; admin: /_sim/faults, /_sim/stats, /_sim/preempt)")
     web.run_app(app, host=host, port=port, access_log=None, print=lambda _: print(line, flush=True))

@@ -236,7 +236,8 @@ async def fresh_pg_database(url: str) -> tuple[str, Any]:
 
 def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int | None = None,
                    simulate: bool = True, speed: float = 20.0, backend_extra: dict[str, Any] | None = None,
-                   tenant_extra: dict[str, dict[str, Any]] | None = None, **extra: Any) -> Config:
+                   tenant_extra: dict[str, dict[str, Any]] | None = None,
+                   per_backend: dict[str, dict[str, Any]] | None = None, **extra: Any) -> Config:
     """A full gateway config with two tenants and both backends (simulated in-process by default)."""
     rp, mp = runai_port or free_port(), ma_port or free_port()
     raw: dict[str, Any] = {
@@ -258,6 +259,7 @@ def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int |
     for b in raw["backends"]:  # a setting one vendor's config does not have goes to the others only
         fields = REGISTRY.get(b["kind"]).config_model.model_fields
         b.update({k: v for k, v in (backend_extra or {}).items() if k in fields})
+        b.update((per_backend or {}).get(b["name"], {}))
     for t in raw["tenants"]:
         t.update((tenant_extra or {}).get(t["name"], {}))
     for k, v in extra.items():

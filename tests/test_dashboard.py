@@ -16,7 +16,7 @@ import pytest
 from gateway.api.app import create_app
 from gateway.client import Client
 from gateway.core.errors import NotFound
-from tests.conftest import AppThread, gateway_config
+from tests.conftest import AppThread, gateway_config, until
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "screenshots"
@@ -156,3 +156,23 @@ def test_a_second_tenant_sees_none_of_the_first_tenants_jobs(live: AppThread, br
     page.close()
     with pytest.raises(NotFound):
         Client(live.url, "beta-key-456").get(mine.id)
+
+
+def test_the_reason_column_and_the_why_panel(live: AppThread, browser: Any) -> None:
+    tjg = Client(live.url, "alpha-key-123")
+    failed = tjg.submit({"name": "ui-oom", "backend": "runai", "image": "x",
+                         "env": {"SIM_OUTCOME": "oom", "SIM_RUN_SECONDS": "1"}})
+    assert until(lambda: tjg.get(failed.id).status.phase.value, lambda p: p == "FAILED", within=60) == "FAILED"
+    page, problems = sign_in(browser, live.url, "alpha-key-123")
+    page.wait_for_selector(f'tr[data-job="{failed.id}"] [data-testid="reason"]')
+    assert page.inner_text(f'tr[data-job="{failed.id}"] [data-testid="reason"]') == "oom"
+    page.goto(f"{live.url}/ui/#/job/{failed.id}")
+    page.wait_for_selector("#why-summary")
+    assert page.inner_text("#job-reason").startswith("oom")
+    assert "oom" in page.inner_text("#why-summary") and "exit code 137" in page.inner_text("#why-summary")
+    assert {r.inner_text().split("\t")[0] for r in page.query_selector_all("#why-capacity tbody tr")} == \
+        {"runai", "modelarts"}
+    assert "memory" in page.inner_text("#why-suggestions")
+    shot(page, "why")
+    page.close()
+    assert problems == [], problems

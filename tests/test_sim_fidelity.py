@@ -316,3 +316,100 @@ async def test_sim_gpu_util_pins_the_series(runai_sim: LoopSim, env: dict[str, s
         now = time.time()
         values = [sim.usage(w).gpu(now - i) for i in range(30)]
         assert (max(values) < 5) if low else (min(values) > 30)
+
+
+def test_runapy_reads_node_pools_metrics_projects_and_a_waiting_workload() -> None:
+    """Capacity and quota as Run:ai serves them: runapy reads every answer with nothing dropped, and each is
+    schema-valid against the OpenAPI subset (node pools, their metrics, org-unit projects, and a workload
+    kept Pending by the scheduler with its reason)."""
+    from runai import models
+
+    with SimThread("runai", speed=10.0, gpus={"a100": 2, "h100": 1}, quota={"1": 1}) as sim:
+        client = runapy_client(sim.url)
+        pools = client.node_pools.get_nodepools().data
+        load_runapy("GetNodepools200Response", pools)
+        for p in pools["nodepools"]:
+            validate_runai("Nodepool", p)
+        assert sorted(p["name"] for p in pools["nodepools"]) == ["a100", "h100"]
+        holder = _hang_training(client, "holds-a100")  # 2 GPUs (see _hang_training), project 1: over its quota
+        get = client.workloads.trainings.get_training
+        assert wait_for(lambda: get(holder).data["actualPhase"], "Running") == "Running"
+        now = datetime.now(UTC)
+        got = client.node_pools.get_nodepool_metrics(
+            CLUSTER, "a100", start=now - timedelta(minutes=1), end=now,
+            metric_type=[models.MetricsType.TOTAL_GPU, models.MetricsType.ALLOCATED_GPU,
+                         models.MetricsType.UNALLOCATED_GPU]).data
+        validate_runai("MetricsResponse", got)
+        load_runapy("MetricsResponse", got)
+        values = {m["type"]: float(m["values"][-1]["value"]) for m in got["measurements"]}
+        assert values == {"TOTAL_GPU": 2.0, "ALLOCATED_GPU": 2.0, "UNALLOCATED_GPU": 0.0}
+        projects = client.projects.get_projects().data
+        load_runapy("GetProjects200Response", projects)
+        mine = next(p for p in projects["projects"] if p["id"] == "1")
+        validate_runai("Project", mine)
+        a100 = next(s for s in mine["status"]["nodePoolQuotaStatuses"] if s["nodePoolName"] == "a100")
+        assert a100["allocated"]["gpu"] == 2.0
+        assert next(r for r in mine["resources"] if r["nodePool"]["name"] == "a100")["gpu"]["deserved"] == 1
+        waiting = _hang_training(client, "waits-for-a100")
+        one = client.workloads.workloads.get_workload(waiting).data
+
+        def pending(w: dict[str, Any]) -> bool:
+            return w["phase"] == "Pending" and any(c.get("reason") == "Unschedulable" for c in w["conditions"])
+
+        one = until(lambda: client.workloads.workloads.get_workload(waiting).data, pending)
+        validate_runai("Workload", one)
+        load_runapy("Workload", one)
+        assert pending(one) and one["phaseReason"] is None and one["totalPendingTimeSeconds"] >= 0
+        assert "2 GPUs asked, 0 of 2 free in a100" in one["phaseMessage"]
+
+
+def test_huawei_sdk_reads_the_flavors_with_what_can_be_had_now() -> None:
+    from huaweicloudsdkmodelarts.v1 import ShowTrainingJobFlavorsRequest
+
+    with SimThread("modelarts", speed=10.0, gpus={"modelarts.vm.gpu.a100.1": 1}) as sim:
+        client = _ma_client(sim.url)
+        flavors = client.show_training_job_flavors(ShowTrainingJobFlavorsRequest(flavor_type="GPU"))
+        by_id = {f.flavor_id: f for f in flavors.flavors}
+        assert flavors.total_count == len(by_id) and by_id["modelarts.vm.gpu.a100.1"].max_num == 1
+        assert by_id["modelarts.vm.gpu.a100.1"].flavor_info.gpu.unit_num == 1
+        assert all(f.flavor_type == "GPU" for f in flavors.flavors)
+
+
+async def test_modelarts_queues_a_job_and_reports_the_end_of_each_run_in_sdk_fields() -> None:
+    from simulators.modelarts.app import DEMO_IAM_TOKENS
+    from tests.conftest import PROJECT
+
+    sim = await start_loop_sim("modelarts", speed=20.0, gpus={"modelarts.vm.gpu.a100.1": 1})
+    try:
+        async with aiohttp.ClientSession() as s:
+            async def call(method: str, path: str, body: Any = None) -> Any:
+                async with s.request(method, f"{sim.url}/v2/{PROJECT}{path}", json=body,
+                                     headers={"X-Auth-Token": DEMO_IAM_TOKENS[0]}) as r:
+                    return await r.json()
+
+            load_huawei("ShowTrainingJobFlavorsResponse", await call("GET", "/training-job-flavors"))
+            made = [await call("POST", "/training-jobs", {
+                "kind": "job", "metadata": {"name": f"oom-{i}"},
+                "algorithm": {"engine": {"image_url": "x:1"},
+                              "environments": {"SIM_OUTCOME": "oom", "SIM_RUN_SECONDS": "1"}},
+                "spec": {"resource": {"flavor_id": "modelarts.vm.gpu.a100.1", "node_count": 1}}})
+                for i in range(2)]
+            second = made[1]["metadata"]["id"]
+
+            async def shown_when(ok: Any) -> Any:
+                shown = await call("GET", f"/training-jobs/{second}")
+                return shown if ok(shown["status"]) else None
+
+            queued = await eventually(lambda: shown_when(lambda st: st["phase"] == "Pending"))
+            assert queued and queued["status"]["secondary_phase"] == "Queuing"  # the first holds the GPU
+            shown = await eventually(lambda: shown_when(lambda st: st["phase"] == "Failed"))
+            assert shown, "the queued job never ran and ended"
+            load_huawei("ShowTrainingJobDetailsResponse", shown)
+            assert shown["status"]["running_records"][-1]["end_reason"] == "OOMKilled"
+            assert [t["exit_code"] for t in shown["status"]["task_statuses"]] == [137]
+            evs = await call("GET", f"/training-jobs/{second}/events")
+            load_huawei("ListTrainingJobEventsResponse", evs)
+            assert "The training job is queuing and awaiting resource allocation." in [
+                e["message"] for e in evs["events"]]
+    finally:
+        await sim.runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from gateway.core.adapter import (
     LogChunk,
     VendorJob,
 )
+from gateway.core.capacity import Capacity, PoolCapacity
 from gateway.core.errors import (
     BackendConflict,
     BackendNotFound,
@@ -226,6 +228,20 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
             return []
         return [{"time": e.get("time"), "type": e.get("level"), "reason": None, "message": e.get("message"),
                  "source": "modelarts"} for e in evs]
+
+    async def capacity(self) -> Capacity:
+        """The public pool's GPU flavors: how many GPUs of each can be had now (max_num nodes x GPUs per node).
+        ModelArts says nothing of a flavor's total or of its queue."""
+        pools: list[PoolCapacity] = []
+        for f in await self.client.job_flavors():
+            fid = str(f.get("flavor_id"))
+            known = flavor_by_id(fid)
+            per_node = float(((f.get("flavor_info") or {}).get("gpu") or {}).get("unit_num") or
+                             (known.gpus if known else 0))
+            nodes = f.get("max_num")
+            pools.append(PoolCapacity(pool=fid, gpu_type=known.gpu_type if known else None, gpus_per_node=per_node,
+                                      free_gpus=None if nodes is None else float(nodes) * per_node))
+        return Capacity(backend=self.name, observed_at=datetime.now(UTC), pools=pools)
 
     def gpu_hour_price(self, spec: dict[str, Any]) -> tuple[str, float] | None:
         try:

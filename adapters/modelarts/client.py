@@ -85,6 +85,12 @@ class ModelArtsClient:
         r = await self.transport.request("GET", f"{self.base}/training-jobs/{seg(job_id)}", attempts=attempts)
         return r.decode(TrainingJob)
 
+    async def job_flavors(self) -> list[dict[str, Any]]:
+        """GET /v2/{project}/training-job-flavors?flavor_type=GPU: the public pool's GPU flavors (max_num: nodes
+        to be had now)."""
+        r = await self.transport.request("GET", f"{self.base}/training-job-flavors", query=[("flavor_type", "GPU")])
+        return list((r.body or {}).get("flavors") or [])
+
     # -- real-time services (v2) --------------------------------------------------------------
     async def create_service(self, body: dict[str, Any]) -> Response:
         """POST /v2/{project}/services (never retried blindly)."""

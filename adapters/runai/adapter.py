@@ -15,12 +15,15 @@ from adapters.runai.metrics import RUNAI_METRICS, runai_metrics
 from adapters.runai.metrics import epoch as _epoch
 from adapters.runai.records import Workload
 from gateway.core.adapter import POLL_ATTEMPTS, REGISTRY, Adapter, Capability, Handle, VendorJob
+from gateway.core.capacity import Capacity, PoolCapacity, QuotaUse
 from gateway.core.errors import BackendNotFound, GatewayError
 from gateway.core.models import JobSpec
 from gateway.core.slices import Slices
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
-from mappings import prices
+from mappings import gpu_types, prices
+
+POOL_METRICS = ["TOTAL_GPU", "ALLOCATED_GPU", "UNALLOCATED_GPU"]
 
 
 @REGISTRY.register
@@ -159,6 +162,36 @@ class RunaiAdapter(Adapter[RunaiConfig]):
             return []
         return [{"time": e.get("createdAt"), "type": e.get("type"), "reason": e.get("reason"),
                  "message": e.get("message"), "source": "runai"} for e in evs]
+
+    async def capacity(self) -> Capacity:
+        """Node pools with their GPU metrics, the queue (Pending workloads) and the projects' quotas."""
+        carries = {p: t for t, v in gpu_types().items() for p in v.get("runai_node_pools") or []}
+        pools: list[PoolCapacity] = []
+        for np in await self.client.node_pools():
+            name = str(np.get("name"))
+            cluster = str(np.get("clusterId") or self.config.cluster_id or "")
+            got = await self.client.node_pool_metrics(cluster, name, POOL_METRICS) if cluster else {}
+            free = got.get("UNALLOCATED_GPU")
+            if free is None and "TOTAL_GPU" in got and "ALLOCATED_GPU" in got:
+                free = max(0.0, got["TOTAL_GPU"] - got["ALLOCATED_GPU"])
+            pools.append(PoolCapacity(pool=name, gpu_type=carries.get(name), total_gpus=got.get("TOTAL_GPU"),
+                                      free_gpus=free))
+        quotas: list[QuotaUse] = []
+        for pr in await self.client.projects():
+            deserved = {str((r.get("nodePool") or {}).get("name")): r.get("gpu") or {} for r in pr.get("resources") or []}
+            for st in (pr.get("status") or {}).get("nodePoolQuotaStatuses") or []:
+                pool = str(st.get("nodePoolName"))
+                gpu = deserved.get(pool, {})
+                d = gpu.get("deserved")
+                quotas.append(QuotaUse(project=str(pr.get("id")), pool=pool,
+                                       deserved_gpus=None if d is None or d < 0 else float(d),  # -1: unlimited
+                                       limit_gpus=gpu.get("limit"),
+                                       used_gpus=float((st.get("allocated") or {}).get("gpu") or 0),
+                                       requested_gpus=(st.get("requested") or {}).get("gpu")))
+        waiting = await self.client.count_workloads(["phase==Pending"])
+        if len(pools) == 1:
+            pools[0].queued = waiting
+        return Capacity(backend=self.name, observed_at=datetime.now(UTC), pools=pools, quotas=quotas)
 
     def gpu_hour_price(self, spec: dict[str, Any]) -> tuple[str, float] | None:
         try:

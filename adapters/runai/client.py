@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -187,11 +188,47 @@ class RunaiClient:
             ("metricType", ",".join(types)), ("start", start), ("end", end), ("numberOfSamples", str(samples))])
         return list((r.body or {}).get("measurements") or [])
 
+    async def node_pools(self) -> list[dict[str, Any]]:
+        """GET /api/v1/node-pools."""
+        r = await self.transport.request("GET", "/api/v1/node-pools")
+        return list((r.body or {}).get("nodepools") or [])
+
+    async def node_pool_metrics(self, cluster: str, pool: str, types: list[str]) -> dict[str, float]:
+        """GET /api/v1/clusters/{cluster}/nodepools/{pool}/metrics: the latest value of each type present."""
+        now = datetime.now(UTC)
+        r = await self.transport.request(
+            "GET", f"/api/v1/clusters/{seg(cluster)}/nodepools/{seg(pool)}/metrics",
+            query=[("metricType", ",".join(types)), ("start", _iso(now - timedelta(minutes=5))),
+                   ("end", _iso(now)), ("numberOfSamples", "1")])
+        out: dict[str, float] = {}
+        for m in (r.body or {}).get("measurements") or []:
+            values = m.get("values") or []
+            try:
+                out[str(m.get("type"))] = float(values[-1]["value"])
+            except (IndexError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    async def projects(self) -> list[dict[str, Any]]:
+        """GET /api/v1/org-unit/projects (quotas per node pool and their use)."""
+        r = await self.transport.request("GET", "/api/v1/org-unit/projects")
+        return list((r.body or {}).get("projects") or [])
+
+    async def count_workloads(self, filters: list[str]) -> int:
+        """GET /api/v1/workloads/count with filterBy."""
+        r = await self.transport.request("GET", "/api/v1/workloads/count", query=[("filterBy", ",".join(filters))])
+        return int((r.body or {}).get("count") or 0)
+
     async def events(self, workload_id: str, limit: int = 500) -> list[dict[str, Any]]:
         """GET /api/v1/workloads/{id}/events, oldest first."""
         r = await self.transport.request("GET", f"/api/v1/workloads/{seg(workload_id)}/events",
                                          query=[("limit", str(limit)), ("sortOrder", "asc")])
         return list((r.body or {}).get("events") or [])
+
+
+def _iso(t: datetime) -> str:
+    """A timestamp as Run:ai writes them (2022-01-01T03:49:52.531Z)."""
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def _plural(kind: str) -> str:

@@ -54,6 +54,11 @@ for _phase, _state in STATES.items():
 for _state in ("SYSTEM_ERROR", "PREEMPTED"):
     PHASES_OF[_state] = ("FAILED",)
 PREEMPTED = re.compile(r"preempt", re.IGNORECASE)
+# A failure's neutral reason -> TES state: the executor failed (EXECUTOR_ERROR), or the platform did before
+# or around it (SYSTEM_ERROR: an image that cannot be pulled, a node lost), or the job was PREEMPTED.
+STATE_OF_REASON = {"preempted": "PREEMPTED", "image-pull": "SYSTEM_ERROR", "node-failure": "SYSTEM_ERROR",
+                   "vendor-error": "SYSTEM_ERROR", "oom": "EXECUTOR_ERROR", "user-error": "EXECUTOR_ERROR",
+                   "runtime-limit": "EXECUTOR_ERROR"}
 PLATFORM_FAILURES = ("Abnormal",)  # vendor phases that mean the platform failed, not the program
 
 
@@ -240,6 +245,8 @@ def tes_state(row: dict[str, Any]) -> str:
         return STATES.get(phase, "UNKNOWN")
     if row.get("submit_state") == "rejected":
         return "SYSTEM_ERROR"  # the vendor refused the job: nothing of the task ran
+    if status.get("reason") in STATE_OF_REASON:
+        return STATE_OF_REASON[status["reason"]]
     if PREEMPTED.search(str(status.get("message") or "")):
         return "PREEMPTED"
     if status.get("vendor_phase") in PLATFORM_FAILURES:
@@ -331,6 +338,9 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
                  if e.get("outcome") in ("dropped", "approximated")]
         if status.get("message"):
             notes.append(f"{status.get('vendor_phase') or row['phase']}: {status['message']}")
+        if status.get("reason"):
+            notes.append(f"reason: {status['reason']}" + (f": {status['reason_message']}"
+                                                          if status.get("reason_message") else ""))
         log["system_logs"] = notes
         if stdout and log["logs"] and row["backend_job_id"]:  # an executor log exists once its exit code does
             try:

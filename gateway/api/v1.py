@@ -187,6 +187,18 @@ async def backends(request: web.Request) -> web.Response:
     return reply(out)
 
 
+async def backend_capacity(request: web.Request) -> web.Response:
+    """GET /v1/backends/{name}/capacity: as last read by the backend's sync loop (age_seconds says when)."""
+    only_query(request)
+    return reply(await request.app[SERVICE].capacity(request.match_info["name"]))
+
+
+async def job_why(request: web.Request) -> web.Response:
+    """GET /v1/jobs/{id}/why: why the job waits or ended, the capacity seen everywhere, what would help."""
+    only_query(request)
+    return reply(await request.app[SERVICE].why(request[PRINCIPAL], request.match_info["id"]))
+
+
 async def healthz(request: web.Request) -> web.Response:
     store_ok = True
     try:
@@ -253,6 +265,8 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/v1/jobs/{id}/migrate", migrate_job)
     r.add_post("/v1/jobs/{id}/scale", scale_job)
     r.add_get("/v1/backends", backends)
+    r.add_get("/v1/backends/{name}/capacity", backend_capacity)
+    r.add_get("/v1/jobs/{id}/why", job_why)
     r.add_get("/v1/events", all_events)
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from gateway.background.idle import IdleWatch
-from gateway.core.adapter import Adapter, VendorJob
+from gateway.core.adapter import Adapter, Capability, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase, Reason
 from gateway.core.slices import Slices
@@ -64,6 +64,7 @@ class BackendSync:
     last_ok: float | None = None
     idle: IdleWatch | None = None
     cycles: int = 0  # cycles completed
+    _capacity_at: float = -1e18  # when capacity was last read (monotonic)
 
     @property
     def backend(self) -> str:
@@ -176,6 +177,7 @@ class BackendSync:
             self.cycles += 1
             if self.idle is not None:
                 await self.idle.maybe_check()
+            await self.maybe_read_capacity()
             if self.failing:
                 log.info("sync_recovered", backend=self.backend)
                 await self.store.jobs.mark_stale(self.backend, False)
@@ -197,6 +199,22 @@ class BackendSync:
         except Exception:
             busy = False
         return self.interval(busy)
+
+    async def maybe_read_capacity(self, force: bool = False) -> bool:
+        """Read the backend's capacity into the store when `capacity_interval` has passed; a failed read
+        keeps the last figures (marked with the error). Returns whether it read."""
+        if Capability.CAPACITY in self.adapter.unsupported_for():
+            return False
+        if not force and time.monotonic() - self._capacity_at < self.adapter.config.capacity_interval:
+            return False
+        self._capacity_at = time.monotonic()
+        try:
+            snap = await self.adapter.capacity()
+        except GatewayError as err:
+            await self.store.capacity.failed(self.backend, err.detail)
+            return True
+        await self.store.capacity.put(self.backend, snap.model_dump(mode="json"), time.time())
+        return True
 
     def health(self) -> dict[str, Any]:
         """For GET /v1/backends."""

@@ -84,7 +84,13 @@ def show_job(job: dict[str, Any]) -> str:
            f"{' [stale]' if st.get('stale') else ''}{' [degraded]' if st.get('degraded') else ''}",
            f"vendor phase: {st.get('vendor_phase') or '-'}"
            + (f" / {st['vendor_secondary_phase']}" if st.get("vendor_secondary_phase") else ""),
-           f"message:      {st.get('message') or '-'}", f"created:      {job['created_at']}",
+           f"message:      {st.get('message') or '-'}",
+           *([f"reason:       {st.get('reason') or '-'}"
+              + (f" ({st['reason_message']})" if st.get("reason_message") else "")
+              + (f"; waiting since {st['pending_since']}" if st.get("pending_since") else "")]
+             if st.get("reason") or st.get("pending_since") else []),
+           *([f"exit code:    {st['exit_code']}"] if st.get("exit_code") not in (None, 0) else []),
+           f"created:      {job['created_at']}",
            *([f"kind:         inference, {st.get('ready_replicas') if st.get('ready_replicas') is not None else '?'}"
               f"/{st.get('desired_replicas') if st.get('desired_replicas') is not None else '?'} replicas ready",
               f"endpoint:     {st.get('endpoint') or '-'}"] if job.get("kind") == "inference" else []),
@@ -98,6 +104,57 @@ def show_job(job: dict[str, Any]) -> str:
         out.append("translation notes:")
         out += [f"  {e['field']}: {e['outcome']} - {e['detail']}" for e in lossy]
     return "\n".join(out)
+
+
+def _gpus(v: Any) -> str:
+    return "?" if v is None else f"{float(v):g}"
+
+
+def show_why(res: dict[str, Any]) -> str:
+    """`tjg why`: the reason, since when, the capacity seen on every backend, and what would help."""
+    out = [f"{res['job_id']} ({res['name']}): {res['summary']}"]
+    if res.get("reason"):
+        out.append(f"reason:   {res['reason']}" + (f" - {res['reason_message']}" if res.get("reason_message") else ""))
+    if res.get("since"):
+        out.append(f"since:    {res['since']} ({res.get('waiting_seconds', '?')} s)")
+    asks = res.get("asks") or {}
+    out.append(f"asks:     {_gpus(asks.get('gpus'))} {asks.get('gpu_type') or ''} GPU(s) on {asks.get('nodes', 1)} "
+               f"node(s), priority {asks.get('priority')}")
+    rows = [{"backend": c["backend"], "free": _gpus(c.get("free_gpus")), "total": _gpus(c.get("total_gpus")),
+             "queued": str(c.get("queued_jobs") if c.get("queued_jobs") is not None else "?"),
+             "age": "never read" if c.get("age_seconds") is None else f"{c['age_seconds']:g} s",
+             "note": c.get("error") or ""} for c in res.get("capacity") or []]
+    if rows:
+        out += ["", f"capacity for {asks.get('gpu_type') or 'any'} GPUs, as last seen:",
+                table(rows, (("BACKEND", "backend"), ("FREE", "free"), ("TOTAL", "total"), ("QUEUED", "queued"),
+                             ("AGE", "age"), ("NOTE", "note")))]
+    hints = res.get("suggestions") or []
+    if hints:
+        out += ["", "what would help:", *[f"  - {h}" for h in hints]]
+    return "\n".join(out)
+
+
+def show_capacity(caps: list[dict[str, Any]]) -> str:
+    """`tjg backends --capacity`: pools and quotas of each backend, with the figures' age."""
+    out: list[str] = []
+    for c in caps:
+        age = "never read yet" if c.get("age_seconds") is None else f"read {c['age_seconds']:g} s ago"
+        out.append(f"{c['backend']}: {age}; {c.get('queued_jobs') or 0} of your jobs queued there"
+                   + (f"; last read failed: {c['error']}" if c.get("error") else ""))
+        rows = [{"pool": p["pool"], "type": p.get("gpu_type") or "-", "free": _gpus(p.get("free_gpus")),
+                 "total": _gpus(p.get("total_gpus")), "queued": str(p["queued"]) if p.get("queued") is not None
+                 else "-"} for p in c.get("pools") or []]
+        if rows:
+            out.append(table(rows, (("POOL", "pool"), ("GPU TYPE", "type"), ("FREE", "free"), ("TOTAL", "total"),
+                                    ("QUEUED", "queued"))))
+        q = [{"project": x["project"], "pool": x["pool"], "deserved": _gpus(x.get("deserved_gpus")),
+              "used": _gpus(x.get("used_gpus")), "requested": _gpus(x.get("requested_gpus"))}
+             for x in c.get("quotas") or []]
+        if q:
+            out.append(table(q, (("PROJECT", "project"), ("POOL", "pool"), ("DESERVED", "deserved"),
+                                 ("USED", "used"), ("REQUESTED", "requested"))))
+        out.append("")
+    return "\n".join(out).rstrip() or "no backend reports its capacity"
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -189,9 +246,11 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         rows = [{"seq": str(e.get("seq") or "-"), "at": str(e.get("at") or "-"),
                  "from": str(e.get("from_phase") or "-"), "to": str(e.get("to_phase") or e.get("reason") or "-"),
                  "vendor": str(e.get("vendor_phase") or e.get("type") or "-"), "source": str(e["source"]),
+                 "reason": str(e.get("reason") or "-") if e.get("kind") != "vendor" else "-",
                  "message": str(e.get("message") or "")} for e in evs]
         emit(evs, out, lambda: table(rows, (("SEQ", "seq"), ("AT", "at"), ("FROM", "from"), ("TO", "to"),
-                                            ("VENDOR", "vendor"), ("SOURCE", "source"), ("MESSAGE", "message"))))
+                                            ("VENDOR", "vendor"), ("REASON", "reason"), ("SOURCE", "source"),
+                                            ("MESSAGE", "message"))))
         return OK
     if cmd == "scale":
         job = client.call("POST", f"/v1/jobs/{args.id}/scale", body={"replicas": args.replicas})
@@ -207,6 +266,16 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         params = {k: v for k, v in (("group_by", args.group_by), ("since", args.since), ("until", args.until)) if v}
         res = client.call("GET", "/v1/usage", params=params)
         emit(res, out, lambda: show_usage(res))
+        return OK
+    if cmd == "why":
+        res = client.call("GET", f"/v1/jobs/{args.id}/why")
+        emit(res, out, lambda: show_why(res))
+        return OK
+    if cmd == "backends" and args.capacity:
+        bs = client.call("GET", "/v1/backends")
+        caps = [client.call("GET", f"/v1/backends/{b['name']}/capacity") for b in bs
+                if (b.get("capabilities") or {}).get("capacity") is True]
+        emit(caps, out, lambda: show_capacity(caps))
         return OK
     if cmd == "backends":
         bs = client.call("GET", "/v1/backends")

@@ -188,7 +188,12 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
                    "SUCCEEDED, 4 when it FAILED or was CANCELLED")
     c = client_parser("wait", "wait until a job ends; exit 0 when it SUCCEEDED, 4 when it FAILED or was CANCELLED")
     c.add_argument("id", metavar="ID")
-    client_parser("backends", "list the configured backends: health, circuit, what each cannot do")
+    c = client_parser("backends", "list the configured backends: health, circuit, what each cannot do")
+    c.add_argument("--capacity", action="store_true", help="show free and total GPUs by pool and type, the queue "
+                   "and the projects' quotas, as each backend's sync last read them (with their age)")
+    c = client_parser("why", "say why a job waits or why it ended, the free GPUs seen on every backend, and "
+                      "what would help")
+    c.add_argument("id", metavar="ID")
     c = client_parser("migrate", "move a job to another backend")
     c.add_argument("id", metavar="ID")
     c.add_argument("--to", required=True, metavar="BACKEND", help="target backend")

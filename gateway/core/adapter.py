@@ -12,6 +12,7 @@ import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay
 
+from gateway.core.capacity import Capacity
 from gateway.core.config import BACKEND_MODELS, BackendConfig
 from gateway.core.errors import (
     AmbiguousCreate,
@@ -46,12 +47,13 @@ class Capability(StrEnum):
     LIST = "list"
     METRICS = "metrics"
     SCALE = "scale"
+    CAPACITY = "capacity"
 
 
 _DOING = {"suspend": "suspend jobs", "resume": "resume jobs", "cancel": "cancel jobs", "delete": "delete jobs",
           "logs": "show logs", "events": "list vendor events", "fractional_gpus": "run fractional GPUs",
           "multi_node": "run multi-node jobs", "list": "list jobs",
-          "metrics": "report job metrics", "scale": "scale replicas"}
+          "metrics": "report job metrics", "scale": "scale replicas", "capacity": "report its capacity"}
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,11 @@ class Adapter(abc.ABC, Generic[C]):
     async def metrics(self, handle: Handle, names: list[str], since: float, until: float) -> JobMetrics:
         """The job's resource metrics (neutral names, see gateway.core.telemetry) between two epoch times."""
         self.require(Capability.METRICS)
+        raise NotImplementedError
+
+    async def capacity(self) -> Capacity:
+        """Free and total GPUs by pool and type, queues and quotas, read from the vendor's own APIs."""
+        self.require(Capability.CAPACITY)
         raise NotImplementedError
 
     def health(self) -> dict[str, Any]:

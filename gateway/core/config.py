@@ -115,6 +115,8 @@ class BackendConfig(_Cfg):
     breaker_reset_seconds: float = Field(5.0, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     sync_interval: float = Field(5.0, gt=0)
+    capacity_interval: float = Field(15.0, gt=0, description="Seconds between reads of the backend's capacity "
+                                     "(node pools, quotas, flavors), done in its sync loop.")
     submit_deadline: float = Field(120.0, gt=0, description="How long a submit may try before it is "
                                    "left to reconciliation.")
 

@@ -17,6 +17,8 @@ from gateway.service.principal import Principal
 from gateway.service.rows import dt, handle_of, kind_of, status_json, to_job
 from gateway.service.submit import Submissions
 from gateway.service.usage import usage
+from gateway.service.why import capacity_of
+from gateway.service.why import why as why_of
 from gateway.store import ListFilters, Store, decode_token, encode_token
 from gateway.store.visibility import sees
 from mappings import prices
@@ -262,6 +264,18 @@ class JobService:
                 phase=Phase.CANCELLED, terminal=True, message="deleted", observed_at=datetime.now(UTC),
                 reason=Reason.CANCELLED, reason_message="deleted")), "gateway")
         await self.store.jobs.set_fields(job_id, deleted_at=time.time())
+
+    async def why(self, who: Principal, job_id: str) -> dict[str, Any]:
+        """Why the job waits or ended, the capacity last seen on every backend, and what would help."""
+        row = await self.row(who, job_id)
+        return await why_of(self.store, [b.name for b in self.config.backends], row, who)
+
+    async def capacity(self, backend: str) -> dict[str, Any]:
+        """The capacity last read from a configured backend (a 404 for an unknown one)."""
+        if backend not in self.adapters:
+            raise NotFound(f"no backend named {backend!r}; configured: {', '.join(sorted(self.adapters))}")
+        self.adapters[backend].require(Capability.CAPACITY)
+        return (await capacity_of(self.store, backend)).model_dump(mode="json")
 
     async def backends(self) -> list[dict[str, Any]]:
         """GET /v1/backends."""

@@ -4,6 +4,7 @@
 - `events` (gateway.store.events): transitions and the webhook outbox written with them;
 - `keys` (gateway.store.keys): idempotency keys;
 - `leases` (gateway.store.leases): which replica runs which background work;
+- `capacity` (gateway.store.capacity): the latest capacity read from each backend;
 - `db` (gateway.store.db) and `schema` (gateway.store.schema): the engine and tables; the schema's
   history is the alembic revisions in gateway/store/migrations.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.store.capacity import CapacityRows
 from gateway.store.db import Database
 from gateway.store.events import Events
 from gateway.store.jobs import JobRows, ListFilters
@@ -32,6 +34,7 @@ class Store:
         self.jobs = JobRows(self.db, self.events)
         self.keys = IdempotencyKeys(self.db)
         self.leases = Leases(self.db)
+        self.capacity = CapacityRows(self.db)
 
     @property
     def url(self) -> str:

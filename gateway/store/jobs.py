@@ -412,7 +412,8 @@ class JobRows:
         if backend:
             conds.append(jobs.c.backend == backend)
         return await self._scan(select(jobs.c.id, jobs.c.backend, jobs.c.backend_job_id, jobs.c.vendor_name,
-                                       jobs.c.vendor_kind, jobs.c.status, jobs.c.spec).where(*conds))
+                                       jobs.c.vendor_kind, jobs.c.status, jobs.c.spec, jobs.c.name, jobs.c.project,
+                                       jobs.c.tenant, jobs.c.origin).where(*conds))
 
     async def pending(self, backend: str | None = None, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Jobs accepted but not yet confirmed on the vendor."""
@@ -426,6 +427,12 @@ class JobRows:
         """Vendor ids of every job of a backend the store has."""
         q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None))
         return await self.db.run(lambda conn: {r[0] for r in conn.execute(q)}, write=False)
+
+    async def count_in_phase(self, backend: str, phase: str) -> int:
+        """How many jobs (not deleted) of a backend are in a phase."""
+        q = select(func.count()).select_from(jobs).where(jobs.c.backend == backend, jobs.c.phase == phase,
+                                                         jobs.c.deleted_at.is_(None))
+        return await self.db.run(lambda conn: int(conn.execute(q).scalar() or 0), write=False)
 
     async def phase_counts(self) -> list[tuple[str, str, int]]:
         """(backend, phase, count) of jobs not deleted, for /metrics."""

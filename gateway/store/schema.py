@@ -120,3 +120,12 @@ Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
 
 # Made by raw DDL in the baseline revision; declared here so the metadata matches the schema.
 Index("ix_transitions_id_job", transitions.c.id, transitions.c.job_id)
+
+# The latest capacity read from each backend (written by the replica that syncs it, read by every replica).
+capacity = Table(
+    "capacity", metadata,
+    Column("backend", String(64), primary_key=True),
+    Column("snapshot", JSON, nullable=True),  # gateway.core.capacity.Capacity as JSON
+    Column("observed_at", Float, nullable=True),
+    Column("error", Text, nullable=True),  # why the last read failed (the snapshot is older), if it did
+)

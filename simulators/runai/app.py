@@ -73,6 +73,9 @@ FAILURES: dict[str, tuple[str, str, int | None]] = {
     "failed": ("Error", "Pod exited with code {code}", 0),
 }
 EVICTED = "Workload was preempted by the scheduler: {why}"
+UNSCHEDULABLE, PREEMPTED, PULL_RETRYING = "Unschedulable", "Preempted", "ErrImagePull"
+# Every condition reason this simulator reports (mappings/reasons_runai.yaml must know each).
+CONDITION_REASONS = (UNSCHEDULABLE, PREEMPTED, PULL_RETRYING, *(f[0] for f in FAILURES.values()))
 TELEMETRY_GROUPS = ("ClusterId", "DepartmentId", "ProjectId", "Type", "CurrentNodepools", "Phase", "Category")
 PENDING_BUCKETS = ((300, "0-5m"), (3600, "5m-1h"), (86400, "1h-1d"), (float("inf"), "1d+"))
 
@@ -338,7 +341,7 @@ class RunaiSimulator:
         other = self.jobs[by.key] if by is not None else None
         message = EVICTED.format(why="by the cluster administrator" if other is None else
                                  f"workload {other.name} of project {other.project_id} needs the GPUs")
-        w.events.append((t, "Preempted", message))
+        w.events.append((t, PREEMPTED, message))
         self.revision += 1
         if spec.get("terminateAfterPreemption"):
             w.outcome = "preempted"
@@ -368,9 +371,9 @@ class RunaiSimulator:
     def failure(self, w: Workload) -> tuple[str, str] | None:
         """(condition reason, message) of a failed workload, as Kubernetes and Run:ai word it."""
         if w.outcome == "preempted":
-            last = next((m for _, r, m in reversed(w.events) if r == "Preempted"),
+            last = next((m for _, r, m in reversed(w.events) if r == PREEMPTED),
                         "Workload was preempted by a higher-priority workload")
-            return "Preempted", last
+            return PREEMPTED, last
         reason, text, code = FAILURES.get(w.outcome, FAILURES["failed"])
         exit_code = exit_code_of(self.env(w)) if code == 0 else code
         image = str((w.body.get("spec") or {}).get("image") or "")
@@ -394,16 +397,18 @@ class RunaiSimulator:
                                       "lastTransitionTime": at}]
         if shown == "Pending":
             if w.evicted:
-                out.append({"type": "Evicted", "status": "True", "reason": "Preempted", "message": w.evicted,
+                out.append({"type": "Evicted", "status": "True", "reason": PREEMPTED, "message": w.evicted,
                             "lastTransitionTime": at})
             why = self.pending_reason(w)
             if why is not None:
-                out.append({"type": "PodScheduled", "status": "False", "reason": why[0] or "Unschedulable",
+                out.append({"type": "PodScheduled", "status": "False", "reason": UNSCHEDULABLE,
                             "message": why[1], "lastTransitionTime": at})
         elif shown == "Failed" or (shown == "Initializing" and w.outcome == "image-pull"):
             fail = self.failure(w)
             if fail is not None:
-                out.append({"type": "Failed", "status": "True" if shown == "Failed" else "False", "reason": fail[0],
+                # The kubelet's first word for a pull that fails is ErrImagePull; once it gives up, the back-off.
+                reason = PULL_RETRYING if shown == "Initializing" else fail[0]
+                out.append({"type": "Failed", "status": "True" if shown == "Failed" else "False", "reason": reason,
                             "message": fail[1], "lastTransitionTime": at})
         return out
 
@@ -681,7 +686,7 @@ class RunaiSimulator:
             self.sched.running[w.id] = w.claim
             w.claim.admitted_at, w.claim.pool = now, w.claim.pools[0]
         self.sched.running.setdefault(w.id, w.claim)
-        self.sched.preempt(w.id, now)
+        self.sched.preempt(w.id, now, hold=self._s(40))  # out for a while, as if the GPUs were taken
         self.revision += 1
         return _json(200, {"phase": self.phase(w, now)})
 
@@ -901,7 +906,7 @@ class RunaiSimulator:
 
     def _settled_until(self, now: float) -> float:
         """When the next scheduled phase change of any workload is due."""
-        due = math.inf
+        due = min((c.hold_until for c in self.sched.waiting.values() if c.hold_until > now), default=math.inf)
         for w in self.order:
             at = w.timeline.at
             if at and at[-1] > now:
@@ -925,13 +930,16 @@ class RunaiSimulator:
 
     def _event_records(self, w: Workload) -> list[dict[str, Any]]:
         """The workload's events (one per phase reached), oldest first."""
-        hist = [(t, p) for t, p in w.timeline.history(time.monotonic()) if p != GONE]
+        now = time.monotonic()
+        hist = [(t, p, f"Workload phase changed to {p}") for t, p in w.timeline.history(now) if p != GONE]
+        # Beside the phases, what the scheduler did (a preemption), in time order.
+        hist = sorted(hist + [(t, r, m) for t, r, m in w.events if t <= now], key=lambda e: e[0])
         return [{"createdAt": _iso(wall(t)), "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{w.id}/{i}")),
-                 "type": "Warning" if p == "Failed" else "Normal", "clusterId": w.cluster_id,
-                 "message": f"Workload phase changed to {p}", "reason": p, "source": "runai-scheduler",
+                 "type": "Warning" if p in ("Failed", PREEMPTED) else "Normal", "clusterId": w.cluster_id,
+                 "message": m, "reason": p, "source": "runai-scheduler",
                  "involvedObject": {"uid": w.id, "kind": w.type, "name": w.name,
                                     "namespace": f"runai-project-{w.project_id}"}}
-                for i, (t, p) in enumerate(hist)]
+                for i, (t, p, m) in enumerate(hist)]
 
     async def _paged(self, request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
         try:
@@ -970,8 +978,9 @@ class RunaiSimulator:
         records: list[dict[str, Any]] = []
         for ev in self._event_records(w):
             phase = ev["reason"]
-            records.append({"meta": {"creationTimestamp": ev["createdAt"], "type": "PhaseUpdate"},
-                            "spec": {"phaseUpdate": {"phase": phase, "phaseMessage": self._message(phase, w)}}})
+            if phase in PHASES:  # (a preemption is an event, not a phase)
+                records.append({"meta": {"creationTimestamp": ev["createdAt"], "type": "PhaseUpdate"},
+                                "spec": {"phaseUpdate": {"phase": phase, "phaseMessage": self._message(phase, w)}}})
             records.append({"meta": {"creationTimestamp": ev["createdAt"], "type": "Event"}, "spec": {"event": ev}})
         return await self._paged(request, "records", records)
 

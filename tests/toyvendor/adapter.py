@@ -38,7 +38,7 @@ class ToyAdapter(Adapter[ToyConfig]):
     simulator = "tests.toyvendor.simulator:create_simulator"
     unsupported = {c: "toy cloud has no such thing" for c in (
         Capability.SUSPEND, Capability.RESUME, Capability.LOGS, Capability.EVENTS, Capability.FRACTIONAL_GPUS,
-        Capability.MULTI_NODE, Capability.METRICS)}
+        Capability.MULTI_NODE, Capability.METRICS, Capability.CAPACITY)}
 
     @classmethod
     def phase_table(cls) -> dict[str, Any]:

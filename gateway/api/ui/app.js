@@ -151,6 +151,7 @@ function jobRow(job) {
     h("td", {}, h("a", { href: `#/job/${job.id}`, text: job.name })),
     h("td", { text: job.backend }), h("td", { text: job.kind || "training" }),
     h("td", {}, phaseBadge(job.status)), h("td", { class: "muted", text: job.status.vendor_phase || "-" }),
+    h("td", { class: "reason", "data-testid": "reason", title: job.status.reason_message || "", text: job.status.reason || "-" }),
     h("td", { text: job.origin }), h("td", { class: "muted", text: age(job.created_at) }));
 }
 
@@ -183,7 +184,7 @@ async function renderJobs(resetPaging = true) {
   if (!onView("jobs")) return;
   const body = h("tbody", { id: "jobs-body" }, page.jobs.map(jobRow));
   const table = h("table", { id: "jobs" }, h("thead", {}, h("tr", {},
-    ["Name", "Backend", "Kind", "Phase", "Vendor phase", "Origin", "Age"].map((t) => h("th", { text: t })))), body);
+    ["Name", "Backend", "Kind", "Phase", "Vendor phase", "Reason", "Origin", "Age"].map((t) => h("th", { text: t })))), body);
   const pager = h("div", { class: "pager" },
     h("button", { class: "secondary", type: "button", disabled: !state.tokens.length, text: "First page",
       onclick: () => renderJobs() }),
@@ -272,6 +273,7 @@ async function renderJob(id) {
     h("div", { class: "muted", text: "phase" }), h("div", { id: "job-phase" }, phaseBadge(st)),
     h("div", { class: "muted", text: "vendor phase" }), h("div", { text: st.vendor_phase || "-" }),
     h("div", { class: "muted", text: "message" }), h("div", { text: st.message || "-" }),
+    h("div", { class: "muted", text: "reason" }), h("div", { id: "job-reason", text: st.reason ? `${st.reason}${st.reason_message ? ` (${st.reason_message})` : ""}` : "-" }),
     h("div", { class: "muted", text: "backend" }), h("div", { text: `${job.backend} (${job.backend_job_id || "not yet"})` }),
     h("div", { class: "muted", text: "kind" }), h("div", { text: job.kind }),
     job.kind === "inference" ? [h("div", { class: "muted", text: "endpoint" }), h("div", { text: st.endpoint || "-" }),
@@ -288,8 +290,10 @@ async function renderJob(id) {
       h("td", { text: e.message || "" })))));
   const logs = h("div", { id: "logs" });
   const metrics = h("div", { id: "metrics" });
+  const whyBox = h("div", { id: "why" });
   main(h("div", { class: "card" }, h("h2", { text: job.name }), summary, h("h3", { text: "Actions" }), actions,
     h("p", { id: "action-error", class: "error", role: "alert" }), migrateBox),
+  h("div", { class: "card" }, h("h3", { text: "Why" }), whyBox),
   h("div", { class: "card" }, h("h3", { text: "Metrics" }), metrics),
   h("div", { class: "card" }, h("h3", { text: "Log" }), logs),
   h("div", { class: "card" }, h("h3", { text: "History (transitions and vendor events)" }), history),
@@ -297,6 +301,22 @@ async function renderJob(id) {
     h("pre", { text: JSON.stringify(job.spec, null, 2) })));
   loadMetrics(job, metrics);
   loadLogs(job, logs);
+  loadWhy(job, whyBox);
+}
+
+// Why it waits or ended, the capacity the gateway last saw on every backend, and what would help.
+async function loadWhy(job, box) {
+  try {
+    const w = await api(`/v1/jobs/${encodeURIComponent(job.id)}/why`);
+    const seen = (v) => (v == null ? "?" : String(v));
+    box.replaceChildren(h("p", { id: "why-summary", text: w.summary }),
+      w.reason ? h("p", { class: "muted", text: `reason: ${w.reason}${w.reason_message ? ` - ${w.reason_message}` : ""}${w.since ? `; since ${w.since}` : ""}` }) : null,
+      h("table", { id: "why-capacity" }, h("thead", {}, h("tr", {}, ["Backend", `Free ${w.asks.gpu_type || ""} GPUs`, "Total", "Queued", "Seen"].map((t) => h("th", { text: t })))),
+        h("tbody", {}, w.capacity.map((c) => h("tr", {}, h("td", { text: c.backend }), h("td", { text: seen(c.free_gpus) }),
+          h("td", { text: seen(c.total_gpus) }), h("td", { text: seen(c.queued_jobs) }),
+          h("td", { class: "muted", text: c.age_seconds == null ? "never" : `${c.age_seconds} s ago` }))))),
+      w.suggestions.length ? h("ul", { id: "why-suggestions" }, w.suggestions.map((s) => h("li", { text: s }))) : null);
+  } catch (e) { box.replaceChildren(h("p", { class: "muted", text: e.message })); }
 }
 
 async function loadMetrics(job, box) {
