@@ -388,6 +388,7 @@ async def test_modelarts_queues_a_job_and_reports_the_end_of_each_run_in_sdk_fie
                     return await r.json()
 
             load_huawei("ShowTrainingJobFlavorsResponse", await call("GET", "/training-job-flavors"))
+            load_huawei("ListPoolsResponse", await call("GET", "/pools"))
             made = [await call("POST", "/training-jobs", {
                 "kind": "job", "metadata": {"name": f"oom-{i}"},
                 "algorithm": {"engine": {"image_url": "x:1"},
@@ -411,5 +412,40 @@ async def test_modelarts_queues_a_job_and_reports_the_end_of_each_run_in_sdk_fie
             load_huawei("ListTrainingJobEventsResponse", evs)
             assert "The training job is queuing and awaiting resource allocation." in [
                 e["message"] for e in evs["events"]]
+    finally:
+        await sim.runner.cleanup()
+
+
+async def test_runai_terminate_after_preemption_ends_the_workload_with_its_event() -> None:
+    """A training that asked for terminateAfterPreemption is not sent back to Pending: it fails, with the
+    Preempted condition and a Preempted event naming the workload that needed the GPUs."""
+    sim = await start_loop_sim("runai", speed=20.0, gpus={"default": 2}, quota={"1": 1, "2": 2})
+    try:
+        async with aiohttp.ClientSession() as s:
+            c = RunaiRaw(sim, s)
+            assert await c.login() == 200
+            over = training("over", SIM_OUTCOME="hang")
+            over["spec"].update(compute={"gpuDevicesRequest": 2}, terminateAfterPreemption=True)
+            _, made = await c.call("POST", "/api/v1/workloads/trainings", over)
+            wid = made["workloadId"]
+
+            async def phase_of(want: str) -> Any:
+                _, w = await c.call("GET", f"/api/v1/workloads/{wid}")
+                return w if w["phase"] == want else None
+
+            assert await eventually(lambda: phase_of("Running"))
+            mine = training("mine", SIM_OUTCOME="hang")
+            mine.update(projectId="2")
+            mine["spec"]["compute"] = {"gpuDevicesRequest": 2}
+            assert (await c.call("POST", "/api/v1/workloads/trainings", mine))[0] == 202
+            failed = await eventually(lambda: phase_of("Failed"))
+            assert failed, "the preempted workload did not end"
+            validate_runai("Workload", failed)
+            cond = [x for x in failed["conditions"] if x["type"] == "Failed"]
+            assert cond and cond[0]["reason"] == "Preempted" and "mine" in cond[0]["message"]
+            _, evs = await c.call("GET", f"/api/v1/workloads/{wid}/events?sortOrder=asc")
+            assert [e["reason"] for e in evs["events"]][-2:] == ["Preempted", "Failed"]
+            for e in evs["events"]:
+                load_runapy("Event2", e)
     finally:
         await sim.runner.cleanup()

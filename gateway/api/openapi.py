@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
-from gateway.core.models import DryRun, Job, JobSpec, Phase
+from gateway.core.capacity import Capacity
+from gateway.core.models import DryRun, Job, JobSpec, Phase, Reason
 from gateway.service.migrate import MigrateRequest
 
 
@@ -129,6 +130,40 @@ class MigrateDryRun(BaseModel):
     comparison: list[dict[str, Any]]
 
 
+class CapacitySeen(BaseModel):
+    """A backend's capacity for the job's GPU type, as last read."""
+
+    backend: str
+    gpu_type: str | None
+    free_gpus: float | None = Field(None, description="The most GPUs free in one pool that fits the job.")
+    total_gpus: float | None
+    pools: list[str]
+    queued_jobs: int | None = Field(None, description="This gateway's jobs QUEUED there.")
+    age_seconds: float | None = Field(None, description="Seconds since the figures were read; null: never.")
+    error: str | None = None
+
+
+class Why(BaseModel):
+    """GET /v1/jobs/{id}/why: why the job waits or ended, and what would help."""
+
+    job_id: str
+    name: str
+    backend: str
+    phase: Phase
+    terminal: bool
+    reason: Reason | None
+    reason_message: str | None
+    vendor_phase: str | None
+    message: str | None
+    exit_code: int | None
+    since: str | None = Field(None, description="While QUEUED: since when it waits (the vendor's time).")
+    waiting_seconds: float | None = None
+    summary: str
+    asks: dict[str, Any] = Field(..., description="gpus, gpus_per_node, nodes, gpu_type, priority, preemptible.")
+    capacity: list[CapacitySeen]
+    suggestions: list[str]
+
+
 class Backend(BaseModel):
     """A configured backend."""
 
@@ -171,7 +206,7 @@ def openapi_document() -> dict[str, Any]:
     """The document served at /openapi.json."""
     _, schemas = models_json_schema(
         [(m, "serialization") for m in (Job, DryRun, JobList, EventList, Backend, Problem, LogPreview,
-                                        MigrateDryRun, JobMetricsOut, UsageOut)]
+                                        MigrateDryRun, JobMetricsOut, UsageOut, Why, Capacity)]
         + [(JobSpec, "validation"), (MigrateRequest, "validation")], ref_template="#/components/schemas/{model}")
     components = schemas.get("$defs", {})
     auth = _problem_responses(401)
@@ -279,6 +314,17 @@ def openapi_document() -> dict[str, Any]:
             "get": {"summary": "Configured backends", "operationId": "listBackends",
                     "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                         "type": "array", "items": {"$ref": "#/components/schemas/Backend"}}}}}, **auth}},
+        },
+        "/v1/backends/{name}/capacity": {
+            "get": {"summary": "Free and total GPUs by pool and type, the queue and quotas, as last read (with "
+                               "their age)", "operationId": "backendCapacity",
+                    "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _json("Capacity"), **_problem_responses(400, 404, 409), **auth}},
+        },
+        "/v1/jobs/{id}/why": {
+            "get": {"summary": "Why the job waits or ended, the capacity seen on every backend, what would help",
+                    "operationId": "jobWhy", "parameters": [JOB_ID],
+                    "responses": {"200": _json("Why"), **_problem_responses(400, 404), **auth}},
         },
         "/v1/events": {
             "get": {"summary": "Server-Sent Events: transitions of the caller's jobs from now on",

@@ -779,6 +779,13 @@ class ModelArtsSimulator:
         self.revision += 1
         return web.json_response({"phase": self.state(j, now)[0]})
 
+    async def pools(self, request: web.Request) -> web.Response:
+        """GET /v2/{project_id}/pools: the project's dedicated resource pools. The simulated project has none
+        (its jobs run in the public pool, whose flavors `training-job-flavors` reports), so the list is empty."""
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        return _reply(200, {"apiVersion": "v2", "kind": "PoolList", "items": []})
+
     async def job_flavors(self, request: web.Request) -> web.Response:
         """GET /v2/{project_id}/training-job-flavors: the public pool's flavors; max_num is how many nodes of
         each can be had now (a flavor with no GPU count configured is never short)."""
@@ -816,6 +823,7 @@ class ModelArtsSimulator:
         r.add_get("/_sim/flavors", self.sim_flavors)
         r.add_post("/_sim/preempt/{job_id}", self.sim_preempt)
         r.add_get(base + "/training-job-flavors", self.job_flavors)
+        r.add_get(base + "/pools", self.pools)
         r.add_post(base + "/services", self.create_service)
         r.add_get(base + "/services", self.list_services)
         r.add_post(base + "/services/delete", self.delete_services)

@@ -933,7 +933,8 @@ class RunaiSimulator:
         now = time.monotonic()
         hist = [(t, p, f"Workload phase changed to {p}") for t, p in w.timeline.history(now) if p != GONE]
         # Beside the phases, what the scheduler did (a preemption), in time order.
-        hist = sorted(hist + [(t, r, m) for t, r, m in w.events if t <= now], key=lambda e: e[0])
+        # (at the same moment, the scheduler's decision comes before the phase it causes)
+        hist = sorted([(t, r, m) for t, r, m in w.events if t <= now] + hist, key=lambda e: e[0])
         return [{"createdAt": _iso(wall(t)), "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{w.id}/{i}")),
                  "type": "Warning" if p in ("Failed", PREEMPTED) else "Normal", "clusterId": w.cluster_id,
                  "message": m, "reason": p, "source": "runai-scheduler",
