@@ -37,7 +37,9 @@ def load_runapy(schema_name: str, body: dict[str, Any]) -> Any:
     cls = getattr(models, schema_name)
     obj = cls.from_dict(body)
     assert obj is not None
-    again = obj.to_dict()
+    # model_dump, not to_dict: to_dict leaves out the fields the OpenAPI marks readOnly (a node pool's id),
+    # which the model did read.
+    again = obj.model_dump(by_alias=True)
     _assert_kept(_strip_none(body), again, schema_name)
     return obj
 

@@ -326,7 +326,7 @@ def test_runapy_reads_node_pools_metrics_projects_and_a_waiting_workload() -> No
 
     with SimThread("runai", speed=10.0, gpus={"a100": 2, "h100": 1}, quota={"1": 1}) as sim:
         client = runapy_client(sim.url)
-        pools = client.node_pools.get_nodepools().data
+        pools = client.organizations.node_pools.get_nodepools().data
         load_runapy("GetNodepools200Response", pools)
         for p in pools["nodepools"]:
             validate_runai("Nodepool", p)
@@ -335,7 +335,7 @@ def test_runapy_reads_node_pools_metrics_projects_and_a_waiting_workload() -> No
         get = client.workloads.trainings.get_training
         assert wait_for(lambda: get(holder).data["actualPhase"], "Running") == "Running"
         now = datetime.now(UTC)
-        got = client.node_pools.get_nodepool_metrics(
+        got = client.organizations.node_pools.get_nodepool_metrics(
             CLUSTER, "a100", start=now - timedelta(minutes=1), end=now,
             metric_type=[models.MetricsType.TOTAL_GPU, models.MetricsType.ALLOCATED_GPU,
                          models.MetricsType.UNALLOCATED_GPU]).data
@@ -343,8 +343,10 @@ def test_runapy_reads_node_pools_metrics_projects_and_a_waiting_workload() -> No
         load_runapy("MetricsResponse", got)
         values = {m["type"]: float(m["values"][-1]["value"]) for m in got["measurements"]}
         assert values == {"TOTAL_GPU": 2.0, "ALLOCATED_GPU": 2.0, "UNALLOCATED_GPU": 0.0}
-        projects = client.projects.get_projects().data
-        load_runapy("GetProjects200Response", projects)
+        projects = client.organizations.projects.get_projects().data
+        # runapy reads the answer (the call above), but its GetProjects200Response holds a different "Project"
+        # (the reports API's {metadata, current, timeRange}: a name clash in the SDK), so the org-unit project
+        # is held to Run:ai's OpenAPI schema instead.
         mine = next(p for p in projects["projects"] if p["id"] == "1")
         validate_runai("Project", mine)
         a100 = next(s for s in mine["status"]["nodePoolQuotaStatuses"] if s["nodePoolName"] == "a100")
@@ -359,7 +361,7 @@ def test_runapy_reads_node_pools_metrics_projects_and_a_waiting_workload() -> No
         one = until(lambda: client.workloads.workloads.get_workload(waiting).data, pending)
         validate_runai("Workload", one)
         load_runapy("Workload", one)
-        assert pending(one) and one["phaseReason"] is None and one["totalPendingTimeSeconds"] >= 0
+        assert pending(one) and "phaseReason" not in one and one["totalPendingTimeSeconds"] >= 0
         assert "2 GPUs asked, 0 of 2 free in a100" in one["phaseMessage"]
 
 
@@ -389,12 +391,13 @@ async def test_modelarts_queues_a_job_and_reports_the_end_of_each_run_in_sdk_fie
 
             load_huawei("ShowTrainingJobFlavorsResponse", await call("GET", "/training-job-flavors"))
             load_huawei("ListPoolsResponse", await call("GET", "/pools"))
+            # The first holds the flavor's one GPU for 2 s (40 simulated); the second waits, then runs out of memory.
             made = [await call("POST", "/training-jobs", {
                 "kind": "job", "metadata": {"name": f"oom-{i}"},
                 "algorithm": {"engine": {"image_url": "x:1"},
-                              "environments": {"SIM_OUTCOME": "oom", "SIM_RUN_SECONDS": "1"}},
+                              "environments": {"SIM_OUTCOME": "oom", "SIM_RUN_SECONDS": seconds}},
                 "spec": {"resource": {"flavor_id": "modelarts.vm.gpu.a100.1", "node_count": 1}}})
-                for i in range(2)]
+                for i, seconds in enumerate(("40", "1"))]
             second = made[1]["metadata"]["id"]
 
             async def shown_when(ok: Any) -> Any:

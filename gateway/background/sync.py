@@ -65,6 +65,7 @@ class BackendSync:
     idle: IdleWatch | None = None
     cycles: int = 0  # cycles completed
     _capacity_at: float = -1e18  # when capacity was last read (monotonic)
+    _capacity_broken: bool = False
 
     @property
     def backend(self) -> str:
@@ -177,7 +178,6 @@ class BackendSync:
             self.cycles += 1
             if self.idle is not None:
                 await self.idle.maybe_check()
-            await self.maybe_read_capacity()
             if self.failing:
                 log.info("sync_recovered", backend=self.backend)
                 await self.store.jobs.mark_stale(self.backend, False)
@@ -194,6 +194,15 @@ class BackendSync:
             if not self.failing:
                 log.exception("sync_crashed", backend=self.backend, error=str(err))
                 self.failing = True
+        # Apart from the statuses: a capacity that cannot be read never marks jobs stale or the sync failing.
+        try:
+            await self.maybe_read_capacity()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a bug in an adapter's capacity: say it once, keep syncing
+            if not self._capacity_broken:
+                log.exception("capacity_read_crashed", backend=self.backend, error=str(err))
+                self._capacity_broken = True
         try:
             busy = await self.store.jobs.busy(self.backend, sorted(BUSY))
         except Exception:

@@ -140,9 +140,12 @@ class Adapter(abc.ABC, Generic[C]):
 
     def unsupported_for(self, kind: str = "training") -> dict[Capability, str]:
         """What this backend cannot do for a workload of `kind` (training or inference), with the reasons."""
+        # A vendor's adapter that does not read capacity cannot report it, whatever its tables say.
+        silent = {} if type(self).capacity is not Adapter.capacity else \
+            {Capability.CAPACITY: "its adapter does not read the vendor's capacity"}
         if kind != "training":
-            return dict(self.unsupported_inference)
-        return {**self.unsupported, Capability.SCALE: "only an inference workload has replicas"}
+            return {**silent, **self.unsupported_inference}
+        return {**silent, **self.unsupported, Capability.SCALE: "only an inference workload has replicas"}
 
     def capabilities(self, kind: str = "training") -> dict[str, Any]:
         """{capability: true | {supported: false, reason}} for GET /v1/backends."""

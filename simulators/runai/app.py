@@ -450,11 +450,13 @@ class RunaiSimulator:
             "requestedNodePools": w.claim.pools if w.claim else spec.get("nodePools") or ["default"],
             "currentNodePools": [w.claim.pool] if w.claim and w.claim.pool and shown in RUNNING else [],
             "preemptible": w.claim.preemptible if w.claim else True,
-            "phaseReason": (self.pending_reason(w) or (None, ""))[0] if shown == "Pending" else None,
             "totalPendingTimeSeconds": self._pending_seconds(w, now),
             "workloadRequestedResources": {"gpuRequestType": compute.get("gpuRequestType") or "portion",
                                            "gpu": {"request": gpus}},
         }
+        why = self.pending_reason(w) if shown == "Pending" else None
+        if why is not None and why[0]:  # (absent otherwise: the OpenAPI's phaseReason cannot be null)
+            rec["phaseReason"] = why[0]
         if w.type == "Distributed":
             rec["distributedFramework"] = spec.get("distributedFramework")
         if w.type == "Inference":
