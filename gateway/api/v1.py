@@ -77,7 +77,7 @@ async def submit_job(request: web.Request) -> web.Response:
     dry = qbool(request, "dry_run")
     raw = await read_json(request)
     if dry:
-        return reply(svc.dry_run(raw, strict))
+        return reply(await svc.dry_run(raw, strict))
     res = await svc.submit(request[PRINCIPAL], raw, strict, request.headers.get("Idempotency-Key"))
     headers = {"Location": f"/v1/jobs/{res.job.id}"}
     if res.replayed:

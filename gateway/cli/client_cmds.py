@@ -99,6 +99,12 @@ def show_job(job: dict[str, Any]) -> str:
     for key in ("migrated_from", "migrated_to"):
         if job.get(key):
             out.append(f"{key}: {job[key]}")
+    placed = job.get("placement")
+    if placed:
+        out.append(f"placed:       {placed['chosen']} by {placed['policy']}: {placed['why']}")
+        out += [f"  {c['backend']}: {'can run it' if c['feasible'] else 'cannot'} - {c['why']}"
+                + (f"; {c['price_per_hour']:g}/h" if c.get("price_per_hour") is not None else "")
+                for c in placed["candidates"]]
     lossy = [e for e in job.get("report") or [] if e["outcome"] in ("approximated", "dropped")]
     if lossy:
         out.append("translation notes:")

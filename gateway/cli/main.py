@@ -167,7 +167,8 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
 
     c = client_parser("submit", "submit a job spec")
     c.add_argument("spec", metavar="SPEC.yaml").complete = FILE  # type: ignore[attr-defined]
-    c.add_argument("--backend", help="override the spec's backend")
+    c.add_argument("--backend", help="override the spec's backend: a name, or auto (the gateway places it; "
+                   "with --dry-run: where it would go, and why)")
     c.add_argument("--dry-run", action="store_true", help="show the vendor request, submit nothing")
     c.add_argument("--strict", action="store_true", help="refuse fields the backend would drop")
     c.add_argument("--idempotency-key", help="replay-safe key (default: none)")

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from gateway.cli.specfile import read_spec_file
-from gateway.core.errors import GatewayError, StartupError
+from gateway.core.errors import GatewayError, StartupError, ValidationError
 
 
 def _print_json(data: Any) -> None:
@@ -34,7 +34,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if isinstance(raw, dict):
             raw = {**raw, "backend": args.backend}
         spec = parse_spec(raw)
-        backend = cfg.backend(spec.backend)
+        if spec.placed:
+            raise ValidationError("tjg translate needs one backend (--backend NAME): `auto` and lists are placed "
+                                  "by a running gateway, on the capacity it sees (tjg submit --dry-run shows where)",
+                                  errors=[{"loc": ["backend"], "msg": "one backend name"}])
+        backend = cfg.backend(str(spec.backend))
         tr = load_vendors().translate(spec, backend, new_job_id())
         if args.strict:
             enforce_strict(tr.report)

@@ -95,6 +95,15 @@ class SimulatorSettings(_Cfg):
         return v
 
 
+class PlacementConfig(_Cfg):
+    """Defaults for jobs the gateway places (`backend: auto` or a list of candidates)."""
+
+    policy: Literal["ordered", "soonest", "cheapest"] = Field("soonest", description="ordered, soonest or "
+                                                              "cheapest (see the spec's placement.policy).")
+    max_wait: float | None = Field(None, gt=0, description="Seconds a placed job may wait QUEUED for capacity "
+                                   "before it moves; null: it stays.")
+
+
 class BackendConfig(_Cfg):
     """What every backend has. A vendor's own fields (project, credentials, ...) are declared by its config
     model, a subclass kept in the vendor's folder and registered with its adapter (see BACKEND_MODELS)."""
@@ -115,6 +124,8 @@ class BackendConfig(_Cfg):
     breaker_reset_seconds: float = Field(5.0, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     sync_interval: float = Field(5.0, gt=0)
+    price_per_gpu_hour: float | None = Field(None, ge=0, description="What placement's `cheapest` counts for "
+                                             "one GPU-hour here; default: mappings/prices.yaml.")
     capacity_interval: float = Field(15.0, gt=0, description="Seconds between reads of the backend's capacity "
                                      "(node pools, quotas, flavors), done in its sync loop.")
     submit_deadline: float = Field(120.0, gt=0, description="How long a submit may try before it is "
@@ -193,6 +204,7 @@ class Config(_Cfg):
     replica: ReplicaConfig = Field(default_factory=lambda: ReplicaConfig())
     idle: IdleConfig = Field(default_factory=lambda: IdleConfig())
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())
+    placement: PlacementConfig = Field(default_factory=lambda: PlacementConfig())
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -226,17 +238,18 @@ class Config(_Cfg):
         if len(set(tnames)) != len(tnames):
             raise ValueError("duplicate tenant names")
         for t in self.tenants:
-            if t.default_backend is not None and t.default_backend not in names:
+            if t.default_backend is not None and t.default_backend not in (*names, "auto"):
                 raise ValueError(f"tenant {t.name}: default_backend {t.default_backend!r} is not a configured "
                                  f"backend ({', '.join(names) or 'none'})")
         return self
 
     def default_backend(self, tenant: str) -> str | None:
-        """The backend a tenant's tasks go to when they name none."""
+        """The backend a tenant's tasks go to when they name none: its default_backend, else `auto` (placed by
+        the default policy)."""
         for t in self.tenants:
             if t.name == tenant and t.default_backend:
                 return t.default_backend
-        return self.backends[0].name if self.backends else None
+        return "auto" if self.backends else None
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name`, or a 422 naming the field."""

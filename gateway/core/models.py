@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.core.placement import Placement
+
 NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -151,6 +153,22 @@ class Serving(_Strict):
 Extensions = dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")], dict[str, Any]]
 
 
+BackendName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class PlacementSpec(_Strict):
+    """How the gateway chooses among candidate backends (`backend: auto` or a list)."""
+
+    policy: Literal["ordered", "soonest", "cheapest"] | None = Field(
+        None, description="ordered: the first candidate with free GPUs, else the first that can run it; soonest: "
+        "free GPUs now, else the shortest queue; cheapest: the lowest price per GPU-hour, then soonest. "
+        "Default: the config's placement.policy.")
+    max_wait: float | None = Field(None, gt=0, le=30 * 86400, description="Seconds a job may wait QUEUED for "
+                                   "capacity before it moves to another candidate with free GPUs (default: the "
+                                   "config's, off for a job that names one backend).")
+    max_moves: int = Field(2, ge=0, le=10, description="Most moves to another backend while waiting.")
+
+
 class JobSpec(_Strict):
     """A training job, independent of the vendor that runs it."""
 
@@ -158,7 +176,10 @@ class JobSpec(_Strict):
                       description="Job name, valid on both vendors.")
     kind: Literal["training", "inference"] = Field("training", description="training (runs to an end) or "
                                                    "inference (a served model, with `serving`).")
-    backend: str = Field(..., min_length=1, max_length=64, description="Name of a configured backend.")
+    backend: BackendName | list[BackendName] = Field(
+        ..., description="A configured backend's name; `auto` (every configured backend that can run the spec); "
+        "or a list of candidates in order of preference. The gateway places an `auto` or list job.")
+    placement: PlacementSpec | None = Field(None, description="How an `auto` or list job is placed.")
     project: str | None = Field(None, min_length=1, max_length=128,
                                 description="Run:ai project id or ModelArts workspace id (default \"0\").")
     image: str = Field(..., min_length=1, max_length=1024, description="Container image.")
@@ -178,6 +199,21 @@ class JobSpec(_Strict):
     extensions: Extensions | None = Field(None, description="Raw vendor fields by backend kind ({runai: {...}}), "
                                           "deep-merged into that vendor's payload last.")
     serving: Serving | None = Field(None, description="Inference only: port, path, replicas, autoscaling.")
+
+    @field_validator("backend")
+    @classmethod
+    def _candidates(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not 1 <= len(v) <= 16:
+                raise ValueError("a list of 1 to 16 backend names")
+            if len(set(v)) != len(v) or "auto" in v:
+                raise ValueError("each backend once, and `auto` only on its own")
+        return v
+
+    @property
+    def placed(self) -> bool:
+        """Whether the gateway chooses the backend (`auto` or a list)."""
+        return isinstance(self.backend, list) or self.backend == "auto"
 
     @field_validator("command", "args")
     @classmethod
@@ -282,6 +318,8 @@ class DryRun(BaseModel):
     backend: str
     request: VendorRequest
     report: list[ReportEntry]
+    placement: Placement | None = Field(None, description="For `backend: auto` or a list: every candidate, "
+                                        "whether it can run the job and why, and where it would go.")
 
 
 class Job(BaseModel):
@@ -304,6 +342,8 @@ class Job(BaseModel):
     tenant: str | None = None
     migrated_from: str | None = None
     migrated_to: str | None = None
+    placement: Placement | None = Field(None, description="Where the gateway placed it and why (jobs submitted "
+                                        "with `backend: auto` or a list of candidates).")
     deleted: bool = Field(False, description="Removed from the backend with DELETE; the record stays.")
     warnings: list[str] = Field(default_factory=list, description="Things that went wrong but did not stop "
                                 "the request (e.g. a migration's source action).")

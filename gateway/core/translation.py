@@ -33,6 +33,8 @@ def spec_fields(spec: JobSpec) -> list[str]:
     data = spec.model_dump(exclude_unset=True, exclude_none=True)
     out: list[str] = []
     for key, value in data.items():
+        if key == "placement":  # the gateway's own (the job's placement record), never sent to a vendor
+            continue
         if key in ("resources", "distributed", "extensions", "serving"):
             out.extend(f"{key}.{sub}" for sub in value)
         elif key in ("inputs", "outputs"):

@@ -58,9 +58,9 @@ class JobService:
         return self.submissions.adapter(backend)
 
     # -- submit -------------------------------------------------------------------------
-    def dry_run(self, raw: Any, strict: bool) -> DryRun:
+    async def dry_run(self, raw: Any, strict: bool) -> DryRun:
         """What a submit would send, and the report; nothing is stored or sent."""
-        return self.submissions.dry_run(raw, strict)
+        return await self.submissions.dry_run(raw, strict)
 
     async def submit(self, who: Principal, raw: Any, strict: bool = False, idempotency_key: str | None = None,
                      **kw: Any) -> SubmitResult:

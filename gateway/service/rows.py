@@ -28,7 +28,8 @@ def to_job(row: dict[str, Any]) -> Job:
                updated_at=dt(row["updated_at"]) or datetime.now(UTC),
                report=[ReportEntry.model_validate(e) for e in row["report"] or []],
                origin=row["origin"], tenant=row["tenant"], migrated_from=row["migrated_from"],
-               migrated_to=row["migrated_to"], deleted=row["deleted_at"] is not None)
+               migrated_to=row["migrated_to"], deleted=row["deleted_at"] is not None,
+               placement=row.get("placement"))
 
 
 def status_json(status: JobStatus) -> dict[str, Any]:

@@ -33,7 +33,9 @@ from gateway.core.errors import (
 )
 from gateway.core.ids import new_job_id
 from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
+from gateway.core.placement import Placement
 from gateway.core.translation import Translation, enforce_strict
+from gateway.service.placement import Placer
 from gateway.service.principal import Principal
 from gateway.service.rows import handle_of, status_json
 from gateway.store import Store
@@ -67,24 +69,37 @@ class Submissions:
     on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)  # backend -> its sync's wake-up
     _inflight: set[str] = field(default_factory=set)  # jobs with a create or a settle under way here
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    placer: Placer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.placer = Placer(self.config, self.store, self.adapters)
 
     def adapter(self, backend: str) -> Adapter[Any]:
         """The adapter of a configured backend (a 422 naming `backend` otherwise)."""
         self.config.backend(backend)
         return self.adapters[backend]
 
-    def translate(self, raw: Any, strict: bool, job_id: str) -> tuple[JobSpec, Translation]:
-        """Validate and translate a submission."""
+    async def translate(self, raw: Any, strict: bool, job_id: str
+                        ) -> tuple[JobSpec, Translation, str, Placement | None]:
+        """Validate a submission, place it when it names no single backend, and translate it for its backend:
+        (spec, translation, backend, placement decision or None)."""
         spec = parse_spec(raw)
-        tr = self.adapter(spec.backend).translate(spec, job_id)
+        if spec.placed:  # placed candidates translate under --strict whatever the request says
+            placement, tr = await self.placer.place(spec, job_id)
+            return spec, tr, placement.chosen, placement
+        backend = str(spec.backend)
+        tr = self.adapter(backend).translate(spec, job_id)
         if strict:
             enforce_strict(tr.report)
-        return spec, tr
+        return spec, tr, backend, None
 
-    def dry_run(self, raw: Any, strict: bool) -> DryRun:
-        """What a submit would send, and the report; nothing is stored or sent."""
-        spec, tr = self.translate(raw, strict, new_job_id())
-        return tr.dry_run(spec.backend)
+    async def dry_run(self, raw: Any, strict: bool) -> DryRun:
+        """What a submit would send and where (for a placed job, every candidate and why), and the report;
+        nothing is stored or sent."""
+        _, tr, backend, placement = await self.translate(raw, strict, new_job_id())
+        out = tr.dry_run(backend)
+        out.placement = placement
+        return out
 
     # -- stored -------------------------------------------------------------------------
     async def submit(self, who: Principal, raw: Any, strict: bool = False, idempotency_key: str | None = None,
@@ -104,10 +119,10 @@ class Submissions:
                 return self._replay(found, digest)
             idem = (who.tenant, idempotency_key, digest)
         job_id = job_id or new_job_id()
-        spec, tr = self.translate(raw, strict, job_id)
+        spec, tr, backend, placement = await self.translate(raw, strict, job_id)
         now = time.time()
         row = {
-            "id": job_id, "tenant": who.tenant, "name": spec.name, "backend": spec.backend,
+            "id": job_id, "tenant": who.tenant, "name": spec.name, "backend": backend,
             "project": tr.project, "vendor_name": tr.vendor_name, "vendor_kind": tr.kind, "backend_job_id": None,
             "spec": spec.model_dump(mode="json", exclude_none=True, exclude_unset=True),
             "report": [e.model_dump() for e in (extra_report or []) + tr.report], "labels": spec.labels or {},
@@ -115,6 +130,9 @@ class Submissions:
             "origin": "gateway", "submit_state": "pending", "submit_error": None, "cancel_requested": False,
             "created_at": now, "updated_at": now, "deleted_at": None, "migrated_from": migrated_from,
             "migrated_to": None, "tes_task": tes_task,
+            # The decision goes into the store with the job, before the vendor is called: a retry, a crash or
+            # another replica never places the job again.
+            "placement": placement.model_dump(mode="json") if placement is not None else None,
         }
         try:
             await self.store.jobs.create(row, idem)
@@ -123,8 +141,9 @@ class Submissions:
                 raise
             # The same key, concurrently: the other request stored it first.
             return self._replay((str(err.extra["body_hash"]), str(err.extra["job_id"])), idem[2])
-        log.info("job_accepted", job_id=job_id, backend=spec.backend, vendor_name=tr.vendor_name)
-        written = await self._send(job_id, spec.backend, tr, self.config.server.submit_wait_seconds,
+        log.info("job_accepted", job_id=job_id, backend=backend, vendor_name=tr.vendor_name,
+                 placed=placement.why if placement is not None else None)
+        written = await self._send(job_id, backend, tr, self.config.server.submit_wait_seconds,
                                    raise_rejection=True)
         # What this request wrote last is the answer (read-your-writes without reading the row back).
         return Accepted(job_id, row={**row, **written} if written is not None else None)

@@ -44,6 +44,7 @@ jobs = Table(
     Column("deleted_at", Float, nullable=True),
     Column("migrated_from", String(32), nullable=True),
     Column("migrated_to", String(32), nullable=True),
+    Column("placement", JSON, nullable=True),  # where the gateway placed it and why (core.placement.Placement)
     # The GA4GH TES task a job was submitted as (its executors, inputs, outputs, tags as sent), if any.
     Column("tes_task", JSON, nullable=True),
     # Bumped by every write of the row (see gateway.store.jobs).

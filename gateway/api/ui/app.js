@@ -275,6 +275,9 @@ async function renderJob(id) {
     h("div", { class: "muted", text: "message" }), h("div", { text: st.message || "-" }),
     h("div", { class: "muted", text: "reason" }), h("div", { id: "job-reason", text: st.reason ? `${st.reason}${st.reason_message ? ` (${st.reason_message})` : ""}` : "-" }),
     h("div", { class: "muted", text: "backend" }), h("div", { text: `${job.backend} (${job.backend_job_id || "not yet"})` }),
+    job.placement ? [h("div", { class: "muted", text: "placed" }), h("div", { id: "job-placement",
+      text: `${job.placement.chosen} by ${job.placement.policy}: ${job.placement.why}; ` +
+        job.placement.candidates.map((c) => `${c.backend} ${c.feasible ? "could" : "could not"} (${c.why})`).join("; ") })] : null,
     h("div", { class: "muted", text: "kind" }), h("div", { text: job.kind }),
     job.kind === "inference" ? [h("div", { class: "muted", text: "endpoint" }), h("div", { text: st.endpoint || "-" }),
       h("div", { class: "muted", text: "replicas" }), h("div", { text: `${st.ready_replicas ?? "?"} ready / ${st.desired_replicas ?? "?"}` })] : null,

@@ -1,0 +1,26 @@
+"""jobs.placement: the placement decision of a job submitted with `backend: auto` or a list of candidates,
+stored with the job before any vendor call.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+
+
+def upgrade() -> None:
+    """Add jobs.placement (null: the job named its backend)."""
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("placement", sa.JSON, nullable=True))
+
+
+def downgrade() -> None:
+    """Drop jobs.placement."""
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("placement")
