@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -14,7 +15,7 @@ from adapters.registry import load as load_vendors
 from gateway.core.config import Config
 from gateway.core.models import parse_spec
 from gateway.service.migrate import convert_spec
-from tests.conftest import EXAMPLES, gateway_config
+from tests.conftest import EXAMPLES, eventually, gateway_config
 from tests.gwkit import ALPHA, BETA, GW, spec, start_gateway
 
 # Neutral field -> the Run:ai body paths it produces (for the round-trip comparison).
@@ -197,3 +198,58 @@ def test_cli_logs_prints_the_preview(tmp_path: Path) -> None:
                               "--url", gw.url, "--api-key", "alpha-key-123"], capture_output=True, text=True,
                              timeout=60)
         assert dry.returncode == 0 and "modelarts -> runai" in dry.stdout and "FIELD" in dry.stdout
+
+
+async def _faults(gw: GW, backend: str, rates: dict[str, float]) -> None:
+    async with aiohttp.ClientSession() as s, s.put(gw.config.backend(backend).url + "/_sim/faults",
+                                                   json=rates) as r:
+        assert r.status == 200
+
+
+async def test_a_migrations_source_action_is_owed_until_done_by_the_retry_or_by_recovery(gw: GW) -> None:
+    """The target is created but the source's cancel cannot reach the vendor (as if the process died between
+    the two): the cancel stays owed, and the client's retry with the same key, or recovery, does it once."""
+    from gateway.api.http import SERVICE
+    from gateway.background.reconcile import reconcile_step
+
+    svc = gw.c.app[SERVICE]
+    sources = []
+    for name in ("by-retry", "by-recovery"):
+        job = await gw.submit(spec("runai", name, env={"SIM_OUTCOME": "hang"}))
+        await gw.wait_phase(job["id"], {"RUNNING"})
+        sources.append(job["id"])
+    await _faults(gw, "runai", {"http503": 1.0})  # every Run:ai call fails: the cancels cannot be sent
+    targets = []
+    for i, source in enumerate(sources):
+        status, new = await gw.call("POST", f"/v1/jobs/{source}/migrate", json={
+            "backend": "modelarts", "source_action": "cancel"}, headers={**ALPHA, "Idempotency-Key": f"mig-{i}"})
+        assert status == 201 and new["warnings"] and "tried again" in new["warnings"][0], new
+        targets.append(new["id"])
+        assert (await svc.store.jobs.get(source))["source_action"] == "cancel"
+    await _faults(gw, "runai", {})
+    # The client retries the first with its key (until Run:ai's circuit breaker lets calls through again):
+    # the same target each time, and the source's cancel once it can be sent.
+    async def retried() -> bool:
+        status, again = await gw.call("POST", f"/v1/jobs/{sources[0]}/migrate", json={
+            "backend": "modelarts", "source_action": "cancel"}, headers={**ALPHA, "Idempotency-Key": "mig-0"})
+        assert status == 201 and again["id"] == targets[0]
+        return (await svc.store.jobs.get(sources[0]))["source_action"] is None
+
+    assert await eventually(retried, within=30, step=0.5)
+    row = await svc.store.jobs.get(sources[0])
+    assert row["source_action"] is None and row["cancel_requested"] and row["phase"] in ("CANCELLING", "CANCELLED")
+    # Nobody retries the second: recovery (the reconcile loop, here with no grace time) does it.
+    step = reconcile_step(svc, gw.config.model_copy(update={"replica": gw.config.replica.model_copy(
+        update={"reconcile_after": 0.0001})}))
+    async def recovered() -> bool:
+        await step()
+        return (await svc.store.jobs.get(sources[1]))["source_action"] is None
+
+    assert await eventually(recovered, within=30, step=0.5)
+    row = await svc.store.jobs.get(sources[1])
+    assert row["source_action"] is None and row["cancel_requested"]
+    for source, target in zip(sources, targets, strict=True):
+        done = await gw.wait_phase(source, {"CANCELLED"})
+        assert done["status"]["phase"] == "CANCELLED" and done["migrated_to"] == target
+    _, listed = await gw.call("GET", "/v1/jobs?backend=modelarts")
+    assert sorted(j["id"] for j in listed["jobs"]) == sorted(targets)  # one target each

@@ -128,25 +128,44 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
             "backend": req.backend, "request": {"method": tr.method, "path": tr.path, "body": tr.body},
             "report": [e.model_dump() for e in report], "source": {"backend": row["backend"], "request": src_request},
             "comparison": compare(src_report, report)})
+    # The source action is written with the target's create (the transaction that claims the source), so a
+    # crash between the two cannot lose it: this request, its retry or recovery does it, once.
+    owed = req.source_action if req.source_action in ("cancel", "suspend") else None
     try:
         result = await svc.submit(who, spec, req.strict, idempotency_key, migrated_from=job_id, job_id=new_id,
-                                  extra_report=notes)
+                                  extra_report=notes, source_action=owed)
     except BackendError:  # refused by the target: the source may be migrated again
         await svc.store.jobs.release_migration(job_id, new_id)
         raise
+    warning = await finish_source_action(svc, job_id)
     if result.replayed:
         return Migration(job=result.job, replayed=True)
-    warnings: list[str] = []
-    try:
-        if req.source_action == "cancel" and not row["terminal"]:
-            await svc.cancel(who, job_id)
-        elif req.source_action == "suspend" and phase in SUSPENDABLE:
-            await svc.suspend(who, job_id)
-    except BackendError as err:
-        warnings.append(f"the new job was created but the source {req.source_action} failed: {err.detail}")
-        log.warning("migrate_source_action_failed", job_id=job_id, error=err.detail)
+    warnings = [warning] if warning else []
     log.info("job_migrated", source=job_id, target=result.job.id, backend=req.backend,
              source_action=req.source_action)
     job: Job = to_job(await svc.row(who, result.job.id))
     job.warnings = warnings
     return Migration(job=job)
+
+
+async def finish_source_action(svc: JobService, source_id: str) -> str | None:
+    """Do what a migration still owes its source (cancel or suspend), then clear it; a failure keeps it owed
+    (recovery tries again) and is returned as a warning."""
+    row = await svc.store.jobs.get(source_id)
+    if row is None or not row.get("source_action"):
+        return None
+    action = str(row["source_action"])
+    system = Principal(tenant=row["tenant"] or "", role="admin")
+    try:
+        if action == "cancel" and not row["terminal"]:
+            await svc.cancel(system, source_id)
+        elif action == "suspend" and Phase(row["phase"]) in SUSPENDABLE and row["submit_state"] == "submitted":
+            await svc.suspend(system, source_id)
+    except Conflict:  # it ended (or may no longer be suspended) meanwhile: nothing is owed
+        pass
+    except BackendError as err:
+        log.warning("migrate_source_action_failed", job_id=source_id, action=action, error=err.detail)
+        return f"the new job was created but the source {action} failed (it is tried again): {err.detail}"
+    await svc.store.jobs.set_fields(source_id, source_action=None)
+    log.info("migrate_source_action_done", job_id=source_id, action=action)
+    return None

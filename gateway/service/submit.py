@@ -103,7 +103,7 @@ class Submissions:
 
     # -- stored -------------------------------------------------------------------------
     async def submit(self, who: Principal, raw: Any, strict: bool = False, idempotency_key: str | None = None,
-                     migrated_from: str | None = None, job_id: str | None = None,
+                     migrated_from: str | None = None, job_id: str | None = None, source_action: str | None = None,
                      extra_report: list[ReportEntry] | None = None,
                      tes_task: dict[str, Any] | None = None) -> Accepted:
         """Store the job first (QUEUED, no vendor id), then send it; returns once it is confirmed,
@@ -135,7 +135,7 @@ class Submissions:
             "placement": placement.model_dump(mode="json") if placement is not None else None,
         }
         try:
-            await self.store.jobs.create(row, idem)
+            await self.store.jobs.create(row, idem, source_action)
         except Conflict as err:
             if idem is None or "body_hash" not in err.extra:  # e.g. a migration source claimed already
                 raise

@@ -90,7 +90,8 @@ class JobRows:
             fn(ids)
 
     # -- writes -------------------------------------------------------------------------
-    async def create(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None) -> None:
+    async def create(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None,
+                     source_action: str | None = None) -> None:
         """Insert a job, its labels, its first transition and its idempotency key, atomically.
         A key already taken raises Conflict with the existing job id in `extra`. A migration target
         (`migrated_from` set) claims its source in the same transaction: a source has one target, and a
@@ -104,7 +105,8 @@ class JobRows:
             source = row.get("migrated_from")
             if source is not None:
                 claimed = conn.execute(update(jobs).where(jobs.c.id == source, jobs.c.migrated_to.is_(None))
-                                       .values(migrated_to=row["id"], updated_at=now, version=jobs.c.version + 1))
+                                       .values(migrated_to=row["id"], updated_at=now, version=jobs.c.version + 1,
+                                               source_action=source_action))
                 if claimed.rowcount != 1:
                     taken = conn.execute(select(jobs.c.migrated_to).where(jobs.c.id == source)).scalar()
                     raise Conflict(f"job {source} is already migrated to {taken}", extra={"job_id": taken})
@@ -132,7 +134,7 @@ class JobRows:
         """Let a source be migrated again after its target was refused by the vendor."""
         await self.db.run(lambda conn: conn.execute(update(jobs).where(
             jobs.c.id == source, jobs.c.migrated_to == target).values(
-            migrated_to=None, updated_at=time.time(), version=jobs.c.version + 1)))
+            migrated_to=None, source_action=None, updated_at=time.time(), version=jobs.c.version + 1)))
         self._wrote([source])
 
     async def confirm(self, job_id: str, status: dict[str, Any],
@@ -427,6 +429,12 @@ class JobRows:
         """Vendor ids of every job of a backend the store has."""
         q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None))
         return await self.db.run(lambda conn: {r[0] for r in conn.execute(q)}, write=False)
+
+    async def owing_source_actions(self, older_than: float = 0.0) -> list[dict[str, Any]]:
+        """Migration sources whose action (cancel, suspend) is not done yet, last touched before `older_than`
+        seconds ago."""
+        q = select(jobs).where(jobs.c.source_action.is_not(None), jobs.c.updated_at <= time.time() - older_than)
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def count_in_phase(self, backend: str, phase: str) -> int:
         """How many jobs (not deleted) of a backend are in a phase."""

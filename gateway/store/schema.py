@@ -45,6 +45,9 @@ jobs = Table(
     Column("migrated_from", String(32), nullable=True),
     Column("migrated_to", String(32), nullable=True),
     Column("placement", JSON, nullable=True),  # where the gateway placed it and why (core.placement.Placement)
+    # On a migration's source: the action its migration still owes it (cancel | suspend), set in the
+    # transaction that creates the target, cleared once done (by the request, its retry, or recovery).
+    Column("source_action", String(16), nullable=True),
     # The GA4GH TES task a job was submitted as (its executors, inputs, outputs, tags as sent), if any.
     Column("tes_task", JSON, nullable=True),
     # Bumped by every write of the row (see gateway.store.jobs).

@@ -1,5 +1,6 @@
 """jobs.placement: the placement decision of a job submitted with `backend: auto` or a list of candidates,
-stored with the job before any vendor call.
+stored with the job before any vendor call; jobs.source_action: what a migration still owes its source
+(cancel, suspend), recorded with the target so that a crash cannot lose it.
 
 Revision ID: 0005
 Revises: 0004
@@ -15,12 +16,14 @@ down_revision = "0004"
 
 
 def upgrade() -> None:
-    """Add jobs.placement (null: the job named its backend)."""
+    """Add jobs.placement (null: the job named its backend) and jobs.source_action."""
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("placement", sa.JSON, nullable=True))
+        batch.add_column(sa.Column("source_action", sa.String(16), nullable=True))
 
 
 def downgrade() -> None:
-    """Drop jobs.placement."""
+    """Drop jobs.source_action and jobs.placement."""
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("source_action")
         batch.drop_column("placement")
