@@ -114,3 +114,60 @@ async def test_a_named_backend_is_not_placed_and_tes_may_ask_for_auto(tmp_path: 
         assert placed["placement"]["policy"] == "soonest"  # the config's default policy
     finally:
         await gw.c.close()
+
+
+async def _vendor_names(gw: GW, backend: str) -> list[str]:
+    """Every job name on a simulated vendor, through its own list API (the adapter's pages)."""
+    from gateway.api.http import SERVICE
+
+    adapter = gw.c.app[SERVICE].adapters[backend]
+    names: list[str] = []
+    offset, more = 0, True
+    while more:
+        page, more = await adapter.list_page(offset, 50)
+        names += [vj.handle.vendor_name for vj in page]
+        offset += len(page)
+        if not page:
+            break
+    return names
+
+
+async def test_a_job_waiting_past_max_wait_moves_once_to_the_vendor_with_capacity(tmp_path: Path) -> None:
+    gw = await gateway(tmp_path, runai={"simulator": {"gpus": {"a100": 1}}},
+                       modelarts={"simulator": {"gpus": {"modelarts.vm.gpu.a100.1": 2}}})
+    try:
+        hog = await gw.submit(job("hog", backend="runai"))
+        await gw.wait_phase(hog["id"], {"RUNNING"})
+        # It names Run:ai, which is full, and may wait 1 s before it moves.
+        waiter = await gw.submit(job("waiter", backend="runai", env={"SIM_RUN_SECONDS": "2"},
+                                     placement={"max_wait": 1}))
+        await eventually(lambda: _moved(gw, waiter["id"]), within=40)
+        _, source = await gw.call("GET", f"/v1/jobs/{waiter['id']}")
+        target_id = source["migrated_to"]
+        assert target_id, source
+        _, target = await gw.call("GET", f"/v1/jobs/{target_id}")
+        assert target["backend"] == "modelarts" and target["migrated_from"] == waiter["id"]
+        p = target["placement"]
+        assert p["moves"] == 1 and p["why"].startswith("moved from runai after waiting") and "no-capacity" in p["why"]
+        done = await gw.wait_phase(target_id, {"SUCCEEDED", "FAILED"}, within=60)
+        assert done["status"]["phase"] == "SUCCEEDED"
+        cancelled = await gw.wait_phase(waiter["id"], {"CANCELLED"}, within=30)
+        assert cancelled["status"]["phase"] == "CANCELLED"
+        _, evs = await gw.call("GET", f"/v1/jobs/{target_id}/events?vendor=false")
+        assert evs["events"][0]["message"].startswith("placed on modelarts: moved from runai")
+        # Counted on the vendors: one target on ModelArts, the source gone from Run:ai's live list.
+        vendor_name = target["vendor_name"]
+        assert (await _vendor_names(gw, "modelarts")).count(vendor_name) == 1
+        assert len([n for n in await _vendor_names(gw, "modelarts") if n.startswith("waiter-")]) == 1
+
+        async def source_gone() -> bool:  # cancelled on Run:ai: no longer among its workloads (no orphan)
+            return source["vendor_name"] not in await _vendor_names(gw, "runai")
+
+        assert await eventually(source_gone, within=30)
+    finally:
+        await gw.c.close()
+
+
+async def _moved(gw: GW, job_id: str) -> bool:
+    _, row = await gw.call("GET", f"/v1/jobs/{job_id}")
+    return bool(row["migrated_to"])

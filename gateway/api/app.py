@@ -20,6 +20,7 @@ from gateway.api.middleware import pipeline
 from gateway.api.v1 import add_routes
 from gateway.api.watch import NOTIFIER, Notifier
 from gateway.background.idle import IdleWatch
+from gateway.background.rebalance import rebalance_step
 from gateway.background.reconcile import reconcile_step
 from gateway.background.replicas import leased, replica_id
 from gateway.background.sync import BackendSync
@@ -104,6 +105,8 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         service.submissions.on_submitted = {n: s.wake for n, s in syncs.items()}
         tasks = [asyncio.create_task(leased(store, f"sync:{n}", owner, ttl, s.step, s.wake), name=f"sync-{n}")
                  for n, s in syncs.items()]
+        tasks.append(asyncio.create_task(leased(store, "rebalance", owner, ttl, rebalance_step(service, config)),
+                                         name="rebalance"))
         tasks.append(asyncio.create_task(leased(store, "reconcile", owner, ttl, reconcile_step(service, config)),
                                          name="reconcile"))
         tasks.append(asyncio.create_task(WebhookDeliverer(store, config, session, owner).run(), name="webhooks"))

@@ -15,6 +15,7 @@ from gateway.core.adapter import REGISTRY, Capability
 from gateway.core.errors import BackendError, Conflict, ValidationError
 from gateway.core.ids import new_job_id
 from gateway.core.models import Job, JobSpec, Phase, ReportEntry, parse_spec
+from gateway.core.placement import Placement
 from gateway.core.translation import deep_merge, enforce_strict
 from gateway.service.jobs import SUSPENDABLE, JobService
 from gateway.service.principal import Principal
@@ -82,7 +83,7 @@ class Migration:
 
 
 async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_run: bool,
-                  idempotency_key: str | None = None) -> Migration:
+                  idempotency_key: str | None = None, placement: Placement | None = None) -> Migration:
     """The dry run, or the target job. Exactly once: a source gets one target
     (claimed in the target's create transaction); a repeat with the same Idempotency-Key replays it."""
     try:
@@ -133,7 +134,7 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
     owed = req.source_action if req.source_action in ("cancel", "suspend") else None
     try:
         result = await svc.submit(who, spec, req.strict, idempotency_key, migrated_from=job_id, job_id=new_id,
-                                  extra_report=notes, source_action=owed)
+                                  extra_report=notes, source_action=owed, placement=placement)
     except BackendError:  # refused by the target: the source may be migrated again
         await svc.store.jobs.release_migration(job_id, new_id)
         raise

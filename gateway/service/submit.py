@@ -104,6 +104,7 @@ class Submissions:
     # -- stored -------------------------------------------------------------------------
     async def submit(self, who: Principal, raw: Any, strict: bool = False, idempotency_key: str | None = None,
                      migrated_from: str | None = None, job_id: str | None = None, source_action: str | None = None,
+                     placement: Placement | None = None,
                      extra_report: list[ReportEntry] | None = None,
                      tes_task: dict[str, Any] | None = None) -> Accepted:
         """Store the job first (QUEUED, no vendor id), then send it; returns once it is confirmed,
@@ -119,7 +120,8 @@ class Submissions:
                 return self._replay(found, digest)
             idem = (who.tenant, idempotency_key, digest)
         job_id = job_id or new_job_id()
-        spec, tr, backend, placement = await self.translate(raw, strict, job_id)
+        spec, tr, backend, placed = await self.translate(raw, strict, job_id)
+        placement = placement or placed  # (a move while waiting brings the decision that moved it)
         now = time.time()
         row = {
             "id": job_id, "tenant": who.tenant, "name": spec.name, "backend": backend,
@@ -135,7 +137,8 @@ class Submissions:
             "placement": placement.model_dump(mode="json") if placement is not None else None,
         }
         try:
-            await self.store.jobs.create(row, idem, source_action)
+            await self.store.jobs.create(row, idem, source_action,
+                                         note=f"placed on {backend}: {placement.why}" if placement else None)
         except Conflict as err:
             if idem is None or "body_hash" not in err.extra:  # e.g. a migration source claimed already
                 raise

@@ -91,7 +91,7 @@ class JobRows:
 
     # -- writes -------------------------------------------------------------------------
     async def create(self, row: dict[str, Any], idem: tuple[str, str, str] | None = None,
-                     source_action: str | None = None) -> None:
+                     source_action: str | None = None, note: str | None = None) -> None:
         """Insert a job, its labels, its first transition and its idempotency key, atomically.
         A key already taken raises Conflict with the existing job id in `extra`. A migration target
         (`migrated_from` set) claims its source in the same transaction: a source has one target, and a
@@ -116,7 +116,7 @@ class JobRows:
                 conn.execute(_INSERT_LABELS, [{"job_id": row["id"], "key": k, "value": v}
                                                   for k, v in row["labels"].items()])
             self.events.append(conn, [(row, 1, None, row["phase"], row["status"].get("vendor_phase"),
-                                       "accepted by the gateway" if row["origin"] == "gateway"
+                                       note or "accepted by the gateway" if row["origin"] == "gateway"
                                        else "imported from the vendor")], row["origin"], now)
 
         try:
@@ -429,6 +429,12 @@ class JobRows:
         """Vendor ids of every job of a backend the store has."""
         q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None))
         return await self.db.run(lambda conn: {r[0] for r in conn.execute(q)}, write=False)
+
+    async def waiting(self) -> list[dict[str, Any]]:
+        """Jobs QUEUED on their vendor (confirmed there, not moved away, not deleted): what rebalance looks at."""
+        q = select(jobs).where(jobs.c.phase == "QUEUED", jobs.c.submit_state == "submitted",
+                               jobs.c.migrated_to.is_(None), jobs.c.deleted_at.is_(None))
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def owing_source_actions(self, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Migration sources whose action (cancel, suspend) is not done yet, last touched before `older_than`

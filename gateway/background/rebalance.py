@@ -1,0 +1,98 @@
+"""Rebalance while waiting: a job QUEUED on its vendor for want of GPUs (reason no-capacity or
+quota-exceeded) for longer than its `placement.max_wait` moves to another candidate that has the GPUs free
+now, at most `placement.max_moves` times, never once it has started.
+
+A move is a migration with `source_action: cancel` under an Idempotency-Key made of the job and the move's
+number: the target is created and the source claimed in one transaction, the source's cancel is owed until
+done (gateway.service.migrate), so a crash or a second replica in the middle never makes a second target.
+One replica runs it at a time (leased like the sync).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from gateway.core.config import Config
+from gateway.core.errors import GatewayError
+from gateway.core.models import JobSpec
+from gateway.core.placement import Placement
+from gateway.service.jobs import JobService
+from gateway.service.migrate import migrate
+from gateway.service.principal import Principal
+
+log = structlog.get_logger(__name__)
+
+MOVABLE = ("no-capacity", "quota-exceeded")
+INTERVAL = 2.0
+
+
+def due(row: dict[str, Any], config: Config, now: float) -> tuple[float, int, int] | None:
+    """(seconds waited, moves so far, most moves) when the job is due to move, else None."""
+    spec = row["spec"] or {}
+    wanted = spec.get("placement") or {}
+    placed = isinstance(spec.get("backend"), list) or spec.get("backend") == "auto"
+    max_wait = wanted.get("max_wait")
+    if max_wait is None and placed:  # the config's default applies to jobs the gateway placed only
+        max_wait = config.placement.max_wait
+    status = row["status"] or {}
+    if max_wait is None or status.get("reason") not in MOVABLE:
+        return None
+    since = status.get("pending_since")
+    started = datetime.fromisoformat(str(since).replace("Z", "+00:00")).timestamp() if since else row["created_at"]
+    waited = now - started
+    moves = int((row.get("placement") or {}).get("moves") or 0)
+    most = int(wanted.get("max_moves", 2))
+    if waited < float(max_wait) or moves >= most:
+        return None
+    return waited, moves, most
+
+
+async def maybe_move(service: JobService, config: Config, row: dict[str, Any], now: float) -> str | None:
+    """Move one waiting job if it is due and a candidate has the GPUs free now; the target's id, or None."""
+    got = due(row, config, now)
+    if got is None:
+        return None
+    waited, moves, _ = got
+    spec = JobSpec.model_validate(row["spec"])
+    placer = service.submissions.placer
+    others = [n for n in placer.candidates(spec) if n != row["backend"]]
+    if not others:
+        return None
+    need = (spec.resources.gpus or 0.0) * spec.resources.nodes
+    try:
+        decision, _ = await placer.place(spec.model_copy(update={"backend": others,
+                                                                 "placement": spec.placement}), row["id"])
+    except GatewayError:  # no other candidate can run it
+        return None
+    chosen = next(c for c in decision.candidates if c.backend == decision.chosen)
+    if chosen.free_gpus is None or chosen.free_gpus < need:
+        return None  # nowhere has the GPUs free now: it stays where it waits
+    reason = (row["status"] or {}).get("reason")
+    why = f"moved from {row['backend']} after waiting {waited:.0f} s ({reason}): {decision.why}"
+    record = Placement(policy=decision.policy, candidates=decision.candidates, chosen=decision.chosen, why=why,
+                       decided_at=datetime.now(UTC), moves=moves + 1)
+    who = Principal(tenant=row["tenant"] or "", role="admin")
+    moved = await migrate(service, who, row["id"], {"backend": decision.chosen, "source_action": "cancel"},
+                          dry_run=False, idempotency_key=f"tjg-move:{row['id']}:{moves + 1}", placement=record)
+    target = moved.job.id if moved.job is not None else None
+    log.info("job_moved", job_id=row["id"], target=target, backend=decision.chosen, waited=round(waited, 1),
+             reason=reason, moves=moves + 1)
+    return target
+
+
+def rebalance_step(service: JobService, config: Config) -> Callable[[], Awaitable[float]]:
+    """One pass over the waiting jobs; returns the seconds until the next."""
+    async def step() -> float:
+        now = time.time()
+        for row in await service.store.jobs.waiting():
+            try:
+                await maybe_move(service, config, row, now)
+            except Exception as err:  # one job's trouble must not stop the others' moves
+                log.warning("rebalance_failed", job_id=row["id"], error=str(err))
+        return INTERVAL
+    return step
