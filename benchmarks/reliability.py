@@ -39,6 +39,12 @@ WHAT = {
                            "anything is sent; the vendors' list APIs show no orphan, no duplicate and every plain job "
                            "once.",
     "racing migrations": "Ten concurrent migrate requests for each of five jobs: one target each, nine 409s.",
+    "moves under SIGKILL": "Jobs waiting on a full Run:ai (placement.max_wait 0.5 s) move to ModelArts while "
+                           "`tjg serve` is SIGKILLed and restarted (8 jobs and 3 kills; 24 and 6 in --long): one "
+                           "target per job and no source left on Run:ai, counted through both simulators' list "
+                           "APIs.",
+    "moves with three PostgreSQL replicas": "The same with three replicas on one PostgreSQL database, one of "
+                                            "them killed while the moves are under way.",
     "slow webhook receiver": "One tenant's receiver takes 5 s per delivery; another tenant's events must arrive "
                              "within 2 s.",
     "2,000 watch streams": "`tjg serve` with 2,000 open /v1/events streams from one tenant: the median of 300 "

@@ -40,13 +40,14 @@ def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port
 class Simulators:
     """Both simulators as processes."""
 
-    def __init__(self, tmp: Path, speed: float = 20.0, faults: str = "") -> None:
+    def __init__(self, tmp: Path, speed: float = 20.0, faults: str = "", runai_args: tuple[str, ...] = (),
+                 ma_args: tuple[str, ...] = ()) -> None:
         self.runai_port, self.ma_port = free_port(), free_port()
         extra = ["--faults", faults] if faults else []
         self.procs = [
-            Proc(["simulate", "runai", "--port", str(self.runai_port), "--speed", str(speed), *extra],
+            Proc(["simulate", "runai", "--port", str(self.runai_port), "--speed", str(speed), *extra, *runai_args],
                  tmp / "sim-runai.log"),
-            Proc(["simulate", "modelarts", "--port", str(self.ma_port), "--speed", str(speed), *extra],
+            Proc(["simulate", "modelarts", "--port", str(self.ma_port), "--speed", str(speed), *extra, *ma_args],
                  tmp / "sim-ma.log"),
         ]
 
