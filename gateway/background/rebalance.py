@@ -89,7 +89,7 @@ def rebalance_step(service: JobService, config: Config) -> Callable[[], Awaitabl
     """One pass over the waiting jobs; returns the seconds until the next."""
     async def step() -> float:
         now = time.time()
-        for row in await service.store.jobs.waiting():
+        for row in await service.store.jobs.waiting(now):
             try:
                 await maybe_move(service, config, row, now)
             except Exception as err:  # one job's trouble must not stop the others' moves

@@ -135,6 +135,7 @@ class Submissions:
             # The decision goes into the store with the job, before the vendor is called: a retry, a crash or
             # another replica never places the job again.
             "placement": placement.model_dump(mode="json") if placement is not None else None,
+            "move_after": self._move_after(spec, now),
         }
         try:
             await self.store.jobs.create(row, idem, source_action,
@@ -150,6 +151,13 @@ class Submissions:
                                    raise_rejection=True)
         # What this request wrote last is the answer (read-your-writes without reading the row back).
         return Accepted(job_id, row={**row, **written} if written is not None else None)
+
+    def _move_after(self, spec: JobSpec, now: float) -> float | None:
+        """When a job still waiting for GPUs may move (its max_wait; the config's for a placed job), or None."""
+        wait = spec.placement.max_wait if spec.placement else None
+        if wait is None and spec.placed:
+            wait = self.config.placement.max_wait
+        return None if wait is None else now + wait
 
     @staticmethod
     def _replay(found: tuple[str, str], digest: str) -> Accepted:

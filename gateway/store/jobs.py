@@ -430,10 +430,12 @@ class JobRows:
         q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None))
         return await self.db.run(lambda conn: {r[0] for r in conn.execute(q)}, write=False)
 
-    async def waiting(self) -> list[dict[str, Any]]:
-        """Jobs QUEUED on their vendor (confirmed there, not moved away, not deleted): what rebalance looks at."""
-        q = select(jobs).where(jobs.c.phase == "QUEUED", jobs.c.submit_state == "submitted",
-                               jobs.c.migrated_to.is_(None), jobs.c.deleted_at.is_(None))
+    async def waiting(self, now: float) -> list[dict[str, Any]]:
+        """Jobs QUEUED on their vendor (confirmed there, not moved away, not deleted) past their move_after:
+        what rebalance looks at (a handful, found by the index, not every QUEUED job)."""
+        q = select(jobs).where(jobs.c.move_after <= now, jobs.c.phase == "QUEUED",
+                               jobs.c.submit_state == "submitted", jobs.c.migrated_to.is_(None),
+                               jobs.c.deleted_at.is_(None))
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def owing_source_actions(self, older_than: float = 0.0) -> list[dict[str, Any]]:

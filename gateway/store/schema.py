@@ -48,6 +48,9 @@ jobs = Table(
     # On a migration's source: the action its migration still owes it (cancel | suspend), set in the
     # transaction that creates the target, cleared once done (by the request, its retry, or recovery).
     Column("source_action", String(16), nullable=True),
+    # When the job may move to another candidate if it still waits for GPUs (created_at + its max_wait);
+    # null: it never moves. Rebalance reads only the rows past it, not every QUEUED job.
+    Column("move_after", Float, nullable=True),
     # The GA4GH TES task a job was submitted as (its executors, inputs, outputs, tags as sent), if any.
     Column("tes_task", JSON, nullable=True),
     # Bumped by every write of the row (see gateway.store.jobs).
@@ -63,6 +66,7 @@ Index("ix_jobs_phase_id", jobs.c.phase, jobs.c.id)
 Index("ix_jobs_backend_phase", jobs.c.backend, jobs.c.phase)
 Index("ix_jobs_name", jobs.c.name)
 Index("ix_jobs_project", jobs.c.project)
+Index("ix_jobs_move_after", jobs.c.move_after)
 
 job_labels = Table(
     "job_labels", metadata,

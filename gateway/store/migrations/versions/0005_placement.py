@@ -20,10 +20,14 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("placement", sa.JSON, nullable=True))
         batch.add_column(sa.Column("source_action", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("move_after", sa.Float, nullable=True))
+        batch.create_index("ix_jobs_move_after", ["move_after"])
 
 
 def downgrade() -> None:
     """Drop jobs.source_action and jobs.placement."""
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_move_after")
+        batch.drop_column("move_after")
         batch.drop_column("source_action")
         batch.drop_column("placement")
