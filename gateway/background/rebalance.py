@@ -90,6 +90,12 @@ def rebalance_step(service: JobService, config: Config) -> Callable[[], Awaitabl
     async def step() -> float:
         now = time.time()
         for row in await service.store.jobs.waiting(now):
+            if row["phase"] != "QUEUED" or row["migrated_to"] or row["deleted_at"] is not None:
+                # Started, ended, moved or deleted: it never moves now.
+                await service.store.jobs.set_fields(row["id"], move_after=None)
+                continue
+            if row["submit_state"] != "submitted":
+                continue
             try:
                 await maybe_move(service, config, row, now)
             except Exception as err:  # one job's trouble must not stop the others' moves

@@ -433,15 +433,16 @@ class JobRows:
     async def waiting(self, now: float) -> list[dict[str, Any]]:
         """Jobs QUEUED on their vendor (confirmed there, not moved away, not deleted) past their move_after:
         what rebalance looks at (a handful, found by the index, not every QUEUED job)."""
-        q = select(jobs).where(jobs.c.move_after <= now, jobs.c.phase == "QUEUED",
-                               jobs.c.submit_state == "submitted", jobs.c.migrated_to.is_(None),
-                               jobs.c.deleted_at.is_(None))
+        # Only move_after in SQL, so that its index is the one used; the caller looks at the phase (and
+        # clears move_after of a job that started: it never moves then).
+        q = select(jobs).where(jobs.c.move_after <= now)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def owing_source_actions(self, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Migration sources whose action (cancel, suspend) is not done yet, last touched before `older_than`
         seconds ago."""
-        q = select(jobs).where(jobs.c.source_action.is_not(None), jobs.c.updated_at <= time.time() - older_than)
+        q = select(jobs).where(jobs.c.source_action.in_(("cancel", "suspend")),  # (an equality: the index is used)
+                               jobs.c.updated_at <= time.time() - older_than)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     async def count_in_phase(self, backend: str, phase: str) -> int:

@@ -67,6 +67,7 @@ Index("ix_jobs_backend_phase", jobs.c.backend, jobs.c.phase)
 Index("ix_jobs_name", jobs.c.name)
 Index("ix_jobs_project", jobs.c.project)
 Index("ix_jobs_move_after", jobs.c.move_after)
+Index("ix_jobs_source_action", jobs.c.source_action)
 
 job_labels = Table(
     "job_labels", metadata,

@@ -22,11 +22,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source_action", sa.String(16), nullable=True))
         batch.add_column(sa.Column("move_after", sa.Float, nullable=True))
         batch.create_index("ix_jobs_move_after", ["move_after"])
+        batch.create_index("ix_jobs_source_action", ["source_action"])
 
 
 def downgrade() -> None:
     """Drop jobs.source_action and jobs.placement."""
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_source_action")
         batch.drop_index("ix_jobs_move_after")
         batch.drop_column("move_after")
         batch.drop_column("source_action")
