@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # Why a claim waits (the simulator words it as its vendor does).
 CAPACITY = "capacity"  # not enough free GPUs in any pool it may use
@@ -123,6 +124,20 @@ class Scheduler:
             self._schedule(t)
             if due is None:
                 return
+
+    def export(self) -> dict[str, Any]:
+        """The queue and the running claims, for a simulator's state file (times on this process's clock)."""
+        return {"waiting": self.waiting, "running": self.running, "clock": self.clock, "seq": self._seq}
+
+    def restore(self, saved: dict[str, Any], shift: float) -> None:
+        """Take an exported state up again, its monotonic times moved by `shift` onto this process's clock."""
+        for c in [*saved["waiting"].values(), *saved["running"].values()]:
+            c.queued_at += shift
+            c.admitted_at = None if c.admitted_at is None else c.admitted_at + shift
+            c.release_at = None if c.release_at is None else c.release_at + shift
+            c.hold_until += shift
+        self.waiting, self.running = saved["waiting"], saved["running"]
+        self.clock, self._seq = saved["clock"] + shift, saved["seq"]
 
     # -- what the APIs report ----------------------------------------------------------------------------
     def used(self, pool: str, project: str | None = None, non_preemptible: bool = False) -> float:

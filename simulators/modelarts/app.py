@@ -156,9 +156,7 @@ class ModelArtsSimulator:
 
     def export_state(self) -> dict[str, Any]:
         """The jobs, services and the scheduler's queue, for simkit.StateFile."""
-        q = self.sched
-        return {"order": self.order, "services": list(self.services.values()),
-                "sched": {"waiting": q.waiting, "running": q.running, "clock": q.clock, "seq": q._seq}}
+        return {"order": self.order, "services": list(self.services.values()), "sched": self.sched.export()}
 
     def restore_state(self, state: dict[str, Any], shift: float) -> None:
         """Take saved jobs up again on this process's clock."""
@@ -171,14 +169,8 @@ class ModelArtsSimulator:
         for svc in state.get("services", []):
             svc.timeline.shift(shift)
             self.services[svc.id] = svc
-        saved = state.get("sched")
-        if saved:
-            for c in [*saved["waiting"].values(), *saved["running"].values()]:
-                c.queued_at += shift
-                c.admitted_at = None if c.admitted_at is None else c.admitted_at + shift
-                c.release_at = None if c.release_at is None else c.release_at + shift
-            self.sched.waiting, self.sched.running = saved["waiting"], saved["running"]
-            self.sched.clock, self.sched._seq = saved["clock"] + shift, saved["seq"]
+        if state.get("sched"):
+            self.sched.restore(state["sched"], shift)
 
     def _s(self, seconds: float) -> float:
         return seconds / self.speed

@@ -187,9 +187,7 @@ class RunaiSimulator:
 
     def export_state(self) -> dict[str, Any]:
         """The workloads and the scheduler's queue, for simkit.StateFile."""
-        q = self.sched
-        return {"order": self.order, "sched": {"waiting": q.waiting, "running": q.running, "clock": q.clock,
-                                               "seq": q._seq}}
+        return {"order": self.order, "sched": self.sched.export()}
 
     def restore_state(self, state: dict[str, Any], shift: float) -> None:
         """Take saved workloads up again on this process's clock."""
@@ -201,14 +199,8 @@ class RunaiSimulator:
             self.order.append(w)
             if w.deleted_at is None:
                 self.names[(w.project_id, w.name)] = w.id
-        saved = state.get("sched")
-        if saved:
-            for c in [*saved["waiting"].values(), *saved["running"].values()]:
-                c.queued_at += shift
-                c.admitted_at = None if c.admitted_at is None else c.admitted_at + shift
-                c.release_at = None if c.release_at is None else c.release_at + shift
-            self.sched.waiting, self.sched.running = saved["waiting"], saved["running"]
-            self.sched.clock, self.sched._seq = saved["clock"] + shift, saved["seq"]
+        if state.get("sched"):
+            self.sched.restore(state["sched"], shift)
 
     # -- auth ---------------------------------------------------------------------------
     def issue_token(self, subject: str) -> str:

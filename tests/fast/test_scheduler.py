@@ -151,3 +151,20 @@ def test_capacity_is_never_exceeded_and_every_job_is_in_one_place(steps: list[tu
             ahead = [w for w in j.s.queued() if (-w.priority, w.seq) < (-c.priority, c.seq)]
             if not ahead and c.preemptible and c.reason == CAPACITY:
                 assert all(j.s.free(p) < c.gpus for p in c.pools if p in j.s.capacity)
+
+
+def test_a_saved_queue_is_taken_up_on_another_clock() -> None:
+    """A simulator's state file keeps the scheduler: restored with every time moved onto the new clock."""
+    import pickle
+
+    j = Jobs(capacity={"a100": 1})
+    j.submit("runs", 1, at=10.0, run=5.0)
+    j.submit("waits", 1, at=11.0)
+    j.s.preempt("runs", 12.0, hold=3.0)
+    saved = pickle.loads(pickle.dumps(j.s.export()))
+    again = Jobs(capacity={"a100": 1})
+    again.runs = j.runs
+    again.s.restore(saved, shift=100.0)
+    held = again.s.waiting["runs"]
+    assert held.hold_until == 115.0 and held.queued_at == 112.0
+    assert again.s.running["waits"].admitted_at == 112.0 and again.s.clock == 112.0
