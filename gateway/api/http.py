@@ -178,7 +178,7 @@ def qbool(request: web.Request, name: str) -> bool:
                      errors=[{"loc": ["query", name], "msg": "expected true or false"}])
 
 
-DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])$")
+DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])\Z")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

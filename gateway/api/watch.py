@@ -34,7 +34,7 @@ POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
 BATCH = 1000
 MAX_EVENT_ID = 2 ** 31 - 1
-JOB_EVENT_ID = re.compile(r"^(?:([0-9a-f]{32}):)?([0-9]{1,9})$")
+JOB_EVENT_ID = re.compile(r"^(?:([0-9a-f]{32}):)?([0-9]{1,9})\Z")
 CLOSED = object()  # queued to a stream whose client left or whose server stops
 
 

@@ -76,10 +76,14 @@ class WebhookDeliverer:
                    SIGNATURE_HEADER: sign_body(secret, ts, body), "X-TJG-Delivery-Attempt": str(attempt),
                    "X-TJG-Redelivery": "true" if attempt > 1 else "false"}
         try:
-            async with self.session.post(row["url"], data=body, headers=headers, timeout=self.timeout) as r:
+            # Redirects are not followed: a receiver's 307 would re-send the signed payload somewhere else. A
+            # 3xx is a failed delivery like any other non-2xx (the status, and where it pointed, logged).
+            async with self.session.post(row["url"], data=body, headers=headers, timeout=self.timeout,
+                                         allow_redirects=False) as r:
                 await r.read()
                 ok = 200 <= r.status < 300
-                error = None if ok else f"HTTP {r.status}"
+                error = None if ok else f"HTTP {r.status}" + (" (redirects are not followed)"
+                                                              if 300 <= r.status < 400 else "")
         except (TimeoutError, aiohttp.ClientError) as err:
             ok, error = False, type(err).__name__
         if ok:

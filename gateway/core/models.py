@@ -20,8 +20,9 @@ from pydantic import (
 from gateway.core.placement import Placement
 
 NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# \Z, not $: `$` also matches before a trailing newline, so "A\n" passed as a name.
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
+LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 MEMORY_RE = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 URI_SCHEMES = ("pvc", "nfs", "s3", "obs")
 
