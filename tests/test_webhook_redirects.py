@@ -45,3 +45,17 @@ async def test_a_redirecting_webhook_is_a_failed_delivery_and_nothing_goes_elsew
     finally:
         await gw.c.close()
         await runner.cleanup()
+
+
+async def test_every_answer_carries_the_security_headers(tmp_path: Path) -> None:
+    """Issue 29, item 7: the /ui redirect, an unknown /ui path, an API error and an API answer alike."""
+    gw = await start_gateway(gateway_config(f"sqlite+aiosqlite:///{tmp_path}/h.db"))
+    try:
+        for path in ("/ui", "/ui/nope.js", "/v1/jobs/0123", "/v1/backends", "/healthz", "/ui/"):
+            async with gw.c.get(path, allow_redirects=False, headers={"Authorization": "Bearer alpha-key-123"}) as r:
+                assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, r.status)
+                assert "default-src" in r.headers.get("Content-Security-Policy", ""), (path, r.status)
+        async with gw.c.get("/ui/") as r:  # the dashboard's own policy is kept
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    finally:
+        await gw.c.close()

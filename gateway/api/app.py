@@ -123,6 +123,17 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     return ctx
 
 
+# Every answer of the gateway carries these (a page of the dashboard sets a CSP of its own, kept): a
+# redirect or an error page under /ui, an API error, an event stream alike.
+DEFAULT_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff",
+                            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+
+
+async def _security_headers(_: web.Request, response: web.StreamResponse) -> None:
+    for name, value in DEFAULT_SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 def server_options() -> dict[str, Any]:
     """aiohttp server settings the gateway runs with, wherever it is served: request bodies are not
     decompressed by the HTTP parser (a broken gzip body reset the connection); read_json refuses them."""
@@ -134,6 +145,7 @@ def create_app(config: Config) -> web.Application:
     load_vendors()
     register_secrets(config.secrets())
     app = web.Application(middlewares=[pipeline(config)], client_max_size=config.server.max_body_bytes)
+    app.on_response_prepare.append(_security_headers)
     app[CONFIG] = config
     app[SHUTDOWN] = asyncio.Event()
 
