@@ -78,14 +78,18 @@ class Simulators:
         out: dict[str, list[str]] = {}
         async with aiohttp.ClientSession() as s:
             for name in ("runai", "modelarts"):
-                adapter = REGISTRY.create(cfg.backend(name), s)
-                names: list[str] = []
-                offset, more = 0, True
-                while more:
-                    page, more = await adapter.list_page(offset, 50)
-                    names += [j.handle.vendor_name for j in page]
-                    offset += len(page)
-                    if not page:
-                        break
-                out[name] = names
+                out[name] = await listed_names(REGISTRY.create(cfg.backend(name), s))
         return out
+
+
+async def listed_names(adapter: Any) -> list[str]:
+    """The vendor names of every job an adapter's list API shows, page by page."""
+    names: list[str] = []
+    offset, more = 0, True
+    while more:
+        page, more = await adapter.list_page(offset, 50)
+        names += [j.handle.vendor_name for j in page]
+        offset += len(page)
+        if not page:
+            break
+    return names

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.conftest import eventually, gateway_config
 from tests.gwkit import GW, start_gateway
+from tests.procs import listed_names
 
 FAST = {"capacity_interval": 0.3, "sync_interval": 0.3}
 
@@ -117,19 +118,10 @@ async def test_a_named_backend_is_not_placed_and_tes_may_ask_for_auto(tmp_path: 
 
 
 async def _vendor_names(gw: GW, backend: str) -> list[str]:
-    """Every job name on a simulated vendor, through its own list API (the adapter's pages)."""
+    """Every job name on a simulated vendor, through its own list API."""
     from gateway.api.http import SERVICE
 
-    adapter = gw.c.app[SERVICE].adapters[backend]
-    names: list[str] = []
-    offset, more = 0, True
-    while more:
-        page, more = await adapter.list_page(offset, 50)
-        names += [vj.handle.vendor_name for vj in page]
-        offset += len(page)
-        if not page:
-            break
-    return names
+    return await listed_names(gw.c.app[SERVICE].adapters[backend])
 
 
 async def test_a_job_waiting_past_max_wait_moves_once_to_the_vendor_with_capacity(tmp_path: Path) -> None:

@@ -19,10 +19,11 @@ import structlog
 
 from gateway.core.config import Config
 from gateway.core.errors import GatewayError
-from gateway.core.models import JobSpec
+from gateway.core.models import JobSpec, PlacementSpec
 from gateway.core.placement import Placement
 from gateway.service.jobs import JobService
 from gateway.service.migrate import migrate
+from gateway.service.placement import max_wait_of
 from gateway.service.principal import Principal
 
 log = structlog.get_logger(__name__)
@@ -31,14 +32,9 @@ MOVABLE = ("no-capacity", "quota-exceeded")
 INTERVAL = 2.0
 
 
-def due(row: dict[str, Any], config: Config, now: float) -> tuple[float, int, int] | None:
-    """(seconds waited, moves so far, most moves) when the job is due to move, else None."""
-    spec = row["spec"] or {}
-    wanted = spec.get("placement") or {}
-    placed = isinstance(spec.get("backend"), list) or spec.get("backend") == "auto"
-    max_wait = wanted.get("max_wait")
-    if max_wait is None and placed:  # the config's default applies to jobs the gateway placed only
-        max_wait = config.placement.max_wait
+def due(row: dict[str, Any], spec: JobSpec, config: Config, now: float) -> tuple[float, int] | None:
+    """(seconds waited, moves so far) when the job is due to move, else None."""
+    max_wait = max_wait_of(spec, config)
     status = row["status"] or {}
     if max_wait is None or status.get("reason") not in MOVABLE:
         return None
@@ -46,19 +42,19 @@ def due(row: dict[str, Any], config: Config, now: float) -> tuple[float, int, in
     started = datetime.fromisoformat(str(since).replace("Z", "+00:00")).timestamp() if since else row["created_at"]
     waited = now - started
     moves = int((row.get("placement") or {}).get("moves") or 0)
-    most = int(wanted.get("max_moves", 2))
-    if waited < float(max_wait) or moves >= most:
+    most = spec.placement.max_moves if spec.placement else PlacementSpec().max_moves
+    if waited < max_wait or moves >= most:
         return None
-    return waited, moves, most
+    return waited, moves
 
 
 async def maybe_move(service: JobService, config: Config, row: dict[str, Any], now: float) -> str | None:
     """Move one waiting job if it is due and a candidate has the GPUs free now; the target's id, or None."""
-    got = due(row, config, now)
+    spec = JobSpec.model_validate(row["spec"])
+    got = due(row, spec, config, now)
     if got is None:
         return None
-    waited, moves, _ = got
-    spec = JobSpec.model_validate(row["spec"])
+    waited, moves = got
     placer = service.submissions.placer
     others = [n for n in placer.candidates(spec) if n != row["backend"]]
     if not others:

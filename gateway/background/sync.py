@@ -209,12 +209,12 @@ class BackendSync:
             busy = False
         return self.interval(busy)
 
-    async def maybe_read_capacity(self, force: bool = False) -> bool:
+    async def maybe_read_capacity(self) -> bool:
         """Read the backend's capacity into the store when `capacity_interval` has passed; a failed read
         keeps the last figures (marked with the error). Returns whether it read."""
         if Capability.CAPACITY in self.adapter.unsupported_for():
             return False
-        if not force and time.monotonic() - self._capacity_at < self.adapter.config.capacity_interval:
+        if time.monotonic() - self._capacity_at < self.adapter.config.capacity_interval:
             return False
         self._capacity_at = time.monotonic()
         try:

@@ -75,6 +75,15 @@ def choose(policy: Policy, need: float, offers: list[Offer]) -> tuple[str, str] 
         ("" if o.queued is None else f" ({o.queued} waiting)")
 
 
+def max_wait_of(spec: JobSpec, config: Config) -> float | None:
+    """Seconds a job may wait for GPUs before it moves: its spec's, else the config's for a job the gateway
+    placed; None: it stays where it waits."""
+    wait = spec.placement.max_wait if spec.placement else None
+    if wait is None and spec.placed:
+        wait = config.placement.max_wait
+    return wait
+
+
 @dataclass
 class Placer:
     """Builds the offers for a job and records the decision."""

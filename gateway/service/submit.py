@@ -35,7 +35,7 @@ from gateway.core.ids import new_job_id
 from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
 from gateway.core.placement import Placement
 from gateway.core.translation import Translation, enforce_strict
-from gateway.service.placement import Placer
+from gateway.service.placement import Placer, max_wait_of
 from gateway.service.principal import Principal
 from gateway.service.rows import handle_of, status_json
 from gateway.store import Store
@@ -154,9 +154,7 @@ class Submissions:
 
     def _move_after(self, spec: JobSpec, now: float) -> float | None:
         """When a job still waiting for GPUs may move (its max_wait; the config's for a placed job), or None."""
-        wait = spec.placement.max_wait if spec.placement else None
-        if wait is None and spec.placed:
-            wait = self.config.placement.max_wait
+        wait = max_wait_of(spec, self.config)
         return None if wait is None else now + wait
 
     @staticmethod

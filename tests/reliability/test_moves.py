@@ -13,39 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import CLUSTER, PROJECT, eventually, free_port, record_figures
+from tests.conftest import eventually, free_port, record_figures
 from tests.procs import Proc, Simulators, wait_http, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 AUTH = {"Authorization": "Bearer alpha-key-123"}
 FAST = {"sync_interval": 0.3, "capacity_interval": 0.3}
-
-
-async def vendor_names(sims: Simulators) -> dict[str, Counter[str]]:
-    """Every live job name on each simulator, through the vendor's own list API."""
-    import adapters.registry  # noqa: F401  (registers the vendors)
-    from gateway.core.adapter import REGISTRY
-    from gateway.core.config import parse_config
-
-    cfg = parse_config({"backends": [
-        {"name": "runai", "kind": "runai", "url": f"http://127.0.0.1:{sims.runai_port}", "cluster_id": CLUSTER,
-         "credentials": {"client_id": "tjg-demo", "client_secret": "tjg-demo-secret"}},
-        {"name": "modelarts", "kind": "modelarts", "url": f"http://127.0.0.1:{sims.ma_port}", "project_id": PROJECT,
-         "credentials": {"ak": "TJGDEMOAK", "sk": "TJGDEMOSK"}}]})
-    out: dict[str, Counter[str]] = {}
-    async with aiohttp.ClientSession() as s:
-        for b in cfg.backends:
-            adapter = REGISTRY.create(b, s)
-            names: Counter[str] = Counter()
-            offset, more = 0, True
-            while more:
-                page, more = await adapter.list_page(offset, 50)
-                names.update(j.handle.vendor_name for j in page)
-                offset += len(page)
-                if not page:
-                    break
-            out[b.name] = names
-    return out
 
 
 async def call(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -68,7 +41,7 @@ async def moved_everywhere(url: str, ids: list[str]) -> bool:
 
 async def check_once(url: str, sims: Simulators, ids: list[str], n: int) -> dict[str, int]:
     """One target per job on ModelArts, nothing of them left on Run:ai; figures for the report."""
-    names = await vendor_names(sims)
+    names = await sims.vendor_names()
     on_ma = Counter(name.rsplit("-", 1)[0] for name in names["modelarts"] if name.startswith("waiter-"))
     on_runai = [name for name in names["runai"] if name.startswith("waiter-")]
     assert sorted(on_ma) == sorted(f"waiter-{i}" for i in range(n)), on_ma

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import eventually, gateway_config, record_figures
 from tests.gwkit import ALPHA, GW, start_gateway
+from tests.procs import listed_names
 
 pytestmark = pytest.mark.reliability
 FAULTS = {"http503": 0.1, "http429": 0.05, "reset": 0.03, "drop_after_commit": 0.05}
@@ -28,14 +29,7 @@ async def vendor_names(gw: GW) -> dict[str, Counter[str]]:
     async with aiohttp.ClientSession() as s:
         for b in gw.config.backends:
             adapter = REGISTRY.create(b, s)
-            names: Counter[str] = Counter()
-            offset, more = 0, True
-            while more:
-                page, more = await adapter.list_page(offset, 50)
-                names.update(j.handle.vendor_name for j in page)
-                offset += len(page)
-                if not page:
-                    break
+            names: Counter[str] = Counter(await listed_names(adapter))
             if b.kind == "modelarts":  # real-time services have their own list
                 offset, total = 0, 1
                 while offset < total:
