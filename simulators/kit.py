@@ -248,10 +248,21 @@ def wall(mono: float) -> float:
     return time.time() - (time.monotonic() - mono)
 
 
-def exit_code_of(env: dict[str, str]) -> int:
-    """SIM_EXIT_CODE of a failing job (default 1)."""
+def per_attempt(env: dict[str, str], key: str, default: str) -> str:
+    """A SIM_ setting for this attempt of a gateway job: `a,b,c` gives a to attempt 1 (TJG_ATTEMPT), b to 2, and
+    c to 3 and later; a single value to every attempt."""
+    values = [v.strip() for v in env.get(key, default).split(",")] or [default]
     try:
-        return max(1, min(255, int(env.get("SIM_EXIT_CODE", "1"))))
+        attempt = max(1, int(env.get("TJG_ATTEMPT", "1")))
+    except ValueError:
+        attempt = 1
+    return values[min(attempt, len(values)) - 1] or default
+
+
+def exit_code_of(env: dict[str, str]) -> int:
+    """SIM_EXIT_CODE of a failing job (default 1; per attempt, see per_attempt)."""
+    try:
+        return max(1, min(255, int(per_attempt(env, "SIM_EXIT_CODE", "1"))))
     except ValueError:
         return 1
 
@@ -262,9 +273,9 @@ MISSING_IMAGE_TAGS = ("notfound", "does-not-exist")  # an image with such a tag 
 
 
 def run_outcome(env: dict[str, str], image: str = "") -> tuple[str, float]:
-    """SIM_OUTCOME (one of OUTCOMES) and SIM_RUN_SECONDS of a job's environment; an image tagged `:notfound`
-    cannot be pulled whatever SIM_OUTCOME says."""
-    outcome = env.get("SIM_OUTCOME", "completed").lower()
+    """SIM_OUTCOME (one of OUTCOMES; per attempt, see per_attempt) and SIM_RUN_SECONDS of a job's environment;
+    an image tagged `:notfound` cannot be pulled whatever SIM_OUTCOME says."""
+    outcome = per_attempt(env, "SIM_OUTCOME", "completed").lower()
     if outcome not in OUTCOMES:
         outcome = "completed"
     if image.rpartition(":")[2] in MISSING_IMAGE_TAGS:

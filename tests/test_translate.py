@@ -174,7 +174,7 @@ def test_modelarts_drops_what_it_cannot_mount_and_strict_refuses(config: Config)
 def test_storage_rule_rewrites_pvc_to_obs_for_modelarts(config: Config) -> None:
     tr = load_vendors().translate(parse_spec(spec(backend="modelarts", outputs=[{"name": "c", "uri": "pvc://ckpt/run1"}])),
                         config.backend("modelarts"), JOB_ID)
-    assert tr.body["algorithm"]["outputs"][0]["remote"]["obs"]["obs_url"] == "/ckpt-bucket/ckpt/run1/"
+    assert tr.body["algorithm"]["outputs"][0]["remote"]["obs"]["obs_url"] == "/ckpt-bucket/run1/"
     assert next(e for e in tr.report if e.field == "outputs[0]").outcome == "approximated"
 
 

@@ -22,6 +22,7 @@ from gateway.api.watch import NOTIFIER, Notifier
 from gateway.background.idle import IdleWatch
 from gateway.background.rebalance import rebalance_step
 from gateway.background.reconcile import reconcile_step
+from gateway.background.recovery import recovery_step
 from gateway.background.replicas import leased, replica_id
 from gateway.background.sync import BackendSync
 from gateway.background.webhooks import WebhookDeliverer, targets
@@ -109,6 +110,8 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
                                          name="rebalance"))
         tasks.append(asyncio.create_task(leased(store, "reconcile", owner, ttl, reconcile_step(service, config)),
                                          name="reconcile"))
+        tasks.append(asyncio.create_task(leased(store, "recovery", owner, ttl, recovery_step(service)),
+                                         name="recovery"))
         tasks.append(asyncio.create_task(WebhookDeliverer(store, config, session, owner).run(), name="webhooks"))
         tasks.append(asyncio.create_task(notifier.run(), name="watch-notifier"))
         if store.is_sqlite:

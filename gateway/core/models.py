@@ -92,6 +92,18 @@ class Distributed(_Strict):
         ..., description="Distributed framework for nodes > 1.")
 
 
+def check_uri(v: str) -> str:
+    """A storage URI the translators know (its scheme, and a claim, server or bucket), or a ValueError."""
+    parts = urlsplit(v)
+    if parts.scheme not in URI_SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
+    if not parts.netloc:
+        raise ValueError("needs a claim, server or bucket after the scheme")
+    if parts.scheme == "nfs" and not parts.path.startswith("/"):
+        raise ValueError("nfs:// needs an export path, e.g. nfs://server/export")
+    return v
+
+
 class DataMount(_Strict):
     """A data location mounted into the job."""
 
@@ -105,14 +117,7 @@ class DataMount(_Strict):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in URI_SCHEMES:
-            raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
-        if not parts.netloc:
-            raise ValueError("needs a claim, server or bucket after the scheme")
-        if parts.scheme == "nfs" and not parts.path.startswith("/"):
-            raise ValueError("nfs:// needs an export path, e.g. nfs://server/export")
-        return v
+        return check_uri(v)
 
 
 class Autoscaling(_Strict):
@@ -170,6 +175,67 @@ class PlacementSpec(_Strict):
     max_moves: int = Field(2, ge=0, le=10, description="Most moves to another backend while waiting.")
 
 
+RetryOn = Literal["preempted", "no-capacity", "node-failure", "oom", "image-pull", "user-error", "vendor-error"]
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("preempted", "node-failure")
+_DURATION_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])\Z")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class RetrySpec(_Strict):
+    """Managed recovery: when an attempt fails, the gateway makes another (a new vendor job) while the rules match."""
+
+    on: list[RetryOn] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_ON), max_length=7,
+        description="The reasons an ended attempt is retried for (default: preempted, node-failure: the "
+        "platform's fault, not the job's). no-capacity retries an attempt the vendor ended for want of GPUs; "
+        "with failover it also moves an attempt a vendor keeps requeued after a preemption.")
+    exit_codes: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(
+        None, max_length=64, description="Exit codes retried whatever the reason (e.g. a training's own "
+        "'resume me' code).")
+    max_attempts: int = Field(3, ge=1, le=100, description="Most attempts in all, the first included.")
+    within: float | str | None = Field(
+        None, description="No new attempt once this long has passed since the job was accepted: seconds, or "
+        "a duration such as 30m, 6h, 2d.")
+    failover: bool = Field(False, description="Place each new attempt again (every configured backend that can "
+                           "run the spec, or the job's candidates): it may land on another vendor, the spec "
+                           "converted through mappings/ as a migration is.")
+
+    @field_validator("within")
+    @classmethod
+    def _duration(cls, v: float | str | None) -> float | None:
+        if v is None:
+            return None
+        if isinstance(v, str):
+            m = _DURATION_RE.match(v.strip())
+            if m is None:
+                raise ValueError("a number of seconds or a duration such as 90s, 30m, 6h, 2d")
+            v = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if not 0 < float(v) <= 365 * 86400:
+            raise ValueError("between 0 and 365 days")
+        return float(v)
+
+    @field_validator("on")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each reason once")
+        return v
+
+
+class CheckpointSpec(_Strict):
+    """Where a training keeps its checkpoints: every attempt gets the URI in its vendor's terms."""
+
+    uri: str = Field(..., min_length=6, max_length=1024, description="pvc://, nfs://, s3:// or obs:// location; "
+                     "rewritten per vendor through mappings/storage.yaml and passed as TJG_CHECKPOINT_URI.")
+    path: str = Field("/mnt/checkpoint", pattern=r"^/[^\x00]*$", max_length=1024,
+                      description="Where it is mounted in the container (TJG_CHECKPOINT_DIR).")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        return check_uri(v)
+
+
 class JobSpec(_Strict):
     """A training job, independent of the vendor that runs it."""
 
@@ -200,6 +266,9 @@ class JobSpec(_Strict):
     extensions: Extensions | None = Field(None, description="Raw vendor fields by backend kind ({runai: {...}}), "
                                           "deep-merged into that vendor's payload last.")
     serving: Serving | None = Field(None, description="Inference only: port, path, replicas, autoscaling.")
+    retry: RetrySpec | None = Field(None, description="Managed recovery across attempts (default: none; "
+                                    "max_retries is the vendor's own restarts within one attempt).")
+    checkpoint: CheckpointSpec | None = Field(None, description="Checkpoint location handed to every attempt.")
 
     @field_validator("backend")
     @classmethod
@@ -248,7 +317,7 @@ class JobSpec(_Strict):
         out: list[tuple[list[str], str]] = []
         if self.serving is None:
             out.append((["serving"], "an inference workload needs serving settings (at least serving.port)"))
-        for name in ("distributed", "max_retries", "max_runtime_seconds", "outputs"):
+        for name in ("distributed", "max_retries", "max_runtime_seconds", "outputs", "retry", "checkpoint"):
             if getattr(self, name) is not None:
                 out.append(([name], "does not apply to an inference workload (it serves until deleted)"))
         if self.resources.nodes != 1:
@@ -292,6 +361,10 @@ class JobStatus(BaseModel):
     reason_message: str | None = Field(None, description="The vendor's own words for the reason.")
     pending_since: datetime | None = Field(None, description="While QUEUED: since when the vendor has kept it "
                                            "waiting, as the vendor reports it.")
+    attempt: int | None = Field(None, description="The attempt this status is of (jobs with `retry`; 1 first).")
+    retry_outcome: Literal["not-retryable", "max-attempts", "within", "cancelled"] | None = Field(
+        None, description="For a job with `retry` that ended FAILED: why no further attempt was made (the "
+        "failure matched no rule, max_attempts or within was spent, or a cancel came).")
 
 
 Outcome = Literal["exact", "approximated", "defaulted", "dropped", "passthrough"]
@@ -323,6 +396,22 @@ class DryRun(BaseModel):
                                         "whether it can run the job and why, and where it would go.")
 
 
+class Attempt(BaseModel):
+    """One vendor job that tried to do a gateway job (a job with `retry` may have several)."""
+
+    n: int = Field(..., description="1 for the first attempt.")
+    backend: str
+    vendor_name: str | None = None
+    backend_job_id: str | None = None
+    started_at: datetime = Field(..., description="When the gateway stored the attempt (before the vendor call).")
+    ended_at: datetime | None = Field(None, description="When it ended (null: the current attempt, not ended).")
+    phase: Phase | None = Field(None, description="How it ended (the current attempt: the job's phase).")
+    reason: Reason | None = None
+    reason_message: str | None = None
+    exit_code: int | None = None
+    gpu_hours: float = Field(0.0, description="GPUs x nodes x its time RUNNING.")
+
+
 class Job(BaseModel):
     """A job as the gateway knows it."""
 
@@ -346,6 +435,9 @@ class Job(BaseModel):
     placement: Placement | None = Field(None, description="Where the gateway placed it and why (jobs submitted "
                                         "with `backend: auto` or a list of candidates).")
     deleted: bool = Field(False, description="Removed from the backend with DELETE; the record stays.")
+    attempt: int = Field(1, description="The current attempt's number.")
+    attempts: list[Attempt] = Field(default_factory=list, description="Every attempt, oldest first (GET of one "
+                                    "job: filled when the job has `retry` or more than one attempt).")
     warnings: list[str] = Field(default_factory=list, description="Things that went wrong but did not stop "
                                 "the request (e.g. a migration's source action).")
 

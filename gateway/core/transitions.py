@@ -46,7 +46,7 @@ EDGES: Mapping[Phase, Mapping[Phase, Who]] = {
 ACTIVITY_KEYS = ("idle", "idle_since", "gpu_utilization", "gpu_utilization_points", "activity_checked_at")
 # Status fields the gateway keeps itself; every other field is the vendor's, and a change in any of them
 # is a change worth storing and announcing.
-GATEWAY_OWNED = frozenset({"observed_at", "stale", *ACTIVITY_KEYS})
+GATEWAY_OWNED = frozenset({"observed_at", "stale", "attempt", "retry_outcome", *ACTIVITY_KEYS})
 
 
 def allowed(old: str, new: str, action: bool) -> bool:

@@ -33,7 +33,7 @@ def spec_fields(spec: JobSpec) -> list[str]:
     data = spec.model_dump(exclude_unset=True, exclude_none=True)
     out: list[str] = []
     for key, value in data.items():
-        if key == "placement":  # the gateway's own (the job's placement record), never sent to a vendor
+        if key in ("placement", "retry", "checkpoint"):  # the gateway's own, reported by it (service.attempts)
             continue
         if key in ("resources", "distributed", "extensions", "serving"):
             out.extend(f"{key}.{sub}" for sub in value)

@@ -13,6 +13,7 @@ from gateway.core.config import Config
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.models import DryRun, Job, JobStatus, Phase, Reason
 from gateway.core.telemetry import DEFAULT_METRICS, JobMetrics
+from gateway.service.attempts import attempts_of
 from gateway.service.principal import Principal
 from gateway.service.rows import dt, handle_of, kind_of, status_json, to_job
 from gateway.service.submit import Submissions
@@ -96,8 +97,15 @@ class JobService:
         return row
 
     async def get(self, who: Principal, job_id: str) -> Job:
-        """One job the caller may see (another tenant's job is a 404)."""
-        return to_job(await self.row(who, job_id))
+        """One job the caller may see (another tenant's job is a 404), with its attempts."""
+        return await self._full(await self.row(who, job_id))
+
+    async def _full(self, row: dict[str, Any]) -> Job:
+        """A row as the API's Job with its attempts (read only for a job with retry rules or attempts)."""
+        job = to_job(row)
+        if row.get("retry") or int(row.get("attempt") or 1) > 1:
+            job.attempts = await attempts_of(self.store, row)
+        return job
 
     async def get_json(self, who: Principal, job_id: str) -> bytes:
         """get() as response bytes, kept per job until its row is next written: the one cache. On SQLite
@@ -111,7 +119,7 @@ class JobService:
         if hit is not None and sees(who, hit[1]):
             return hit[2]
         row = await self.row(who, job_id)
-        body = to_job(row).model_dump_json().encode()
+        body = (await self._full(row)).model_dump_json().encode()
         if len(self._json) >= JSON_CACHE_SIZE:
             self._json.pop(next(iter(self._json)))
         self._json[job_id] = (int(row["version"]), {k: row[k] for k in ("tenant", "origin", "project")}, body)
@@ -202,11 +210,24 @@ class JobService:
         if row["terminal"]:
             raise Conflict(f"job {job_id} is already {row['phase']}")
         await self.store.jobs.set_fields(job_id, cancel_requested=True)
+        if row["submit_state"] == "recovering":
+            await self.cancel_between_attempts(job_id)
+            row = await self.row(who, job_id)  # (its next attempt may have been stored meanwhile: below)
+            if row["terminal"]:
+                return to_job(row)
         if row["submit_state"] == "pending":
             self.submissions.settle_later(job_id)
             return to_job(await self.row(who, job_id))
         await self.submissions.cancel_on_vendor(row)
         return to_job(await self.row(who, job_id))
+
+    async def cancel_between_attempts(self, job_id: str) -> bool:
+        """End a job that waits for its next attempt: CANCELLED, and no attempt is made after it (False when
+        the next attempt was stored first: it is then cancelled as any pending submission)."""
+        words = "cancelled between attempts: no further attempt is made"
+        status = JobStatus(phase=Phase.CANCELLED, terminal=True, message=words, observed_at=datetime.now(UTC),
+                           reason=Reason.CANCELLED, reason_message=words, retry_outcome="cancelled")
+        return await self.store.jobs.cancel_recovering(job_id, status_json(status))
 
     async def suspend(self, who: Principal, job_id: str) -> Job:
         """Pause a job where the backend allows it."""
@@ -253,6 +274,10 @@ class JobService:
         if row["deleted_at"] is not None:
             return
         adapter = self.adapter(row["backend"])
+        if row["submit_state"] == "recovering":
+            await self.store.jobs.set_fields(job_id, cancel_requested=True)
+            await self.cancel_between_attempts(job_id)
+            row = await self.row(who, job_id)
         if row["submit_state"] == "pending":
             await self.store.jobs.set_fields(job_id, cancel_requested=True)
             await self.resolve_pending(job_id)

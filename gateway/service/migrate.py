@@ -3,7 +3,6 @@ submit on the target, then the source action (keep, suspend or cancel)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -11,12 +10,13 @@ import pydantic
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core.adapter import REGISTRY, Capability
+from gateway.core.adapter import Capability
 from gateway.core.errors import BackendError, Conflict, ValidationError
 from gateway.core.ids import new_job_id
 from gateway.core.models import Job, JobSpec, Phase, ReportEntry, parse_spec
 from gateway.core.placement import Placement
 from gateway.core.translation import deep_merge, enforce_strict
+from gateway.service.attempts import convert_spec
 from gateway.service.jobs import SUSPENDABLE, JobService
 from gateway.service.principal import Principal
 from gateway.service.rows import to_job
@@ -35,31 +35,6 @@ class MigrateRequest(BaseModel):
     strict: bool = Field(False, description="Refuse if the target would drop any field.")
     overrides: dict[str, Any] = Field(default_factory=dict,
                                       description="A partial JobSpec deep-merged into the source's spec.")
-
-
-def convert_spec(spec: dict[str, Any], source_kind: str, target_kind: str,
-                 target_backend: str) -> tuple[dict[str, Any], list[ReportEntry]]:
-    """The source spec for the target backend: an explicit vendor flavor/node pool becomes GPU type and
-    size through mappings/ (or is dropped with the reason). Storage and images are mapped by the
-    target's translator."""
-    out = copy.deepcopy(spec)
-    out["backend"] = target_backend
-    notes: list[ReportEntry] = []
-    res = out.get("resources") or {}
-    flavor = res.get("flavor")
-    if flavor and source_kind != target_kind:
-        del res["flavor"]
-        known = REGISTRY.get(source_kind).describe_flavor(flavor)
-        if known is None:
-            notes.append(ReportEntry(field="resources.flavor", outcome="dropped",
-                                     detail=f"{source_kind} flavor {flavor} is not in the mapping tables"))
-        else:
-            neutral, words = known
-            for key, value in neutral.items():
-                res.setdefault(key, value)
-            notes.append(ReportEntry(field="resources.flavor", outcome="approximated", detail=words))
-        out["resources"] = res
-    return out, notes
 
 
 def compare(source: list[ReportEntry], target: list[ReportEntry]) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ def to_job(row: dict[str, Any]) -> Job:
                report=[ReportEntry.model_validate(e) for e in row["report"] or []],
                origin=row["origin"], tenant=row["tenant"], migrated_from=row["migrated_from"],
                migrated_to=row["migrated_to"], deleted=row["deleted_at"] is not None,
-               placement=row.get("placement"))
+               placement=row.get("placement"), attempt=int(row.get("attempt") or 1))
 
 
 def status_json(status: JobStatus) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from gateway.core.ids import new_job_id
 from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
 from gateway.core.placement import Placement
 from gateway.core.translation import Translation, enforce_strict
+from gateway.service.attempts import translate_attempt
 from gateway.service.placement import Placer, max_wait_of
 from gateway.service.principal import Principal
 from gateway.service.rows import handle_of, status_json
@@ -84,14 +85,31 @@ class Submissions:
         """Validate a submission, place it when it names no single backend, and translate it for its backend:
         (spec, translation, backend, placement decision or None)."""
         spec = parse_spec(raw)
+        placement = None
         if spec.placed:  # placed candidates translate under --strict whatever the request says
             placement, tr = await self.placer.place(spec, job_id)
-            return spec, tr, placement.chosen, placement
-        backend = str(spec.backend)
-        tr = self.adapter(backend).translate(spec, job_id)
-        if strict:
+            backend = placement.chosen
+        else:
+            backend = str(spec.backend)
+            tr = self.adapter(backend).translate(spec, job_id)
+        if spec.retry is not None or spec.checkpoint is not None:  # the first attempt's own name and env
+            tr = self.attempt_translation(backend, spec.model_dump(mode="json", exclude_none=True,
+                                                                   exclude_unset=True), 1, job_id)
+        if strict or placement is not None:
             enforce_strict(tr.report)
-        return spec, tr, backend, None
+        return spec, tr, backend, placement
+
+    def attempt_translation(self, backend: str, spec: dict[str, Any], n: int, job_id: str) -> Translation:
+        """What attempt `n` of a job is sent to `backend` as (see gateway.service.attempts)."""
+        kinds = {b.name: b.kind for b in self.config.backends}
+        return translate_attempt(self.adapters[backend], spec, n, job_id, kinds)
+
+    def translation_of(self, row: dict[str, Any]) -> Translation:
+        """The current attempt's translation of a stored job (what settling re-sends under the same name)."""
+        spec = row["spec"]
+        if int(row.get("attempt") or 1) > 1 or spec.get("retry") or spec.get("checkpoint"):
+            return self.attempt_translation(row["backend"], spec, int(row.get("attempt") or 1), row["id"])
+        return self.adapters[row["backend"]].translate(JobSpec.model_validate(spec), row["id"])
 
     async def dry_run(self, raw: Any, strict: bool) -> DryRun:
         """What a submit would send and where (for a placed job, every candidate and why), and the report;
@@ -136,6 +154,8 @@ class Submissions:
             # another replica never places the job again.
             "placement": placement.model_dump(mode="json") if placement is not None else None,
             "move_after": self._move_after(spec, now),
+            "attempt": 1, "attempt_at": now, "recover_at": None,
+            "retry": spec.retry.model_dump(mode="json") if spec.retry is not None else None,
         }
         try:
             await self.store.jobs.create(row, idem, source_action,
@@ -165,6 +185,11 @@ class Submissions:
         return Accepted(found[1], replayed=True)
 
     # -- sent -> confirmed | rejected | unknown -------------------------------------------
+    async def send(self, job_id: str, backend: str, tr: Translation) -> None:
+        """Send a stored pending submission (a next attempt) to its backend; a lost answer is settled later,
+        a refusal ends the job FAILED."""
+        await self._send(job_id, backend, tr, self.config.backend(backend).submit_deadline, raise_rejection=False)
+
     async def _send(self, job_id: str, backend: str, tr: Translation, deadline: float,
                     raise_rejection: bool) -> dict[str, Any] | None:
         """Create on the vendor and confirm; returns the columns the confirmation wrote (None when the job
@@ -241,7 +266,7 @@ class Submissions:
                     observed_at=datetime.now(UTC), reason=Reason.CANCELLED,
                     reason_message="cancelled before it reached the backend")), "gateway", submit_state="cancelled")
                 return True
-            tr = adapter.translate(JobSpec.model_validate(row["spec"]), job_id)
+            tr = self.translation_of(row)
         finally:
             self._inflight.discard(job_id)
         await self._send(job_id, row["backend"], tr, self.config.backend(row["backend"]).submit_deadline,

@@ -5,6 +5,7 @@
 - `keys` (gateway.store.keys): idempotency keys;
 - `leases` (gateway.store.leases): which replica runs which background work;
 - `capacity` (gateway.store.capacity): the latest capacity read from each backend;
+- `attempts` (gateway.store.attempts): the ended attempts of jobs with retry rules;
 - `db` (gateway.store.db) and `schema` (gateway.store.schema): the engine and tables; the schema's
   history is the alembic revisions in gateway/store/migrations.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.store.attempts import AttemptRows
 from gateway.store.capacity import CapacityRows
 from gateway.store.db import Database
 from gateway.store.events import Events
@@ -35,6 +37,7 @@ class Store:
         self.keys = IdempotencyKeys(self.db)
         self.leases = Leases(self.db)
         self.capacity = CapacityRows(self.db)
+        self.attempts = AttemptRows(self.db)
 
     @property
     def url(self) -> str:

@@ -22,11 +22,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.core.errors import BackendUnavailable, Conflict
+from gateway.core.recovery import decide, failure_of, policy_of
 from gateway.core.transitions import ACTIVITY_KEYS, allowed, digest, vendor_view
+from gateway.store.attempts import AttemptRows, ended_attempt
 from gateway.store.db import Database
 from gateway.store.events import Events, Transition
 from gateway.store.keys import IdempotencyKeys
-from gateway.store.schema import job_labels, jobs
+from gateway.store.schema import attempts, job_labels, jobs
 from gateway.store.visibility import Viewer, visible_to
 
 log = structlog.get_logger(__name__)
@@ -42,7 +44,9 @@ _INSERT_LABELS = insert(job_labels)
 _GET = select(jobs).where(jobs.c.id == bindparam("id"))
 _VERSION = select(jobs.c.version).where(jobs.c.id == bindparam("id"))
 _CURRENT = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
-                  jobs.c.backend, jobs.c.version, jobs.c.cancel_requested).where(
+                  jobs.c.backend, jobs.c.version, jobs.c.cancel_requested, jobs.c.retry, jobs.c.attempt,
+                  jobs.c.attempt_at, jobs.c.created_at, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.project,
+                  jobs.c.backend_job_id).where(
     jobs.c.id.in_(bindparam("ids", expanding=True))).order_by(jobs.c.id)
 _CURRENT_LOCKED = _CURRENT.with_for_update()  # PostgreSQL: the compare and the write in one locked step
 _STATUS = {"phase": bindparam("b_phase"), "terminal": bindparam("b_terminal"), "status": bindparam("b_status"),
@@ -236,6 +240,13 @@ class JobRows:
                     params.append({"b_id": job_id, "b_phase": r[1], "b_terminal": bool(r[2]), "b_status": old,
                                    "b_digest": digest(old), "b_now": now, **x})
                 continue
+            forced = None
+            if r.retry and source != "gateway":  # managed recovery decides, in this transaction
+                new, more, ended, forced = self._recover(conn, r, new, now)
+                cols.update(more)
+                x = {f"x_{k}": v for k, v in cols.items()}
+                if ended is not None:
+                    AttemptRows.insert(conn, ended)
             params.append({"b_id": job_id, "b_phase": new["phase"], "b_terminal": bool(new.get("terminal")),
                            "b_status": new, "b_digest": digest(new), "b_now": now, **x})
             if info is not None:
@@ -245,6 +256,8 @@ class JobRows:
             if new["phase"] != r[1]:
                 items.append(((job, 0, r[1], new["phase"], new.get("vendor_phase"), new.get("message")),
                               "transition"))
+            elif forced is not None:  # an attempt ended and the next follows, the phase unchanged
+                items.append(((job, 0, r[1], r[1], new.get("vendor_phase"), forced), "change"))
             elif source != "vendor" and not r[2] and (what := _what_changed(old, new)):
                 # (A confirmation's status is the vendor's first word on the job, not a change of it.)
                 items.append(((job, 0, r[1], r[1], new.get("vendor_phase"), what), "change"))
@@ -260,6 +273,33 @@ class JobRows:
                 if batch:
                     self.events.append(conn, batch, source, now, kind=kind)
         return sum(1 for _, k in items if k == "transition")
+
+    @staticmethod
+    def _recover(conn: Connection, r: Any, new: dict[str, Any], now: float
+                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, str | None]:
+        """What a vendor's status means for a job with retry rules: (status to store, columns to set, the
+        ended attempt's row or None, the words of an attempt change or None). A failed attempt the rules
+        retry ends here and the job waits for its next attempt (submit_state `recovering`, made by the
+        recovery loop); one they do not ends the job, with `retry_outcome` saying why."""
+        n = int(r.attempt or 1)
+        new = {**new, "attempt": n}
+        policy = policy_of(r.retry)
+        if policy is None:
+            return new, {}, None, None
+        if new["phase"] == "FAILED" and new.get("terminal"):
+            decision = decide(policy, failure_of(new), n, float(r.created_at), now, bool(r.cancel_requested))
+            if not decision.retry:
+                message = f"{new.get('message') or 'failed'} ({decision.message})"
+                return {**new, "retry_outcome": decision.outcome, "message": message}, {}, None, None
+            ended = ended_attempt(r, new, now, stop_owed=False)
+            return recovering_status(new, decision.message, n + 1), \
+                recovering_columns(n + 1, now), ended, decision.message
+        old_reason = (r.status or {}).get("reason")
+        if (new["phase"] == "QUEUED" and new.get("reason") == "preempted" and old_reason != "preempted"
+                and policy.failover and "preempted" in policy.on and not r.cancel_requested):
+            # The vendor requeued it (Run:ai): the recovery loop moves it if another backend has room now.
+            return new, {"recover_at": now}, None, None
+        return new, {}, None, None
 
     @staticmethod
     def _next_status(old: dict[str, Any], status: dict[str, Any], phase: str, terminal: bool,
@@ -419,7 +459,9 @@ class JobRows:
 
     async def pending(self, backend: str | None = None, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Jobs accepted but not yet confirmed on the vendor."""
-        conds = [jobs.c.submit_state == "pending", jobs.c.created_at <= time.time() - older_than]
+        # (The current attempt's age: a job's next attempt is as new as a fresh submit.)
+        conds = [jobs.c.submit_state == "pending",
+                 func.coalesce(jobs.c.attempt_at, jobs.c.created_at) <= time.time() - older_than]
         if backend:
             conds.append(jobs.c.backend == backend)
         q = select(jobs).where(*conds).order_by(jobs.c.id)
@@ -427,8 +469,82 @@ class JobRows:
 
     async def known_vendor_ids(self, backend: str) -> set[str]:
         """Vendor ids of every job of a backend the store has."""
-        q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None))
+        q = select(jobs.c.backend_job_id).where(jobs.c.backend == backend, jobs.c.backend_job_id.is_not(None)) \
+            .union_all(select(attempts.c.backend_job_id).where(attempts.c.backend == backend,
+                                                              attempts.c.backend_job_id.is_not(None)))
         return await self.db.run(lambda conn: {r[0] for r in conn.execute(q)}, write=False)
+
+    # -- attempts (managed recovery; the rules are in gateway.core.recovery) -----------------
+    async def recovery_due(self, now: float) -> list[dict[str, Any]]:
+        """Jobs the recovery loop should look at now (by the index on recover_at, a handful)."""
+        q = select(jobs).where(jobs.c.recover_at <= now).order_by(jobs.c.recover_at).limit(200)
+        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+
+    async def begin_attempt(self, job_id: str, cols: dict[str, Any], note: str) -> bool:
+        """Store the next attempt of a recovering job (its backend, vendor name, placement...) as a pending
+        submission, unless a cancel came first or another replica did it: True when this call did."""
+        def work(conn: Connection) -> bool:
+            now = time.time()
+            done = conn.execute(update(jobs).where(
+                jobs.c.id == job_id, jobs.c.submit_state == "recovering", jobs.c.cancel_requested.is_(False))
+                .values(**cols, submit_state="pending", recover_at=None, attempt_at=now, updated_at=now,
+                        version=jobs.c.version + 1))
+            if done.rowcount != 1:
+                return False
+            r = conn.execute(select(jobs.c.id, jobs.c.tenant, jobs.c.name, jobs.c.backend, jobs.c.phase,
+                                    jobs.c.status).where(jobs.c.id == job_id)).first()
+            assert r is not None
+            seq = self.events.last_seqs(conn, [job_id]).get(job_id, 0) + 1
+            job = {"id": r.id, "tenant": r.tenant, "name": r.name, "backend": r.backend, "reason": "recovering"}
+            self.events.append(conn, [(job, seq, r.phase, r.phase, None, note)], "gateway", now, kind="attempt")
+            return True
+
+        began = await self.db.run(work)
+        self._wrote([job_id])
+        return bool(began)
+
+    async def end_attempt(self, job_id: str, seen: int, message: str) -> bool:
+        """End the current attempt of a job its vendor keeps requeued (moved away by failover): recorded with
+        its vendor job owed a stop, the job recovering. Only if the row is still at version `seen`."""
+        def work(conn: Connection) -> bool:
+            q = _CURRENT if self.db.is_sqlite else _CURRENT_LOCKED
+            r = conn.execute(q, {"ids": [job_id]}).first()
+            if r is None or r.version != seen or r.terminal or r.cancel_requested:
+                return False
+            now = time.time()
+            n = int(r.attempt or 1)
+            status = {**(r.status or {}), "attempt": n}
+            AttemptRows.insert(conn, ended_attempt(r, status, now, stop_owed=True))
+            new = recovering_status(status, message, n + 1)
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                phase="QUEUED", terminal=False, status=new, vendor_digest=digest(new), updated_at=now,
+                version=jobs.c.version + 1, **recovering_columns(n + 1, now)))
+            seq = self.events.last_seqs(conn, [job_id]).get(job_id, 0) + 1
+            job = {"id": r.id, "tenant": r.tenant, "name": r.name, "backend": r.backend, "reason": "recovering"}
+            self.events.append(conn, [(job, seq, r.phase, "QUEUED", None, message)], "gateway", now,
+                               kind="transition" if r.phase != "QUEUED" else "change")
+            return True
+
+        ended = await self.db.run(work)
+        self._wrote([job_id])
+        return bool(ended)
+
+    async def cancel_recovering(self, job_id: str, status: dict[str, Any]) -> bool:
+        """End a job between attempts (a cancel or delete came): CANCELLED, no further attempt. False when
+        its next attempt was already stored (the caller cancels that as any pending submission)."""
+        def work(conn: Connection) -> bool:
+            q = select(jobs.c.submit_state).where(jobs.c.id == job_id)
+            if not self.db.is_sqlite:
+                q = q.with_for_update()
+            if conn.execute(q).scalar() != "recovering":
+                return False
+            self._apply_many(conn, [(job_id, status, None)], "gateway",
+                             {"submit_state": "cancelled", "recover_at": None})
+            return True
+
+        done = await self.db.run(work)
+        self._wrote([job_id])
+        return bool(done)
 
     async def waiting(self, now: float) -> list[dict[str, Any]]:
         """Jobs QUEUED on their vendor (confirmed there, not moved away, not deleted) past their move_after:
@@ -457,6 +573,19 @@ class JobRows:
             .group_by(jobs.c.backend, jobs.c.phase)
         return await self.db.run(lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(q)], write=False)
 
+
+
+def recovering_status(last: dict[str, Any], message: str, next_attempt: int) -> dict[str, Any]:
+    """The status of a job between attempts: QUEUED, reason `recovering` (the last attempt's end in words)."""
+    return {"phase": "QUEUED", "terminal": False, "message": message, "reason": "recovering",
+            "reason_message": message, "observed_at": last.get("observed_at"), "attempt": next_attempt,
+            "exit_code": None}
+
+
+def recovering_columns(next_attempt: int, now: float) -> dict[str, Any]:
+    """The row's columns once an attempt has ended and the next is owed (the recovery loop makes it)."""
+    return {"submit_state": "recovering", "backend_job_id": None, "attempt": next_attempt, "attempt_at": now,
+            "recover_at": now}
 
 
 def _first(r: Any) -> dict[str, Any] | None:

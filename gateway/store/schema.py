@@ -53,6 +53,12 @@ jobs = Table(
     Column("move_after", Float, nullable=True),
     # The GA4GH TES task a job was submitted as (its executors, inputs, outputs, tags as sent), if any.
     Column("tes_task", JSON, nullable=True),
+    # Managed recovery (gateway.core.recovery): the current attempt's number, the job's retry rules (null:
+    # none), when the current attempt was stored, and when the recovery loop should look at the job.
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("retry", JSON, nullable=True),
+    Column("attempt_at", Float, nullable=True),
+    Column("recover_at", Float, nullable=True),
     # Bumped by every write of the row (see gateway.store.jobs).
     Column("version", Integer, nullable=False, server_default="1"),
     # gateway.core.transitions.digest of `status`, written with it (what the sync compares).
@@ -68,6 +74,27 @@ Index("ix_jobs_name", jobs.c.name)
 Index("ix_jobs_project", jobs.c.project)
 Index("ix_jobs_move_after", jobs.c.move_after)
 Index("ix_jobs_source_action", jobs.c.source_action)
+Index("ix_jobs_recover_at", jobs.c.recover_at)
+Index("ix_jobs_submit_state", jobs.c.submit_state)
+
+# The attempts of a job that ended before its current one (the current one is the job row itself).
+attempts = Table(
+    "attempts", metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("backend", String(64), nullable=False),
+    Column("vendor_name", String(128), nullable=False),
+    Column("vendor_kind", String(16), nullable=False),
+    Column("project", String(128), nullable=True),
+    Column("backend_job_id", String(128), nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False),
+    Column("status", JSON, nullable=False),  # its last status
+    # Its vendor job may still live (a requeued preemption moved away): the recovery loop cancels it.
+    Column("stop_owed", Boolean, nullable=False, server_default="0"),
+)
+Index("ix_attempts_stop_owed", attempts.c.stop_owed)
+Index("ix_attempts_backend_vendor_id", attempts.c.backend, attempts.c.backend_job_id)
 
 job_labels = Table(
     "job_labels", metadata,
