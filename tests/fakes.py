@@ -113,7 +113,7 @@ class FakeAdapter(Adapter[FakeConfig]):
         phase, terminal = PHASES[rec["phase"]]
         return VendorJob(Handle(rec["id"], rec["name"], rec.get("kind", "training")), JobStatus(
             phase=phase, terminal=terminal, vendor_phase=rec["phase"], observed_at=datetime.now(UTC),
-            desired_replicas=rec.get("replicas")))
+            desired_replicas=rec.get("replicas"), reason=rec.get("reason"), exit_code=rec.get("exit_code")))
 
     def _read(self, what: str) -> None:
         self.vendor.calls.append(what)

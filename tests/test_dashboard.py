@@ -176,3 +176,25 @@ def test_the_reason_column_and_the_why_panel(live: AppThread, browser: Any) -> N
     shot(page, "why")
     page.close()
     assert problems == [], problems
+
+
+def test_the_attempts_timeline(live: AppThread, browser: Any) -> None:
+    tjg = Client(live.url, "alpha-key-123")
+    job = tjg.submit({"name": "ui-retried", "backend": "modelarts", "image": "x",
+                      "env": {"SIM_OUTCOME": "node-failure,completed", "SIM_RUN_SECONDS": "1"},
+                      "retry": {"on": ["node-failure"]}})
+    assert until(lambda: tjg.get(job.id).status.phase.value, lambda p: p == "SUCCEEDED", within=60) == "SUCCEEDED"
+    page, problems = sign_in(browser, live.url, "alpha-key-123")
+    page.goto(f"{live.url}/ui/#/job/{job.id}")
+    page.wait_for_selector('#attempts [data-attempt="2"]')
+    labels = [e.inner_text() for e in page.query_selector_all("#attempts .attempt-label")]
+    assert labels[0].startswith("#1 modelarts · FAILED (node-failure)") and \
+        labels[1].startswith("#2 modelarts · SUCCEEDED"), labels
+    widths = [page.eval_on_selector(f'#attempts [data-attempt="{n}"] .attempt-bar', "e => e.style.width")
+              for n in (1, 2)]
+    assert all(w.endswith("%") and float(w[:-1]) > 0 for w in widths), widths
+    page.wait_for_selector("#why-summary")
+    assert "null" not in page.inner_text("#why"), page.inner_text("#why")  # (a missing part printed "null")
+    shot(page, "attempts")
+    page.close()
+    assert problems == [], problems

@@ -16,6 +16,7 @@ import copy
 import posixpath
 import re
 import shlex
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from gateway.api.http import CONFIG, PRINCIPAL, SERVICE, only_query, qint, read_
 from gateway.api.tes_models import TesTask, first_error
 from gateway.core.errors import BadRequest, Conflict, GatewayError
 from gateway.core.models import LABEL_KEY_RE, Phase, ReportEntry
+from gateway.service.attempts import attempt_windows
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
 from gateway.service.rows import dt
@@ -297,7 +299,8 @@ def _document(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str, stdout: bool = False,
-                phases: list[tuple[float, str]] | None = None) -> dict[str, Any]:
+                phases: list[tuple[float, str]] | None = None,
+                ended_attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A job as a tesTask in the given view; `phases` are its phase changes when the caller read them already
     (a list reads a whole page's in one query)."""
     state = tes_state(row)
@@ -312,12 +315,39 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
             item.pop("content", None)
     if phases is None:
         phases = (await svc.store.events.phases_of([row["id"]])).get(row["id"], [])
+    if ended_attempts is None:
+        ended_attempts = (await svc.store.attempts.of([row["id"]])).get(row["id"], []) \
+            if int(row.get("attempt") or 1) > 1 else []
+    # One TesTaskLog per attempt (as TES means `logs`: "each attempt of the task"), oldest first.
+    windows = attempt_windows(row, ended_attempts, time.time())
+    last = len(windows) - 1
+    logs = [_attempt_log(row, a, [p for p in phases if (i == 0 or lo <= p[0]) and (i == last or p[0] <= hi)],
+                         view, last=i == last) for i, (a, lo, hi) in enumerate(windows)]
+    log = logs[-1]
+    if view == "FULL" and stdout and log["logs"] and row["backend_job_id"]:  # (an executor log exists once
+        try:                                                                  # its exit code does)
+            preview = await svc.logs(who, row["id"], None, 200)
+            log["logs"][-1]["stdout"] = preview["content"]
+        except GatewayError as err:  # Run:ai has no log endpoint; say why instead
+            log["system_logs"].append(f"stdout: {err.detail}")
+    task["logs"] = logs
+    return task
+
+
+def _attempt_log(row: dict[str, Any], attempt: dict[str, Any], phases: list[tuple[float, str]], view: str,
+                 last: bool) -> dict[str, Any]:
+    """The TesTaskLog of one attempt: its times, its exit code once it ended, its vendor job."""
     started = next((at for at, to in phases if to in ("STARTING", "RUNNING")), None)
     ended = next((at for at, to in reversed(phases) if to in ("SUCCEEDED", "FAILED", "CANCELLED")), None)
-    status = row["status"] or {}
+    status = attempt["status"] or {}
+    done = bool(row["terminal"]) or not last
+    if not last:  # an earlier attempt ended when the next began, whatever phase the job then showed
+        ended = ended if ended is not None else float(attempt["ended_at"])
     log: dict[str, Any] = {"logs": [], "outputs": [],
-                           "metadata": {"backend": row["backend"], "gateway_job_id": row["id"],
-                                        **({"vendor_job_id": row["backend_job_id"]} if row["backend_job_id"]
+                           "metadata": {"backend": attempt["backend"], "gateway_job_id": row["id"],
+                                        **({"attempt": str(attempt["n"])} if row.get("retry") or not last
+                                           or int(attempt["n"]) > 1 else {}),
+                                        **({"vendor_job_id": attempt["backend_job_id"]} if attempt["backend_job_id"]
                                            else {}),
                                         **({"vendor_phase": status["vendor_phase"]} if status.get("vendor_phase")
                                            else {})}}
@@ -326,7 +356,7 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
     if ended is not None:
         log["end_time"] = _iso(ended)
     code = status.get("exit_code")
-    if row["terminal"] and code is not None:
+    if done and code is not None:
         ex_log: dict[str, Any] = {"exit_code": int(code)}
         if started is not None:
             ex_log["start_time"] = _iso(started)
@@ -335,21 +365,14 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
         log["logs"].append(ex_log)
     if view == "FULL":
         notes = [f"{e['outcome']}: {e['field']}: {e['detail']}" for e in row["report"] or []
-                 if e.get("outcome") in ("dropped", "approximated")]
+                 if e.get("outcome") in ("dropped", "approximated")] if last else []
         if status.get("message"):
-            notes.append(f"{status.get('vendor_phase') or row['phase']}: {status['message']}")
+            notes.append(f"{status.get('vendor_phase') or status.get('phase') or row['phase']}: {status['message']}")
         if status.get("reason"):
             notes.append(f"reason: {status['reason']}" + (f": {status['reason_message']}"
                                                           if status.get("reason_message") else ""))
         log["system_logs"] = notes
-        if stdout and log["logs"] and row["backend_job_id"]:  # an executor log exists once its exit code does
-            try:
-                preview = await svc.logs(who, row["id"], None, 200)
-                log["logs"][-1]["stdout"] = preview["content"]
-            except GatewayError as err:  # Run:ai has no log endpoint; say why instead
-                log["system_logs"].append(f"stdout: {err.detail}")
-    task["logs"] = [log]
-    return task
+    return log
 
 
 def _view(request: web.Request) -> str:
@@ -422,7 +445,10 @@ async def list_tasks(request: web.Request) -> web.Response:
     rows = [row for row in jobs if state is None or tes_state(row) == state]
     # One query for the whole page's phase changes, however many tasks it holds.
     changes = await svc.store.events.phases_of([r["id"] for r in rows]) if view != "MINIMAL" else {}
-    tasks = [await _task(svc, who, row, view, phases=changes.get(row["id"], [])) for row in rows]
+    retried = [r["id"] for r in rows if int(r.get("attempt") or 1) > 1]
+    earlier = await svc.store.attempts.of(retried) if retried and view != "MINIMAL" else {}
+    tasks = [await _task(svc, who, row, view, phases=changes.get(row["id"], []),
+                         ended_attempts=earlier.get(row["id"], [])) for row in rows]
     body: dict[str, Any] = {"tasks": tasks}
     if token:
         body["next_page_token"] = token

@@ -105,6 +105,15 @@ def show_job(job: dict[str, Any]) -> str:
         out += [f"  {c['backend']}: {'can run it' if c['feasible'] else 'cannot'} - {c['why']}"
                 + (f"; {c['price_per_hour']:g}/h" if c.get("price_per_hour") is not None else "")
                 for c in placed["candidates"]]
+    tries = job.get("attempts") or []
+    if tries:
+        spent = st.get("retry_outcome")
+        out.append(f"attempts:     {len(tries)}" + (f" (no more: {spent})" if spent else ""))
+        for a in tries:
+            how = (a.get("phase") or "?") + (f" ({a['reason']})" if a.get("reason") else "") + \
+                (f", exit {a['exit_code']}" if a.get("exit_code") is not None else "")
+            out.append(f"  #{a['n']} {a['backend']} {a.get('vendor_name') or '-'}: {how}, "
+                       f"{a.get('gpu_hours') or 0:.4f} GPU-h, {a['started_at']} -> {a.get('ended_at') or 'now'}")
     lossy = [e for e in job.get("report") or [] if e["outcome"] in ("approximated", "dropped")]
     if lossy:
         out.append("translation notes:")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,3 +84,14 @@ def job_gpus(spec: dict[str, Any], status: dict[str, Any] | None = None) -> floa
         return per * int(res.get("nodes") or 1)
     except (TypeError, ValueError):
         return 0.0
+
+
+def running_seconds(changes: Sequence[tuple[float, str]], since: float, until: float) -> float:
+    """Seconds spent in RUNNING within [since, until], from a job's phase changes (oldest first)."""
+    total = 0.0
+    for i, (at, phase) in enumerate(changes):
+        if phase != "RUNNING":
+            continue
+        end = changes[i + 1][0] if i + 1 < len(changes) else until
+        total += max(0.0, min(end, until) - max(at, since))
+    return total

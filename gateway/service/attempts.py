@@ -12,9 +12,8 @@ from typing import Any
 from gateway.core.adapter import REGISTRY, Adapter
 from gateway.core.models import Attempt, DataMount, JobSpec, ReportEntry
 from gateway.core.recovery import attempt_name
-from gateway.core.telemetry import job_gpus
+from gateway.core.telemetry import job_gpus, running_seconds
 from gateway.core.translation import Translation
-from gateway.service.usage import running_seconds
 from gateway.store import Store
 from mappings import rewrite_uri
 

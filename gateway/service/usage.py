@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.adapter import Adapter
 from gateway.core.errors import BadRequest
-from gateway.core.telemetry import job_gpus
+from gateway.core.telemetry import job_gpus, running_seconds
+from gateway.service.attempts import attempt_windows
 from gateway.service.principal import Principal
 from gateway.service.rows import dt
 from gateway.store import ListFilters, Store
@@ -25,17 +25,6 @@ def check_group_by(group_by: str) -> str:
                      errors=[{"loc": ["query", "group_by"], "msg": "unknown grouping"}])
 
 
-def running_seconds(changes: Sequence[tuple[float, str]], since: float, until: float) -> float:
-    """Seconds spent in RUNNING within [since, until], from a job's phase changes (oldest first)."""
-    total = 0.0
-    for i, (at, phase) in enumerate(changes):
-        if phase != "RUNNING":
-            continue
-        end = changes[i + 1][0] if i + 1 < len(changes) else until
-        total += max(0.0, min(end, until) - max(at, since))
-    return total
-
-
 @dataclass
 class Bucket:
     """One group's figures."""
@@ -49,9 +38,10 @@ class Bucket:
     cost: float = 0.0
     unpriced_gpu_hours: float = 0.0
 
-    def add(self, seconds: float, gpus: float, util: float | None, price: float | None) -> None:
+    def add(self, seconds: float, gpus: float, util: float | None, price: float | None,
+            new_job: bool = True) -> None:
         gh = seconds * gpus / 3600
-        self.jobs += 1
+        self.jobs += int(new_job)
         self.gpu_hours += gh
         self.running_hours += seconds / 3600
         if util is not None and gh > 0:
@@ -88,20 +78,28 @@ async def usage(store: Store, adapters: dict[str, Adapter[Any]], currency: str, 
     f = ListFilters(include_deleted=True, viewer=who)
     rows = await store.jobs.usage_rows(f, since, until)
     changes = await store.events.phases_of([r["id"] for r in rows])
+    retried = [r["id"] for r in rows if int(r.get("attempt") or 1) > 1]
+    earlier = await store.attempts.of(retried) if retried else {}
     groups: dict[str, Bucket] = {}
     total = Bucket("total")
     for row in rows:
-        seconds = running_seconds(changes.get(row["id"], []), since, until)
-        if seconds <= 0:
-            continue
         gpus = job_gpus(row["spec"] or {}, row["status"])
-        adapter = adapters.get(row["backend"])
-        priced = adapter.gpu_hour_price(row["spec"] or {}) if adapter and gpus else None
-        price = None if priced is None else priced[1]
         util = (row["status"] or {}).get("gpu_utilization")
-        key = _key(row, group_by)
-        groups.setdefault(key, Bucket(key)).add(seconds, gpus, util, price)
-        total.add(seconds, gpus, util, price)
+        counted: set[str] = set()
+        # Each attempt counts on the backend it ran on, at that backend's price.
+        for attempt, lo, hi in attempt_windows(row, earlier.get(row["id"], []), until):
+            seconds = running_seconds(changes.get(row["id"], []), max(lo, since), min(hi, until))
+            if seconds <= 0:
+                continue
+            backend = attempt["backend"]
+            adapter = adapters.get(backend)
+            priced = adapter.gpu_hour_price({**(row["spec"] or {}), "backend": backend}) if adapter and gpus \
+                else None
+            price = None if priced is None else priced[1]
+            key = _key({**row, "backend": backend}, group_by)
+            groups.setdefault(key, Bucket(key)).add(seconds, gpus, util, price, new_job=key not in counted)
+            total.add(seconds, gpus, util, price, new_job=not counted)
+            counted.add(key)
     return {"group_by": group_by, "since": dt(since) if since else None, "until": dt(until), "currency": currency,
             "groups": [b.as_json() for b in sorted(groups.values(), key=lambda b: -b.gpu_hours)],
             "total": {k: v for k, v in total.as_json().items() if k != "key"}}

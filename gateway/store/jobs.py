@@ -391,7 +391,8 @@ class JobRows:
         conds = [*self._conds(f), jobs.c.created_at <= until, jobs.c.submit_state == "submitted",
                  or_(jobs.c.terminal.is_(False), jobs.c.updated_at >= since)]
         q = select(jobs.c.id, jobs.c.tenant, jobs.c.backend, jobs.c.project, jobs.c.labels, jobs.c.spec,
-                   jobs.c.status, jobs.c.phase).where(*conds)
+                   jobs.c.status, jobs.c.phase, jobs.c.attempt, jobs.c.attempt_at, jobs.c.created_at,
+                   jobs.c.updated_at, jobs.c.terminal, jobs.c.vendor_name, jobs.c.backend_job_id).where(*conds)
         return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
 
     @staticmethod

@@ -291,12 +291,14 @@ async function renderJob(id) {
       h("td", { text: e.kind === "vendor" ? `vendor (${e.source})` : e.kind }),
       h("td", { text: e.to_phase || e.reason || "-" }), h("td", { text: e.vendor_phase || e.type || "-" }),
       h("td", { text: e.message || "" })))));
+  const attempts = attemptsTimeline(job);
   const logs = h("div", { id: "logs" });
   const metrics = h("div", { id: "metrics" });
   const whyBox = h("div", { id: "why" });
   main(h("div", { class: "card" }, h("h2", { text: job.name }), summary, h("h3", { text: "Actions" }), actions,
     h("p", { id: "action-error", class: "error", role: "alert" }), migrateBox),
   h("div", { class: "card" }, h("h3", { text: "Why" }), whyBox),
+  attempts ? h("div", { class: "card" }, h("h3", { text: "Attempts" }), attempts) : null,
   h("div", { class: "card" }, h("h3", { text: "Metrics" }), metrics),
   h("div", { class: "card" }, h("h3", { text: "Log" }), logs),
   h("div", { class: "card" }, h("h3", { text: "History (transitions and vendor events)" }), history),
@@ -307,18 +309,38 @@ async function renderJob(id) {
   loadWhy(job, whyBox);
 }
 
+// One bar per attempt (a vendor job that tried to do this job), as long as it lasted, with how it ended.
+function attemptsTimeline(job) {
+  const list = job.attempts || [];
+  if (!list.length) return null;
+  const t0 = Date.parse(list[0].started_at);
+  const end = (a) => (a.ended_at ? Date.parse(a.ended_at) : Date.now());
+  const span = Math.max(1, end(list[list.length - 1]) - t0);
+  return h("div", { id: "attempts" }, list.map((a) => {
+    const bar = h("div", { class: `attempt-bar backend-${a.backend}` });
+    bar.style.marginLeft = `${(100 * (Date.parse(a.started_at) - t0)) / span}%`;
+    bar.style.width = `${Math.max(1, (100 * (end(a) - Date.parse(a.started_at))) / span)}%`;
+    const how = a.ended_at ? `${a.phase || "?"}${a.reason ? ` (${a.reason})` : ""}` : `${a.phase || "?"} now`;
+    return h("div", { class: "attempt", "data-attempt": String(a.n) },
+      h("div", { class: "attempt-label", text: `#${a.n} ${a.backend} · ${how} · ${a.gpu_hours.toFixed(4)} GPU-h` +
+        (a.exit_code != null ? ` · exit ${a.exit_code}` : "") }),
+      h("div", { class: "attempt-track" }, bar));
+  }));
+}
+
 // Why it waits or ended, the capacity the gateway last saw on every backend, and what would help.
 async function loadWhy(job, box) {
   try {
     const w = await api(`/v1/jobs/${encodeURIComponent(job.id)}/why`);
     const seen = (v) => (v == null ? "?" : String(v));
-    box.replaceChildren(h("p", { id: "why-summary", text: w.summary }),
+    box.replaceChildren(...[h("p", { id: "why-summary", text: w.summary }),
       w.reason ? h("p", { class: "muted", text: `reason: ${w.reason}${w.reason_message ? ` - ${w.reason_message}` : ""}${w.since ? `; since ${w.since}` : ""}` }) : null,
       h("table", { id: "why-capacity" }, h("thead", {}, h("tr", {}, ["Backend", `Free ${w.asks.gpu_type || ""} GPUs`, "Total", "Queued", "Seen"].map((t) => h("th", { text: t })))),
         h("tbody", {}, w.capacity.map((c) => h("tr", {}, h("td", { text: c.backend }), h("td", { text: seen(c.free_gpus) }),
           h("td", { text: seen(c.total_gpus) }), h("td", { text: seen(c.queued_jobs) }),
           h("td", { class: "muted", text: c.age_seconds == null ? "never" : `${c.age_seconds} s ago` }))))),
-      w.suggestions.length ? h("ul", { id: "why-suggestions" }, w.suggestions.map((s) => h("li", { text: s }))) : null);
+      w.suggestions.length ? h("ul", { id: "why-suggestions" }, w.suggestions.map((s) => h("li", { text: s }))) : null]
+      .filter(Boolean));  // (replaceChildren would print a null as the text "null")
   } catch (e) { box.replaceChildren(h("p", { class: "muted", text: e.message })); }
 }
 
