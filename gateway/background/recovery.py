@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from gateway.core.adapter import Handle
+from gateway.core.crashpoints import crash_point
 from gateway.core.errors import BackendError, GatewayError, NotFound
 from gateway.core.models import JobSpec, Phase, Reason
 from gateway.core.placement import Placement
@@ -49,6 +50,7 @@ async def next_attempt(service: JobService, row: dict[str, Any]) -> bool:
     call stored the attempt."""
     store, subs = service.store, service.submissions
     job_id, n = row["id"], int(row["attempt"])
+    crash_point("attempt-recovering")  # (tests: the attempt has ended, nothing of the next exists)
     if row["cancel_requested"] or row["deleted_at"] is not None:
         await service.cancel_between_attempts(job_id)
         return False
@@ -79,6 +81,7 @@ async def next_attempt(service: JobService, row: dict[str, Any]) -> bool:
             await service.cancel_between_attempts(job_id)
         return False
     log.info("attempt_started", job_id=job_id, attempt=n, backend=backend, vendor_name=tr.vendor_name)
+    crash_point("attempt-stored")  # (tests: stored as pending, not yet sent)
     await subs.send(job_id, backend, tr)
     return True
 

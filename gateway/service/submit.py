@@ -24,6 +24,7 @@ import structlog
 
 from gateway.core.adapter import Adapter, Handle
 from gateway.core.config import Config
+from gateway.core.crashpoints import crash_point
 from gateway.core.errors import (
     AmbiguousCreate,
     BackendError,
@@ -210,6 +211,7 @@ class Submissions:
                     err.extra["job_id"] = job_id
                     raise
                 return None
+            crash_point("create-sent")  # (tests: the vendor has it, the store does not know yet)
             return await self._confirm(job_id, backend, vj.handle, vj.status)
         finally:
             self._inflight.discard(job_id)

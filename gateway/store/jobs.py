@@ -242,7 +242,7 @@ class JobRows:
                 continue
             forced = None
             if r.retry and source != "gateway":  # managed recovery decides, in this transaction
-                new, more, ended, forced = self._recover(conn, r, new, now)
+                new, more, ended, forced = self._recover(r, new, now, cols)
                 cols.update(more)
                 x = {f"x_{k}": v for k, v in cols.items()}
                 if ended is not None:
@@ -275,9 +275,10 @@ class JobRows:
         return sum(1 for _, k in items if k == "transition")
 
     @staticmethod
-    def _recover(conn: Connection, r: Any, new: dict[str, Any], now: float
+    def _recover(r: Any, new: dict[str, Any], now: float, cols: dict[str, Any]
                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, str | None]:
-        """What a vendor's status means for a job with retry rules: (status to store, columns to set, the
+        """What a vendor's status means for a job with retry rules (`cols`: what the write sets besides): (status
+        to store, columns to set, the
         ended attempt's row or None, the words of an attempt change or None). A failed attempt the rules
         retry ends here and the job waits for its next attempt (submit_state `recovering`, made by the
         recovery loop); one they do not ends the job, with `retry_outcome` saying why."""
@@ -291,7 +292,9 @@ class JobRows:
             if not decision.retry:
                 message = f"{new.get('message') or 'failed'} ({decision.message})"
                 return {**new, "retry_outcome": decision.outcome, "message": message}, {}, None, None
-            ended = ended_attempt(r, new, now, stop_owed=False)
+            # (A confirmation's columns name the vendor job this status is of: the row does not yet.)
+            ended = {**ended_attempt(r, new, now, stop_owed=False),
+                     **{k: cols[k] for k in ("backend_job_id", "vendor_kind") if cols.get(k) is not None}}
             return recovering_status(new, decision.message, n + 1), \
                 recovering_columns(n + 1, now), ended, decision.message
         old_reason = (r.status or {}).get("reason")

@@ -178,3 +178,16 @@ async def test_a_cancel_after_the_next_attempt_was_stored_stops_it(world: World)
     live = [j for j in world.vendor.jobs.values() if j["name"].startswith("late") and j["phase"] != "failed"]
     assert all(j["phase"] == "stopped" for j in live), live
 
+
+
+async def test_an_attempt_found_failed_when_its_lost_create_is_settled_keeps_its_vendor_id(world: World) -> None:
+    world.vendor.creates = ["lost"]
+    world.vendor.lookups_down = 1000
+    job_id = (await world.submit("found", retry=RULES)).job.id
+    assert (await world.row(job_id))["submit_state"] == "pending"
+    (rec,) = world.vendor.named(vendor_name("found", job_id))
+    rec.update(phase="failed", reason="node-failure")  # it ran and failed while nobody knew it existed
+    world.vendor.lookups_down = 0
+    assert await world.svc.resolve_pending(job_id)
+    job = await world.svc.get(ALPHA, job_id)
+    assert job.attempt == 2 and job.attempts[0].backend_job_id == rec["id"], job.attempts
