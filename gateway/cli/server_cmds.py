@@ -27,6 +27,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from gateway.core.ids import new_job_id
     from gateway.core.models import parse_spec
     from gateway.core.translation import enforce_strict
+    from gateway.service.attempts import attempt_spec
 
     try:
         cfg = load_config(args.config)
@@ -39,7 +40,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
                                   "by a running gateway, on the capacity it sees (tjg submit --dry-run shows where)",
                                   errors=[{"loc": ["backend"], "msg": "one backend name"}])
         backend = cfg.backend(str(spec.backend))
-        tr = load_vendors().translate(spec, backend, new_job_id())
+        first, notes = attempt_spec(spec, 1, backend.kind)  # (its first attempt, as a submit sends it)
+        tr = load_vendors().translate(first, backend, new_job_id())
+        tr.report += notes
         if args.strict:
             enforce_strict(tr.report)
     except GatewayError as err:

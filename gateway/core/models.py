@@ -200,6 +200,14 @@ class RetrySpec(_Strict):
                            "run the spec, or the job's candidates): it may land on another vendor, the spec "
                            "converted through mappings/ as a migration is.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML, most YAML tools) reads the key `on` as the boolean true.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
     @field_validator("within")
     @classmethod
     def _duration(cls, v: float | str | None) -> float | None:

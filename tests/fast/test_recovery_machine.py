@@ -191,3 +191,15 @@ async def test_an_attempt_found_failed_when_its_lost_create_is_settled_keeps_its
     assert await world.svc.resolve_pending(job_id)
     job = await world.svc.get(ALPHA, job_id)
     assert job.attempt == 2 and job.attempts[0].backend_job_id == rec["id"], job.attempts
+
+
+def test_the_example_spec_parses_from_yaml_with_its_on_key() -> None:
+    import yaml
+
+    from gateway.core.models import parse_spec
+
+    raw = yaml.safe_load(open("examples/recovery/resumable.yaml").read())
+    assert True in raw["retry"]  # YAML 1.1 reads `on:` as the boolean true ...
+    spec = parse_spec(raw)
+    assert spec.retry is not None and spec.retry.on == ["preempted", "node-failure"]  # ... taken as `on`
+    assert spec.retry.within == 86400 and spec.checkpoint is not None
