@@ -3,6 +3,7 @@ checkpoint, the retry rules tell a user's bug from a listed exit code, and max_a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from gateway.api.http import SERVICE
 from gateway.core.adapter import Handle
 from tests.conftest import eventually
-from tests.gwkit import GW
+from tests.gwkit import ALPHA, GW
 from tests.test_scarcity import gateway, job, until_status
+from tests.test_sync import Receiver, read_sse
 
 
 def ended(s: dict[str, Any]) -> bool:
@@ -112,16 +114,30 @@ async def test_a_users_error_ends_after_one_attempt_and_a_listed_exit_code_is_re
 
 
 async def test_max_attempts_and_within_stop_the_retries(tmp_path: Path) -> None:
-    gw = await gateway(tmp_path, runai={}, modelarts={})
+    rx = Receiver()
+    runner = await rx.start()
+    gw = await gateway(tmp_path, runai={}, modelarts={}, tenant_extra={
+        "alpha": {"webhooks": [{"url": rx.url, "secret": "attempts-hook"}]}})
     try:
         spent = await gw.submit(job("modelarts", "spent", 1, env={"SIM_OUTCOME": "node-failure",
                                                                   "SIM_RUN_SECONDS": "2"},
                                     retry={"on": ["node-failure"], "max_attempts": 2}))
         late = await gw.submit(job("runai", "late", 1, env={"SIM_OUTCOME": "node-failure", "SIM_RUN_SECONDS": "40"},
                                    retry={"on": ["node-failure"], "max_attempts": 5, "within": "1s"}))
+        async with gw.c.get(f"/v1/jobs/{spent['id']}/events?watch=true", headers=ALPHA) as stream:
+            seen = await read_sse(stream, until_event="end", within=60)
         st = await until_status(gw, spent["id"], ended, within=60)
         assert (st["phase"], st["reason"], st["retry_outcome"]) == ("FAILED", "node-failure", "max-attempts"), st
         assert "max_attempts (2) spent" in st["message"], st
+        # SSE and webhooks carry each attempt: its end (reason recovering) and the next one's start.
+        said = [(e, d.get("reason"), d.get("message") or "") for e, d in seen]
+        assert any(r == "recovering" and "attempt 1 failed (node-failure)" in m for _, r, m in said), said
+        assert any(e == "attempt" and m.startswith("attempt 2 on modelarts") for e, _, m in said), said
+
+        async def hooked() -> list[dict[str, Any]]:
+            got = [json.loads(b) for _, b in rx.got]
+            return [g for g in got if g["job_id"] == spent["id"] and g["type"] == "job.attempt"]
+        assert await eventually(hooked, within=30)
         _, got = await gw.call("GET", f"/v1/jobs/{spent['id']}")
         assert [a["n"] for a in got["attempts"]] == [1, 2] and got["attempt"] == 2
         assert all(a["reason"] == "node-failure" for a in got["attempts"]), got["attempts"]
@@ -131,6 +147,7 @@ async def test_max_attempts_and_within_stop_the_retries(tmp_path: Path) -> None:
         assert len(got["attempts"]) == 1
     finally:
         await gw.c.close()
+        await runner.cleanup()
 
 
 async def test_a_cancel_between_attempts_ends_the_job_and_no_attempt_follows(tmp_path: Path) -> None:
