@@ -192,10 +192,13 @@ def qtime(request: web.Request, name: str) -> float | None:
         return max(0.0, time.time() - float(m.group(1)) * SECONDS[m.group(2)])
     try:
         when = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"query parameter {name} must be an ISO 8601 time or an age such as 15m, 2h or 7d",
-                         errors=[{"loc": ["query", name], "msg": "expected a time or an age"}]) from None
-    return max(0.0, (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+        epoch = max(0.0, (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+        datetime.fromtimestamp(epoch, UTC)  # (9999-12-31T23:59:59-23:59 parses, but is in year 10000 in UTC)
+        return epoch
+    except (ValueError, OverflowError):
+        raise BadRequest(f"query parameter {name} must be an ISO 8601 time (years 1-9999 in UTC) or an age such "
+                         "as 15m, 2h or 7d", errors=[{"loc": ["query", name], "msg": "expected a time or an age"}]
+                         ) from None
 
 
 def qint(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -28,7 +28,7 @@ from gateway import __version__
 from gateway.api.http import CONFIG, PRINCIPAL, SERVICE, only_query, qint, read_json, reply
 from gateway.api.tes_models import TesTask, first_error
 from gateway.core.errors import BadRequest, Conflict, GatewayError
-from gateway.core.models import LABEL_KEY_RE, Phase, ReportEntry
+from gateway.core.models import ENV_NAME_RE, LABEL_KEY_RE, Phase, ReportEntry
 from gateway.service.attempts import attempt_windows
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
@@ -98,7 +98,7 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
                      f"printf '%s' {shlex.quote(content)} > {shlex.quote(path)}")
     for i, ex in enumerate(executors):
         cmd = " ".join(shlex.quote(a) for a in ex["command"])
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (ex.get("env") or {}).items())
+        env = " ".join(shlex.quote(f"{k}={v}") for k, v in (ex.get("env") or {}).items())  # one argv each
         step = f"env {env} {cmd}" if env else cmd
         if ex.get("workdir"):
             step = f"cd {shlex.quote(ex['workdir'])} && {step}"
@@ -120,6 +120,11 @@ def _check_shape(task: dict[str, Any]) -> None:
     except pydantic.ValidationError as err:
         loc, msg = first_error(err)
         raise _bad(loc, msg) from None
+    for i, ex in enumerate(task.get("executors") or []):
+        for name in ex.get("env") or {}:  # they become names in the entry script and the container
+            if not ENV_NAME_RE.match(name):
+                raise _bad(["executors", i, "env", name], "an environment variable name: letters, digits, "
+                           "'_', '.', '-', not starting with a digit")
 
 
 def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -207,7 +212,7 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
         resources["cpu"] = res["cpu_cores"]
         _note(report, "resources.cpu_cores", "exact", "resources.cpu")
     if res.get("ram_gb") is not None:
-        resources["memory"] = f"{float(res['ram_gb']):g}G"
+        resources["memory"] = f"{float(res['ram_gb']):.6f}".rstrip("0").rstrip(".") + "G"  # (never 1e+06)
         _note(report, "resources.ram_gb", "exact", "resources.memory (decimal GB)")
     if res.get("disk_gb") is not None:
         _note(report, "resources.disk_gb", "dropped", "neither backend takes a scratch disk size through the gateway")
@@ -406,7 +411,7 @@ async def create_task(request: web.Request) -> web.Response:
     spec, notes = task_to_spec(task, request.app[CONFIG].default_backend(who.tenant))
     doc = {k: v for k, v in task.items() if k in TASK_FIELDS}  # what a client sent, in the spec's terms
     res = await svc.submit(who, spec, False, request.headers.get("Idempotency-Key"), tes_task=doc,
-                           extra_report=_entries(notes))
+                           extra_report=_entries(notes), fingerprint={"tes": task})
     return reply({"id": res.job.id})
 
 

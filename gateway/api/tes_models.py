@@ -55,10 +55,11 @@ class TesExecutor(_Tes):
 class TesResources(_Tes):
     """tesResources: what the task asks for."""
 
-    cpu_cores: StrictInt | None = None
+    # Bounded so that every value has a plain decimal form a vendor's memory field takes (1e308 did not).
+    cpu_cores: Annotated[StrictInt, Field(ge=0, le=100_000)] | None = None
     preemptible: StrictBool | None = None
-    ram_gb: Number | None = None
-    disk_gb: Number | None = None
+    ram_gb: Annotated[Number, Field(ge=0, le=1_000_000)] | None = None
+    disk_gb: Annotated[Number, Field(ge=0, le=1_000_000_000)] | None = None
     zones: list[StrictStr] | None = None
     backend_parameters: dict[StrictStr, StrictStr] | None = None
     backend_parameters_strict: StrictBool | None = None

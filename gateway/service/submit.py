@@ -29,8 +29,8 @@ from gateway.core.errors import (
     AmbiguousCreate,
     BackendError,
     BackendUnavailable,
+    BadRequest,
     Conflict,
-    ValidationError,
 )
 from gateway.core.ids import new_job_id
 from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
@@ -125,15 +125,18 @@ class Submissions:
                      migrated_from: str | None = None, job_id: str | None = None, source_action: str | None = None,
                      placement: Placement | None = None,
                      extra_report: list[ReportEntry] | None = None,
-                     tes_task: dict[str, Any] | None = None) -> Accepted:
+                     tes_task: dict[str, Any] | None = None, fingerprint: Any = None) -> Accepted:
         """Store the job first (QUEUED, no vendor id), then send it; returns once it is confirmed,
-        rejected (raised) or left for settling."""
+        rejected (raised) or left for settling. An Idempotency-Key is bound to the request as sent:
+        `fingerprint` when given (a TES task, whose spec loses fields such as its description), else `raw`."""
         idem = None
         if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= 255:
-                raise ValidationError("Idempotency-Key must be 1-255 characters",
-                                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1-255 characters"}])
-            digest = body_hash(raw, strict)
+            if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isascii() \
+                    or not idempotency_key.isprintable():
+                # (Visible ASCII, as the header's draft standard has it: a non-UTF-8 byte reached PostgreSQL.)
+                raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters",
+                                 errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1-255 printable ASCII"}])
+            digest = body_hash(raw if fingerprint is None else fingerprint, strict)
             found = await self.store.keys.find(who.tenant, idempotency_key)
             if found is not None:
                 return self._replay(found, digest)

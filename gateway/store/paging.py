@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from gateway.core.errors import BadRequest
+
+_ID = re.compile(r"[0-9a-z]{1,64}")  # what a job id can be (gateway.core.ids; imported jobs get such ids too)
 
 
 def encode_token(last_id: str) -> str:
@@ -18,7 +21,7 @@ def decode_token(token: str) -> str:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         after = data["after"]
-        if not isinstance(after, str):
+        if not isinstance(after, str) or not _ID.fullmatch(after):  # (a NUL or 5,000 chars went to the database)
             raise TypeError
         return after
     except (ValueError, KeyError, TypeError) as err:
