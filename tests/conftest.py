@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,6 +45,57 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = Path(str(item.fspath))
         if path.parent.name != "fast" and path.stem not in FAST_MODULES:
             item.add_marker(pytest.mark.e2e)
+
+
+# -- the whole run's logs hold no secret ---------------------------------------------------------------
+# Every secret the tests' configs use, and a URL password of any shape: none may reach a log line, whatever
+# test or process wrote it (each process appends its rendered lines to TJG_LOG_COPY; processes' own output
+# files under the run's temporary folder are read too).
+SECRETS = ("alpha-key-123", "beta-key-456", "ops-key-789", "tjg-demo-secret", "runai-secret-xyz", "TJGDEMOSK",
+           "modelarts-sk-secret", "ModelArtsSecretKey-93QX", "hook-secret-123", "replica-hook-secret",
+           "consistency-hook", "attempts-hook", "reasons-hook", "hook-pass-9876")
+URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:(?!\*\*\*@)[^@/\s'\"]+@")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the run's log copy (see SECRETS)."""
+    if not hasattr(config, "workerinput"):
+        fd, path = tempfile.mkstemp(prefix="tjg-run-", suffix=".log")
+        os.close(fd)
+        os.environ["TJG_LOG_COPY"] = path
+        from gateway.core.logs import configure_logging
+
+        configure_logging("info")
+
+
+def leaked_lines(text: str) -> list[str]:
+    """The lines of a log that hold a secret or a URL password."""
+    return [line[:300] for line in text.splitlines()
+            if any(s in line for s in SECRETS) or URL_PASSWORD.search(line)]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line of it holds a secret."""
+    copy = os.environ.get("TJG_LOG_COPY")
+    files = [Path(copy)] if copy else []
+    try:
+        base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        files += [p for p in base.rglob("*.log") if p.is_file()]
+    except Exception:
+        pass
+    found = []
+    for f in files:
+        try:
+            leaks = leaked_lines(f.read_text(errors="replace"))
+        except OSError:
+            continue
+        found += [f"{f.name}: {line}" for line in leaks]
+    if found:
+        session.exitstatus = 1
+        print(f"\nSECRETS IN LOGS ({len(found)} lines):\n" + "\n".join(found[:40]), file=sys.stderr)
+    elif copy:
+        size = Path(copy).stat().st_size if Path(copy).exists() else 0
+        print(f"\nlog scan: {len(files)} log files, {size} bytes of in-run log lines, no secret", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
