@@ -9,7 +9,7 @@ import aiohttp
 import msgspec
 
 from adapters.runai import translate as tr
-from adapters.runai.client import RunaiClient
+from adapters.runai.client import RunaiClient, filter_expr
 from adapters.runai.config import RunaiConfig
 from adapters.runai.metrics import RUNAI_METRICS, runai_metrics
 from adapters.runai.metrics import epoch as _epoch
@@ -92,7 +92,8 @@ class RunaiAdapter(Adapter[RunaiConfig]):
 
     async def find_by_name(self, vendor_name: str, project: str | None = None,
                            kind: str | None = None) -> VendorJob | None:
-        filters = [f"name=={vendor_name}"] + ([f"projectId=={project}"] if project else [])
+        filters = [filter_expr("name", "==", vendor_name)] + \
+            ([filter_expr("projectId", "==", project)] if project else [])
         page = await self.client.list_workloads(0, 10, filters)
         for w in page.workloads:
             if w.name == vendor_name and (project is None or str(w.projectId) == project):

@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from adapters.http import Query, Response, Transport, classify, seg
 from adapters.runai.config import RunaiConfig
 from adapters.runai.records import Workload, WorkloadPage
-from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable
+from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable, ValidationError
 from gateway.core.retrying import full_jitter, last_error
 
 log = structlog.get_logger(__name__)
@@ -131,6 +131,16 @@ class TokenAuth:
                 self.token = None
                 self.refresh_at = 0
         return True
+
+
+def filter_expr(field: str, op: str, value: str) -> str:
+    """One filterBy expression. Run:ai joins expressions with commas and has no escape, so a value with a
+    comma, an edge space or nothing at all cannot be asked for: refused here (a 422 naming the field) rather
+    than sent as a query that matches something else, or nothing, forever."""
+    if not value or "," in value or value != value.strip() or any(c in value for c in "\r\n\x00"):
+        raise ValidationError(f"{field} {value!r} cannot be looked up on Run:ai (filterBy has no escape for it)",
+                              errors=[{"loc": [field], "msg": "no comma, edge space or control character"}])
+    return f"{field}{op}{value}"
 
 
 class RunaiClient:

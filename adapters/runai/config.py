@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from gateway.core.config import BackendConfig
+
+# Run:ai's projects are numbered (projectId "1", "33") or, in newer control planes, UUIDs: letters, digits and
+# dashes. "1 " or "1,2" is no project the workloads list can be filtered by, so a lost create could never be
+# found again; such ids are refused before anything is sent.
+PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+
+
+def project_problem(project: str) -> str | None:
+    """Why a string is no Run:ai project id (None when it may be one)."""
+    if PROJECT_ID.fullmatch(project):
+        return None
+    return f"a Run:ai project id is a number or a UUID (letters, digits, '-'), not {project!r}"
 
 
 class RunaiCredentials(BaseModel):
@@ -27,6 +40,13 @@ class RunaiConfig(BackendConfig):
     obs_endpoint: str = Field("https://obs.cn-north-4.myhuaweicloud.com", description="The S3-compatible "
                               "endpoint through which an obs:// input or output is mounted.")
     credentials: RunaiCredentials = RunaiCredentials()
+
+    @field_validator("default_project")
+    @classmethod
+    def _project_id(cls, v: str | None) -> str | None:
+        if v is not None and (why := project_problem(v)):
+            raise ValueError(why)
+        return v
 
     def simulator_options(self) -> dict[str, Any]:
         """The client id and secret, for an in-process simulator."""

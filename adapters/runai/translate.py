@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import structlog
 
 import mappings
-from adapters.runai.config import RunaiConfig
+from adapters.runai.config import RunaiConfig, project_problem
 from gateway.core.errors import ValidationError
 from gateway.core.models import JobSpec, JobStatus, Phase, Reason, Serving
 from gateway.core.translation import (
@@ -98,6 +98,8 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
     project = spec.project or backend.default_project
     if not project:
         raise _err(["project"], f"required: backend {backend.name} has no default_project")
+    if why := project_problem(project):
+        raise _err(["project"], why)
     if spec.project:
         rep.add("project", "exact", "projectId")
     else:

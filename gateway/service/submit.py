@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +29,9 @@ from gateway.core.crashpoints import crash_point
 from gateway.core.errors import (
     AmbiguousCreate,
     BackendError,
-    BackendUnavailable,
     BadRequest,
     Conflict,
+    ValidationError,
 )
 from gateway.core.ids import new_job_id
 from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
@@ -43,6 +44,7 @@ from gateway.service.rows import handle_of, status_json
 from gateway.store import Store
 
 log = structlog.get_logger(__name__)
+MAX_SETTLE_WAIT = 60.0  # the longest wait between two lookups of one pending job
 
 
 def body_hash(raw: Any, strict: bool) -> str:
@@ -70,6 +72,11 @@ class Submissions:
     adapters: dict[str, Adapter[Any]]
     on_submitted: dict[str, asyncio.Event] = field(default_factory=dict)  # backend -> its sync's wake-up
     _inflight: set[str] = field(default_factory=set)  # jobs with a create or a settle under way here
+    # job -> (no lookup before this monotonic time, the last wait): one job whose lookups keep failing is
+    # asked about less and less often, by every path that settles it (a 5xx storm from one job's lookups
+    # opened the backend's circuit breaker for every tenant).
+    _backoff: dict[str, tuple[float, float]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic  # (tests move it on)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     placer: Placer = field(init=False)
 
@@ -249,8 +256,12 @@ class Submissions:
         if it certainly does not. True once settled."""
         if job_id in self._inflight:
             return False
+        hold = self._backoff.get(job_id)
+        if hold is not None and self.clock() < hold[0]:
+            return False
         row = await self.store.jobs.get(job_id)
         if row is None or row["submit_state"] != "pending":
+            self._backoff.pop(job_id, None)
             return True
         adapter = self.adapters.get(row["backend"])
         if adapter is None:
@@ -259,8 +270,13 @@ class Submissions:
         try:
             try:
                 found = await adapter.find_by_name(row["vendor_name"], row["project"], row["vendor_kind"])
-            except BackendUnavailable:
+            except (BackendError, ValidationError) as err:
+                wait = min(MAX_SETTLE_WAIT, max(1.0, 2 * (hold[1] if hold else 0.0)))
+                self._backoff[job_id] = (self.clock() + wait, wait)
+                if hold is None or wait >= MAX_SETTLE_WAIT > hold[1]:  # said when it starts and when it tops out
+                    log.warning("pending_lookup_failed", job_id=job_id, error=err.detail, next_in=wait)
                 return False
+            self._backoff.pop(job_id, None)
             if found is not None:
                 log.info("pending_adopted", job_id=job_id, vendor_id=found.handle.backend_job_id)
                 await self._confirm(job_id, row["backend"], found.handle, found.status)

@@ -51,6 +51,7 @@ async def test_an_unknown_outcome_stays_pending_and_settles_once_when_the_vendor
     assert (await world.row(res.job.id))["submit_state"] == "pending"
     assert not await world.svc.resolve_pending(res.job.id)  # still cannot tell
     world.vendor.lookups_down = 0
+    later(world, 60)  # (the failed lookup made it wait)
     assert await world.svc.resolve_pending(res.job.id)
     assert (await world.row(res.job.id))["submit_state"] == "submitted"
     assert await world.svc.resolve_pending(res.job.id)  # settled is settled: no second create
@@ -105,3 +106,25 @@ async def _unknown(world: World, create: str) -> Any:
 
 async def _never(job_id: str, delay: float = 1.0) -> None:
     """Stands in for the background settle loop, which would retry on its own clock."""
+
+
+async def test_one_pending_jobs_failing_lookups_back_off_whoever_settles_it(world: World) -> None:
+    """A job whose lookups keep failing is asked about less and less often by every path that settles it
+    (its 5xx storm opened the backend's breaker for every tenant): twenty settles in a row make one lookup."""
+    world.vendor.creates = ["lost"]
+    world.vendor.lookups_down = 10_000
+    job_id = (await world.submit("stuck")).job.id
+    before = world.vendor.calls.count("lookup")
+    for _ in range(20):
+        assert await world.svc.resolve_pending(job_id) is False
+    assert world.vendor.calls.count("lookup") - before == 1
+    world.vendor.lookups_down = 0
+    later(world, 61)  # its wait is over
+    assert await world.svc.resolve_pending(job_id) is True
+    assert world.vendor.calls.count("lookup") - before == 2
+
+
+def later(world: World, seconds: float) -> None:
+    """Move the submissions' clock on."""
+    now = world.svc.submissions.clock()
+    world.svc.submissions.clock = lambda: now + seconds
