@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,37 @@ async def test_a_migrations_source_action_is_owed_until_done_by_the_retry_or_by_
         assert done["status"]["phase"] == "CANCELLED" and done["migrated_to"] == target
     _, listed = await gw.call("GET", "/v1/jobs?backend=modelarts")
     assert sorted(j["id"] for j in listed["jobs"]) == sorted(targets)  # one target each
+
+
+async def test_a_migrate_racing_a_delete_makes_no_target_or_a_linked_one_and_says_which(gw: GW) -> None:
+    """Issue 29: migrate and delete of one job at once. Either the migrate answers 409 and no target exists
+    anywhere, or it answers 201 with a target linked to the source; never a 409 with a target running."""
+    from gateway.api.http import SERVICE
+    from tests.procs import listed_names
+
+    outcomes = []
+    for i in range(8):
+        src = await gw.submit(spec("runai", f"race-{i}", env={"SIM_OUTCOME": "hang"}))
+        await gw.wait_phase(src["id"], {"RUNNING"})
+        body = {"backend": "modelarts", "source_action": "cancel"}
+        (m_status, moved), (d_status, _) = await asyncio.gather(
+            gw.call("POST", f"/v1/jobs/{src['id']}/migrate", json=body),
+            gw.call("DELETE", f"/v1/jobs/{src['id']}"))
+        assert d_status in (200, 202, 204), d_status
+        _, after = await gw.call("GET", f"/v1/jobs/{src['id']}")
+        on_ma = [n for n in await listed_names(gw.c.app[SERVICE].adapters["modelarts"])
+                 if n.startswith(f"race-{i}-")]
+        if m_status == 201:
+            assert after["migrated_to"] == moved["id"] and moved["migrated_from"] == src["id"], (after, moved)
+            assert len(on_ma) == 1, on_ma
+        else:
+            assert m_status in (404, 409), (m_status, moved)
+            assert after["migrated_to"] is None and on_ma == [], (after, on_ma)
+        outcomes.append(m_status)
+    # A job deleted before the migrate arrives is not migrated: nothing made, a 409 that says why.
+    src = await gw.submit(spec("runai", "race-late", env={"SIM_OUTCOME": "hang"}))
+    status, _ = await gw.call("DELETE", f"/v1/jobs/{src['id']}")
+    assert status in (200, 202, 204)
+    status, gone = await gw.call("POST", f"/v1/jobs/{src['id']}/migrate", json={"backend": "modelarts"})
+    assert status == 409 and "deleted" in gone["detail"], (status, gone)
+    assert not [n for n in await listed_names(gw.c.app[SERVICE].adapters["modelarts"]) if n.startswith("race-late")]

@@ -274,6 +274,18 @@ class JobService:
         if row["deleted_at"] is not None:
             return
         adapter = self.adapter(row["backend"])
+        # Marked first: from here no migration may claim it (its create transaction checks), so a migrate
+        # racing this delete either made its target before (linked, as any target) or makes none.
+        if not await self.store.jobs.mark_deleting(job_id):
+            return  # another request deletes it
+        try:
+            await self._remove(who, job_id, adapter)
+        except BaseException:
+            await self.store.jobs.set_fields(job_id, deleted_at=None)  # not deleted after all
+            raise
+
+    async def _remove(self, who: Principal, job_id: str, adapter: Adapter[Any]) -> None:
+        row = await self.row(who, job_id)
         if row["submit_state"] == "recovering":
             await self.store.jobs.set_fields(job_id, cancel_requested=True)
             await self.cancel_between_attempts(job_id)
@@ -288,7 +300,6 @@ class JobService:
             await self.store.jobs.apply_status(job_id, status_json(JobStatus(
                 phase=Phase.CANCELLED, terminal=True, message="deleted", observed_at=datetime.now(UTC),
                 reason=Reason.CANCELLED, reason_message="deleted")), "gateway")
-        await self.store.jobs.set_fields(job_id, deleted_at=time.time())
 
     async def why(self, who: Principal, job_id: str) -> dict[str, Any]:
         """Why the job waits or ended, the capacity last seen on every backend, and what would help."""

@@ -69,12 +69,15 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
         raise ValidationError(f"invalid migrate request: {'.'.join(errors[0]['loc'])}: {errors[0]['msg']}",
                               errors=errors) from err
     row = await svc.row(who, job_id)
+    replay_key = idempotency_key is not None and await svc.store.keys.find(who.tenant, idempotency_key) is not None
+    if row["deleted_at"] is not None and not replay_key:
+        raise Conflict(f"job {job_id} is deleted: nothing to migrate (submit its spec again instead)")
     source = svc.adapter(row["backend"])
     target = svc.adapter(req.backend)
     if req.backend == row["backend"]:
         raise ValidationError(f"job {job_id} is already on {req.backend}",
                               errors=[{"loc": ["backend"], "msg": "same as the source backend"}])
-    replay = idempotency_key is not None and await svc.store.keys.find(who.tenant, idempotency_key) is not None
+    replay = replay_key
     if row["migrated_to"] and not (replay and not dry_run):
         raise Conflict(f"job {job_id} was already migrated to {row['migrated_to']}",
                        extra={"job_id": row["migrated_to"]})

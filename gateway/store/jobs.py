@@ -108,11 +108,15 @@ class JobRows:
                 IdempotencyKeys.insert(conn, idem[0], idem[1], idem[2], row["id"], now)
             source = row.get("migrated_from")
             if source is not None:
-                claimed = conn.execute(update(jobs).where(jobs.c.id == source, jobs.c.migrated_to.is_(None))
+                claimed = conn.execute(update(jobs).where(jobs.c.id == source, jobs.c.migrated_to.is_(None),
+                                                          jobs.c.deleted_at.is_(None))
                                        .values(migrated_to=row["id"], updated_at=now, version=jobs.c.version + 1,
                                                source_action=source_action))
                 if claimed.rowcount != 1:
-                    taken = conn.execute(select(jobs.c.migrated_to).where(jobs.c.id == source)).scalar()
+                    taken, gone = conn.execute(select(jobs.c.migrated_to, jobs.c.deleted_at)
+                                               .where(jobs.c.id == source)).one()
+                    if taken is None and gone is not None:
+                        raise Conflict(f"job {source} is deleted (or being deleted): nothing is migrated")
                     raise Conflict(f"job {source} is already migrated to {taken}", extra={"job_id": taken})
             # Parameters, not .values(): the statement stays the same, so its compiled form is reused.
             conn.execute(_INSERT_JOB, row)
@@ -133,6 +137,19 @@ class JobRows:
                     raise Conflict("idempotency key already used", extra={"job_id": found[1],
                                                                           "body_hash": found[0]}) from err
             raise
+
+    async def mark_deleting(self, job_id: str) -> bool:
+        """Mark a job deleted before its vendor job is removed (a migration can no longer claim it); False
+        when it already was."""
+        def work(conn: Connection) -> bool:
+            now = time.time()
+            done = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.deleted_at.is_(None)).values(
+                deleted_at=now, updated_at=now, version=jobs.c.version + 1))
+            return bool(done.rowcount == 1)
+
+        marked = await self.db.run(work)
+        self._wrote([job_id])
+        return bool(marked)
 
     async def release_migration(self, source: str, target: str) -> None:
         """Let a source be migrated again after its target was refused by the vendor."""
