@@ -62,11 +62,13 @@ class Lab:
         asyncio.run(wait_http(f"http://127.0.0.1:{self.runai_port}/_sim/stats"))
         asyncio.run(wait_http(f"http://127.0.0.1:{self.ma_port}/_sim/stats"))
 
-    def gateway(self, db: Path, sync_interval: float = 5.0) -> tuple[str, Proc]:
+    def gateway(self, db: Path | str, sync_interval: float = 5.0,
+                tenants: list[dict[str, Any]] | None = None) -> tuple[str, Proc]:
         port = free_port()
-        cfg = {"server": {"host": "127.0.0.1", "port": port}, "store": {"url": f"sqlite+aiosqlite:///{db}"},
+        url = db if isinstance(db, str) else f"sqlite+aiosqlite:///{db}"
+        cfg = {"server": {"host": "127.0.0.1", "port": port}, "store": {"url": url},
                "log_level": "info",  # the default: access logs on (errors and slow requests always, others sampled)
-               "tenants": [{"name": "bench", "api_keys": [KEY], "role": "admin"}],
+               "tenants": [{"name": "bench", "api_keys": [KEY], "role": "admin"}, *(tenants or [])],
                "backends": [
                    {"name": "runai", "kind": "runai", "url": f"http://127.0.0.1:{self.runai_port}",
                     "cluster_id": CLUSTER, "default_project": "1", "sync_interval": sync_interval,
@@ -409,6 +411,94 @@ def bench_sync_get(lab: Lab, n: int, duration: float) -> list[Row]:
                 f"{cycle.get('list_requests', '?')} list requests, {cycle.get('seconds', '?')} s")]
 
 
+HEAVY_KEY = "heavy-key-0123456789"
+
+
+async def seed_heavy(url: str, n: int) -> None:
+    """`n` jobs of the tenant `heavy` with the largest legal spec (256 KiB as JSON), bulk-inserted."""
+    from gateway.core.models import JobStatus, Phase
+    from gateway.store import Store
+
+    store = Store(url)
+    await store.migrate()
+    status = JobStatus(phase=Phase.SUCCEEDED, terminal=True, vendor_phase="Completed").model_dump(mode="json")
+    now = time.time()
+    fat = spec("fat", args=["x" * 1000] * 240, labels={f"k{i}": "v" * 60 for i in range(64)})
+    rows = [{"id": f"{int(now * 1000) - n + i:012x}{i:020x}", "tenant": "heavy", "name": f"fat-{i}",
+             "backend": "runai", "project": "1", "vendor_name": f"fat-{i}", "vendor_kind": "training",
+             "backend_job_id": f"f-{i}", "spec": fat, "report": [], "labels": {}, "phase": "SUCCEEDED",
+             "terminal": True, "status": status, "origin": "gateway", "submit_state": "submitted",
+             "submit_error": None, "cancel_requested": False, "created_at": now, "updated_at": now,
+             "deleted_at": None, "migrated_from": None, "migrated_to": None} for i in range(n)]
+    for start in range(0, n, 50):
+        await store.jobs.insert_rows(rows[start:start + 50])
+    await store.close()
+
+
+def fresh_postgres(name: str) -> str | None:
+    """A new empty PostgreSQL database on this machine's server (TJG_TEST_POSTGRES_URL's), or None."""
+    import subprocess
+
+    from sqlalchemy.engine import make_url
+
+    base = make_url(os.environ.get("TJG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    args = ["psql", "-h", base.host or "127.0.0.1", "-p", str(base.port or 5432), "-U", base.username or "postgres",
+            "-d", base.database or "postgres", "-q", "-c"]
+    try:
+        for sql in (f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"):
+            subprocess.run([*args, sql], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return str(base.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False))
+
+
+def bench_fairness(lab: Lab, duration: float) -> list[Row]:
+    """Another tenant's GET while one tenant runs the heaviest legal requests: lists of its largest jobs
+    (/v1/jobs?limit=500, TES page_size=2048&view=FULL) and submits of the largest legal spec."""
+    import threading
+
+    rows: list[Row] = []
+    heavy_auth = {"Authorization": f"Bearer {HEAVY_KEY}", "Content-Type": "application/json"}
+    for store in ("SQLite", "PostgreSQL"):
+        url = str(lab.tmp / "fair.db") if store == "SQLite" else fresh_postgres("tjg_bench_fair")
+        if url is None:
+            rows.append(Row(f"another tenant's GET p50 / p99 (ms) while one runs heavy requests, {store}",
+                            "skipped: PostgreSQL not reachable", holds="NO"))
+            continue
+        db: Path | str = Path(url) if store == "SQLite" else url
+        asyncio.run(seed_heavy(f"sqlite+aiosqlite:///{url}" if store == "SQLite" else url, 400))
+        gw, proc = lab.gateway(db, tenants=[{"name": "heavy", "api_keys": [HEAVY_KEY], "role": "user"}])
+        mine = asyncio.run(http("POST", gw + "/v1/jobs", spec("mine", backend="modelarts", env={})))
+        target = f"{gw}/v1/jobs/{mine['id']}"
+        idle = load(target, headers=AUTH, concurrency=1, duration=duration / 2)
+        fat = spec("fat", backend="modelarts", env={}, args=["x" * 1000] * 240,
+                   labels={f"k{i}": "v" * 60 for i in range(64)})
+        heavy = [(f"{gw}/v1/jobs?limit=500", "GET", None, None),
+                 (f"{gw}/ga4gh/tes/v1/tasks?page_size=2048&view=FULL", "GET", None, None),
+                 (f"{gw}/v1/jobs", "POST", fat, "unique-name")]
+        got: dict[str, Any] = {}
+
+        def run(i: int, u: str, m: str, b: Any, f: str | None, got: dict[str, Any] = got) -> None:
+            got[str(i)] = load(u, method=m, headers=heavy_auth, body=b, body_factory=f, concurrency=2,
+                               duration=duration + 2)
+
+        threads = [threading.Thread(target=run, args=(i, *h)) for i, h in enumerate(heavy)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # the heavy load is under way
+        busy = load(target, headers=AUTH, concurrency=1, duration=duration)
+        for t in threads:
+            t.join()
+        proc.stop()
+        heavy_rps = ", ".join(f"{got[str(i)]['rps']:.1f}" for i in range(len(heavy)))
+        ok = busy["p99_ms"] <= 50 and not busy["errors"]
+        rows.append(Row(f"another tenant's GET p50 / p99 (ms) while one runs heavy requests, {store}",
+                        f"{busy['p50_ms']:.1f} / {busy['p99_ms']:.1f}",
+                        f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} idle; heavy req/s (list, TES FULL, "
+                        f"submit 256 KiB) {heavy_rps}", target="p99 <= 50", holds="yes" if ok else "NO"))
+    return rows
+
+
 def bench_translate(seconds: float) -> list[Row]:
     import adapters.registry
     from gateway.core.config import parse_config
@@ -549,7 +639,7 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="shorter runs and 20,000 instead of 100,000 jobs")
     p.add_argument("--only", nargs="*", default=None,
-                   choices=["get", "submit", "sync-get", "list", "rss", "sync", "translate"])
+                   choices=["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness"])
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--save", metavar="FILE.json", help="also write the rows as JSON (for --compare)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
@@ -559,7 +649,7 @@ def main() -> int:
         return compare(*args.compare)
     duration = 3.0 if args.quick else 8.0
     big = 20_000 if args.quick else 100_000
-    only = set(args.only or ["get", "submit", "sync-get", "list", "rss", "sync", "translate"])
+    only = set(args.only or ["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness"])
     started = time.perf_counter()
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="tjg-bench-"))
@@ -585,7 +675,8 @@ def main() -> int:
         steps = [("get", lambda: bench_get(lab, gw, gw_proc, duration)), ("submit", lambda: bench_submit(lab, gw, duration)),
                  ("sync-get", lambda: bench_sync_get(lab, 10_000, duration)),
                  ("list", list_step), ("rss", rss_step), ("sync", lambda: bench_sync(10_000)),
-                 ("translate", lambda: bench_translate(2.0 if args.quick else 5.0))]
+                 ("translate", lambda: bench_translate(2.0 if args.quick else 5.0)),
+                 ("fairness", lambda: bench_fairness(lab, duration))]
         for name, fn in steps:
             if name in only:
                 print(f"... {name}", file=sys.stderr, flush=True)

@@ -98,3 +98,43 @@ def test_the_entry_script_passes_each_env_assignment_as_one_argument() -> None:
     step = next(line for line in script.splitlines() if "executor 0" in line)
     argv = shlex.split(step.split("( ", 1)[1].rsplit(" )", 1)[0])
     assert argv == ["env", "A=x y; rm -rf /", "B.c-d='q'", "echo", "$A"], argv
+
+
+async def test_limits_are_refused_naming_the_field(gw: GW) -> None:
+    base = {"name": "big", "backend": "runai", "image": "x"}
+    for extra, loc in (({"labels": {f"k{i}": "v" for i in range(40_000)}}, "labels"),
+                       ({"env": {f"E{i}": "v" for i in range(300)}}, "env"),
+                       ({"args": ["x" * 1000] * 300}, None)):
+        status, body = await gw.call("POST", "/v1/jobs", json={**base, **extra})
+        assert status == 422, body
+        assert loc is None or body["errors"][0]["loc"][0] == loc, body
+    task = {"executors": [{"image": "x", "command": ["true"]}] * 33}
+    status, body = await gw.call("POST", "/ga4gh/tes/v1/tasks", json=task)
+    assert status == 400 and body["errors"][0]["loc"][:2] == ["body", "executors"], body
+
+
+async def test_a_list_page_stops_at_its_byte_budget_and_the_next_page_goes_on(tmp_path: Path) -> None:
+    cfg = gateway_config(f"sqlite+aiosqlite:///{tmp_path}/b.db", server={"host": "127.0.0.1", "port": 0,
+                                                                       "max_page_bytes": 250_000})
+    g = await start_gateway(cfg)
+    try:
+        made = []
+        for i in range(6):  # each ~100 KB of spec: two fit in a page
+            job = await g.submit({"name": f"fat-{i}", "backend": "modelarts", "image": "x",
+                                  "args": ["y" * 1000] * 100, "env": {"SIM_RUN_SECONDS": "1"}})
+            made.append(job["id"])
+        seen: list[str] = []
+        token, pages = None, 0
+        while True:
+            _, page = await g.call("GET", "/v1/jobs?limit=500" + (f"&page_token={token}" if token else ""))
+            assert 1 <= len(page["jobs"]) <= 2, len(page["jobs"])
+            seen += [j["id"] for j in page["jobs"]]
+            pages += 1
+            token = page["next_page_token"]
+            if not token:
+                break
+        assert seen == made[::-1] and pages == 3
+        _, tes = await g.call("GET", "/ga4gh/tes/v1/tasks?page_size=2048&view=FULL")
+        assert len(tes["tasks"]) <= 2 and tes.get("next_page_token")
+    finally:
+        await g.c.close()

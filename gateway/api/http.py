@@ -7,7 +7,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from gateway.core.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
+from gateway.core.slices import Slices
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
 from gateway.store import Store
@@ -56,6 +57,20 @@ def _default(o: Any) -> Any:
 def reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response."""
     return web.Response(text=dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+async def reply_list(key: str, items: Iterable[Any], encode: Callable[[Any], str],
+                     more: dict[str, Any] | None = None) -> web.Response:
+    """A JSON object whose `key` is a list, encoded item by item with the loop free in between (a page of
+    large jobs took tens of milliseconds to encode in one go, while every other request waited)."""
+    slices = Slices()
+    parts: list[str] = []
+    for item in items:
+        parts.append(encode(item))
+        await slices.turn()
+    tail = dumps(more)[1:-1] if more else ""
+    return web.Response(text=f'{{"{key}":[{",".join(parts)}]{"," + tail if tail else ""}}}',
+                        content_type="application/json")
 
 
 def problem(err: GatewayError, request_id: str | None = None) -> web.Response:

@@ -47,6 +47,14 @@ def principals(config: Config) -> dict[bytes, Principal]:
             for t in config.tenants for k in t.api_keys}
 
 
+# The requests whose work grows with what they carry or list (a page of large jobs, a large spec): a tenant
+# runs `server.heavy_requests_per_tenant` of them at once, the rest wait their turn. A POST is heavy only with
+# a large body: a small submit's time is the vendor's answer, which must not hold the tenant's next one up.
+HEAVY_BODY_BYTES = 64 * 1024
+HEAVY = frozenset({("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/ga4gh/tes/v1/tasks"),
+                   ("POST", "/ga4gh/tes/v1/tasks"), ("GET", "/v1/usage"), ("POST", "/v1/jobs/{id}/migrate")})
+
+
 def pipeline(config: Config) -> Middleware:
     """Every request, in one middleware: a request id bound into every log line, the API key, the one
     place errors become problem+json, metrics per route and the access log (errors and slow requests
@@ -80,6 +88,14 @@ def pipeline(config: Config) -> Middleware:
             raise Forbidden("/metrics needs an admin API key (metrics.require_key)")
         request[PRINCIPAL] = who
 
+    gates: dict[str, asyncio.Semaphore] = {}
+
+    def gate(tenant: str) -> asyncio.Semaphore:
+        g = gates.get(tenant)
+        if g is None:
+            g = gates[tenant] = asyncio.Semaphore(config.server.heavy_requests_per_tenant)
+        return g
+
     @web.middleware
     async def run(request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request.headers.get(X_REQUEST_ID) or request_id()
@@ -90,7 +106,14 @@ def pipeline(config: Config) -> Middleware:
         try:
             check_request_text(request)
             authenticate(request, route)
-            resp = await handler(request)
+            if (request.method, route) in HEAVY and PRINCIPAL in request and (
+                    request.method == "GET" or (request.content_length or 0) > HEAVY_BODY_BYTES):
+                # One tenant's lists and submits take turns with each other, so that they cannot fill the
+                # event loop every other tenant's requests need (see README "Limits").
+                async with gate(request[PRINCIPAL].tenant):
+                    resp = await handler(request)
+            else:
+                resp = await handler(request)
         except GatewayError as err:
             resp = problem(err, rid)
         except web.HTTPRequestEntityTooLarge:

@@ -25,10 +25,21 @@ import pydantic
 from aiohttp import web
 
 from gateway import __version__
-from gateway.api.http import CONFIG, PRINCIPAL, SERVICE, only_query, qint, read_json, reply
+from gateway.api.http import (
+    CONFIG,
+    PRINCIPAL,
+    SERVICE,
+    dumps,
+    only_query,
+    qint,
+    read_json,
+    reply,
+    reply_list,
+)
 from gateway.api.tes_models import TesTask, first_error
 from gateway.core.errors import BadRequest, Conflict, GatewayError
 from gateway.core.models import ENV_NAME_RE, LABEL_KEY_RE, Phase, ReportEntry
+from gateway.core.slices import Slices
 from gateway.service.attempts import attempt_windows
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
@@ -452,12 +463,13 @@ async def list_tasks(request: web.Request) -> web.Response:
     changes = await svc.store.events.phases_of([r["id"] for r in rows]) if view != "MINIMAL" else {}
     retried = [r["id"] for r in rows if int(r.get("attempt") or 1) > 1]
     earlier = await svc.store.attempts.of(retried) if retried and view != "MINIMAL" else {}
-    tasks = [await _task(svc, who, row, view, phases=changes.get(row["id"], []),
-                         ended_attempts=earlier.get(row["id"], [])) for row in rows]
-    body: dict[str, Any] = {"tasks": tasks}
-    if token:
-        body["next_page_token"] = token
-    return reply(body)
+    slices = Slices()
+    tasks = []
+    for row in rows:
+        tasks.append(await _task(svc, who, row, view, phases=changes.get(row["id"], []),
+                                 ended_attempts=earlier.get(row["id"], [])))
+        await slices.turn()
+    return await reply_list("tasks", tasks, dumps, {"next_page_token": token} if token else None)
 
 
 async def cancel_task(request: web.Request) -> web.Response:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from gateway.core.models import LIMITS
+
 FileType = Literal["FILE", "DIRECTORY"]
 Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # strict floats take ints too, never a string
 
@@ -70,12 +72,13 @@ class TesTask(_Tes):
 
     name: StrictStr | None = None
     description: StrictStr | None = None
-    inputs: list[TesInput] | None = None
-    outputs: list[TesOutput] | None = None
+    # The gateway's limits (README "Limits"), so one tenant's task cannot cost every other one its turn.
+    inputs: list[TesInput] | None = Field(None, max_length=LIMITS["tes_inputs"])
+    outputs: list[TesOutput] | None = Field(None, max_length=LIMITS["tes_outputs"])
     resources: TesResources | None = None
-    executors: list[TesExecutor] = Field(..., min_length=1)
-    volumes: list[StrictStr] | None = None
-    tags: dict[StrictStr, StrictStr] | None = None
+    executors: list[TesExecutor] = Field(..., min_length=1, max_length=LIMITS["tes_executors"])
+    volumes: list[StrictStr] | None = Field(None, max_length=LIMITS["tes_volumes"])
+    tags: dict[StrictStr, StrictStr] | None = Field(None, max_length=LIMITS["labels"])
 
 
 def first_error(err: Any) -> tuple[list[str | int], str]:

@@ -20,6 +20,7 @@ from gateway.api.http import (
     qtime,
     read_json,
     reply,
+    reply_list,
 )
 from gateway.api.openapi import openapi_document
 from gateway.api.watch import watch_all, watch_job
@@ -30,7 +31,7 @@ from gateway.core.models import Phase
 from gateway.core.telemetry import METRICS as METRIC_NAMES
 from gateway.core.telemetry import job_gpus
 from gateway.service.migrate import migrate
-from gateway.service.rows import INFERENCE_VENDOR_KINDS
+from gateway.service.rows import INFERENCE_VENDOR_KINDS, to_job
 from gateway.store import ListFilters
 
 TRAINING_VENDOR_KINDS = ("training", "distributed")
@@ -88,10 +89,10 @@ async def submit_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted",
                "kind", "origin")
-    jobs, token = await request.app[SERVICE].list_jobs(request[PRINCIPAL], list_filters(request),
-                                                  qint(request, "limit", 50, 1, 500),
-                                                  request.query.get("page_token") or None)
-    return reply({"jobs": jobs, "next_page_token": token})
+    rows, token = await request.app[SERVICE].list_rows(request[PRINCIPAL], list_filters(request),
+                                                       qint(request, "limit", 50, 1, 500),
+                                                       request.query.get("page_token") or None)
+    return await reply_list("jobs", rows, lambda row: to_job(row).model_dump_json(), {"next_page_token": token})
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -29,6 +29,13 @@ class ServerConfig(_Cfg):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    heavy_requests_per_tenant: int = Field(2, ge=1, le=1000, description="Lists, usage, and submits or "
+                                           "migrations with a body over 64 KiB, of one tenant, run this many at "
+                                           "once; more wait their turn (one tenant's heavy requests cannot fill "
+                                           "the event loop).")
+    max_page_bytes: int = Field(1024 * 1024, ge=64 * 1024, description="A list page (/v1/jobs, TES tasks) "
+                                "ends early, with a next_page_token, once its jobs' specs and TES tasks reach "
+                                "this many bytes: one tenant's big page cannot hold the others up.")
     access_log_sample: float = Field(0.01, ge=0, le=1, description="Share of successful, fast requests logged "
                                      "(errors and requests over 0.5 s are always logged; 1 logs every request).")
     header_timeout_seconds: float = Field(10.0, gt=0, description="A connection that has not sent a whole "

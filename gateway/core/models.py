@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +26,9 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 MEMORY_RE = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 URI_SCHEMES = ("pvc", "nfs", "s3", "obs")
+# What one job may hold (README "Limits"): legal requests of one tenant must not hold up the others.
+LIMITS = {"spec_bytes": 256 * 1024, "labels": 64, "env": 256, "command": 256, "args": 1024, "mounts": 64,
+          "tes_executors": 32, "tes_inputs": 64, "tes_outputs": 64, "tes_volumes": 64}
 
 
 class Phase(StrEnum):
@@ -258,15 +262,16 @@ class JobSpec(_Strict):
     project: str | None = Field(None, min_length=1, max_length=128,
                                 description="Run:ai project id or ModelArts workspace id (default \"0\").")
     image: str = Field(..., min_length=1, max_length=1024, description="Container image.")
-    command: list[str] | None = Field(None, max_length=256, description="Entry point argv.")
-    args: list[str] | None = Field(None, max_length=1024, description="Extra argv.")
+    command: list[str] | None = Field(None, max_length=LIMITS["command"], description="Entry point argv.")
+    args: list[str] | None = Field(None, max_length=LIMITS["args"], description="Extra argv.")
     working_dir: str | None = Field(None, min_length=1, max_length=1024, description="Working directory.")
-    env: dict[str, str] | None = Field(None, description="Plain environment variables.")
+    env: dict[str, str] | None = Field(None, max_length=LIMITS["env"], description="Plain environment variables.")
     resources: Resources = Field(default_factory=Resources, description="Compute per node.")
     distributed: Distributed | None = Field(None, description="Distributed settings for nodes > 1.")
     inputs: list[DataMount] | None = Field(None, max_length=64, description="Data read by the job.")
     outputs: list[DataMount] | None = Field(None, max_length=64, description="Data written by the job.")
-    labels: dict[str, str] | None = Field(None, description="Labels for filtering and bookkeeping.")
+    labels: dict[str, str] | None = Field(None, max_length=LIMITS["labels"],
+                                          description="Labels for filtering and bookkeeping.")
     priority: Literal["low", "normal", "high"] | None = Field(None, description="Scheduling priority.")
     preemptible: bool | None = Field(None, description="May the scheduler preempt this job.")
     max_retries: int | None = Field(None, ge=0, le=100, description="Retries before the job is failed.")
@@ -472,6 +477,10 @@ def parse_spec(data: Any) -> JobSpec:
         first = errors[0]
         where = ".".join(str(x) for x in first["loc"]) or "spec"
         raise ValidationError(f"invalid job spec: {where}: {first['msg']}", errors=errors) from err
+    size = len(json.dumps(data, separators=(",", ":"), default=str))
+    if size > LIMITS["spec_bytes"]:  # (it is stored, listed and sent with every read of the job)
+        raise ValidationError(f"a job spec may hold {LIMITS['spec_bytes']} bytes as JSON, not {size}: keep data "
+                              "in inputs, not in the spec", errors=[{"loc": [], "msg": "spec too large"}])
     problems = spec.kind_problems()
     if problems:
         errs = [{"loc": loc, "msg": msg} for loc, msg in problems]

@@ -140,8 +140,8 @@ class JobService:
         """A page of the store rows the caller may see, newest first, and the next page's token."""
         f.viewer = who
         after = decode_token(page_token) if page_token else None
-        rows = await self.store.jobs.page(f, limit + 1, after)
-        more = len(rows) > limit
+        rows, cut = await self.store.jobs.page(f, limit + 1, after, self.config.server.max_page_bytes)
+        more = cut or len(rows) > limit
         rows = rows[:limit]
         return rows, encode_token(rows[-1]["id"]) if more and rows else None
 

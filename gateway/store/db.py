@@ -68,6 +68,25 @@ class Database:
                 await slices.turn()
         return out
 
+    async def scan_until(self, query: Any, chunk: int, fits: Callable[[dict[str, Any]], bool]
+                         ) -> tuple[list[dict[str, Any]], bool]:
+        """SQLite: the rows of a read query, `chunk` at a time with the loop free in between, while
+        `fits(row)` (the first row always): the rows after the first that does not fit are never read (a
+        large value is read only when its row is). Returns (rows, whether it stopped early)."""
+        assert self.sync_engine is not None
+        out: list[dict[str, Any]] = []
+        slices = Slices()
+        with self.sync_engine.connect() as conn:
+            result = conn.execute(query).mappings()
+            while rows := result.fetchmany(chunk):
+                for r in rows:
+                    row = dict(r)
+                    if not fits(row) and out:
+                        return out, True
+                    out.append(row)
+                await slices.turn()
+        return out, False
+
     async def migrate(self) -> str:
         """Bring the schema to the newest alembic revision; returns it. Several replicas may start at
         once, so on PostgreSQL the upgrade runs under a lock, in one transaction."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -101,7 +102,7 @@ class JobRows:
         (`migrated_from` set) claims its source in the same transaction: a source has one target, and a
         second claim raises Conflict naming the first target."""
         now = row["created_at"]
-        row = {"version": 1, "vendor_digest": digest(row["status"]), **row}
+        row = {"version": 1, "vendor_digest": digest(row["status"]), "size": stored_size(row), **row}
 
         def work(conn: Connection) -> None:
             if idem is not None:
@@ -381,7 +382,7 @@ class JobRows:
 
     async def insert_rows(self, rows: list[dict[str, Any]]) -> None:
         """Bulk-insert job rows as they are (benchmark and test set-up)."""
-        rows = [{"vendor_digest": digest(r["status"]), **r} for r in rows]
+        rows = [{"vendor_digest": digest(r["status"]), "size": stored_size(r), **r} for r in rows]
         for start in range(0, len(rows), 5000):
             chunk = rows[start:start + 5000]
             await self.db.run(lambda conn, c=chunk: conn.execute(_INSERT_JOB, c))
@@ -398,13 +399,41 @@ class JobRows:
         v = await self.db.run(lambda conn: conn.execute(_VERSION, {"id": job_id}).scalar(), write=False)
         return None if v is None else int(v)
 
-    async def page(self, f: ListFilters, limit: int, after: str | None) -> list[dict[str, Any]]:
-        """Newest first, keyset-paginated on the (time-ordered) id."""
+    async def page(self, f: ListFilters, limit: int, after: str | None,
+                   budget: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, keyset-paginated on the (time-ordered) id: at most `limit` rows, and no more than fit
+        in `budget` bytes of spec and TES task (always one). Returns (rows, whether the budget cut the page).
+        The ids and sizes are read first, so no row beyond the budget is ever read or decoded."""
         conds = self._conds(f)
         if after:
             conds.append(jobs.c.id < after)
         q = select(jobs).where(*conds).order_by(jobs.c.id.desc()).limit(limit)
-        return await self.db.run(lambda conn: [dict(r) for r in conn.execute(q).mappings()], write=False)
+        if budget is None:
+            return await self._scan(q), False
+        if self.db.is_sqlite:
+            # SQLite keeps a row's columns together (a big spec in overflow pages): a query for the sizes alone
+            # would read every spec. One cursor, read a few rows at a time, stops at the budget instead.
+            used = [0]
+
+            def fits(row: dict[str, Any]) -> bool:
+                used[0] += row["size"] or 0
+                return used[0] <= budget
+
+            return await self.db.scan_until(q, 4, fits)
+        # PostgreSQL keeps large values apart (TOAST): the ids and sizes are read without them.
+        sized = select(jobs.c.id, jobs.c.size).where(*conds).order_by(jobs.c.id.desc()).limit(limit)
+        found = await self.db.run(lambda conn: conn.execute(sized).all(), write=False)
+        keep: list[str] = []
+        total = 0
+        for job_id, size in found:
+            if keep and total + (size or 0) > budget:
+                break
+            keep.append(job_id)
+            total += size or 0
+        if not keep:
+            return [], False
+        rows = await self._scan(select(jobs).where(jobs.c.id.in_(keep)).order_by(jobs.c.id.desc()))
+        return rows, len(keep) < len(found)
 
     async def usage_rows(self, f: ListFilters, since: float, until: float) -> list[dict[str, Any]]:
         """The jobs `f` selects that may have run between `since` and `until` (for GPU-hours)."""
@@ -594,6 +623,12 @@ class JobRows:
             .group_by(jobs.c.backend, jobs.c.phase)
         return await self.db.run(lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(q)], write=False)
 
+
+
+def stored_size(row: dict[str, Any]) -> int:
+    """The bytes a list answer carries of a job beyond its fixed fields: its spec and TES task as JSON."""
+    return sum(len(json.dumps(row[k], separators=(",", ":"), default=str)) for k in ("spec", "tes_task")
+               if row.get(k) is not None)
 
 
 def recovering_status(last: dict[str, Any], message: str, next_attempt: int) -> dict[str, Any]:

@@ -59,6 +59,7 @@ jobs = Table(
     Column("retry", JSON, nullable=True),
     Column("attempt_at", Float, nullable=True),
     Column("recover_at", Float, nullable=True),
+    Column("size", Integer, nullable=True),  # bytes of spec + tes_task as JSON: a list page's byte budget reads it
     # Bumped by every write of the row (see gateway.store.jobs).
     Column("version", Integer, nullable=False, server_default="1"),
     # gateway.core.transitions.digest of `status`, written with it (what the sync compares).

@@ -2,6 +2,8 @@
 the row so that a status write can decide without decoding the spec), jobs.attempt_at (when the current
 attempt was stored: what settling a lost create waits on), jobs.recover_at (when the recovery loop should
 look at the job; null: it need not); the table `attempts` holds every attempt that ended before the current.
+jobs.size: the bytes of the job's spec and TES task, so that a list page keeps to its byte budget without
+reading them.
 
 Revision ID: 0006
 Revises: 0005
@@ -23,6 +25,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("retry", sa.JSON, nullable=True))
         batch.add_column(sa.Column("attempt_at", sa.Float, nullable=True))
         batch.add_column(sa.Column("recover_at", sa.Float, nullable=True))
+        # The bytes of what a list answer carries of the job (its spec and TES task): a page stops at its budget.
+        batch.add_column(sa.Column("size", sa.Integer, nullable=True))
         batch.create_index("ix_jobs_recover_at", ["recover_at"])
         batch.create_index("ix_jobs_submit_state", ["submit_state"])
     op.create_table(
@@ -40,6 +44,7 @@ def upgrade() -> None:
         sa.Column("stop_owed", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.create_index("ix_attempts_stop_owed", "attempts", ["stop_owed"])
+    op.execute("UPDATE jobs SET size = length(CAST(spec AS TEXT)) + coalesce(length(CAST(tes_task AS TEXT)), 0)")
     op.create_index("ix_attempts_backend_vendor_id", "attempts", ["backend", "backend_job_id"])
 
 
@@ -52,6 +57,7 @@ def downgrade() -> None:
         batch.drop_index("ix_jobs_submit_state")
         batch.drop_index("ix_jobs_recover_at")
         batch.drop_column("recover_at")
+        batch.drop_column("size")
         batch.drop_column("attempt_at")
         batch.drop_column("retry")
         batch.drop_column("attempt")
