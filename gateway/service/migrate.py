@@ -11,6 +11,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.adapter import Capability
+from gateway.core.crashpoints import crash_point
 from gateway.core.errors import BackendError, Conflict, ValidationError
 from gateway.core.ids import new_job_id
 from gateway.core.models import Job, JobSpec, Phase, ReportEntry, parse_spec
@@ -116,6 +117,7 @@ async def migrate(svc: JobService, who: Principal, job_id: str, body: Any, dry_r
     except BackendError:  # refused by the target: the source may be migrated again
         await svc.store.jobs.release_migration(job_id, new_id)
         raise
+    crash_point("migrate-target-stored")  # (tests: the target exists, the source action is owed)
     warning = await finish_source_action(svc, job_id)
     if result.replayed:
         return Migration(job=result.job, replayed=True)
