@@ -207,9 +207,10 @@ class RetrySpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _yaml_on(cls, data: Any) -> Any:
-        # YAML 1.1 (PyYAML, most YAML tools) reads the key `on` as the boolean true.
-        if isinstance(data, dict) and True in data and "on" not in data:
-            data = {("on" if k is True else k): v for k, v in data.items()}
+        # YAML 1.1 (PyYAML, most YAML tools) reads the key `on` as the boolean true, which JSON then writes as
+        # "true" (tjg submit of a YAML file, yq -o json): both mean `on` here, where no other key could.
+        if isinstance(data, dict) and "on" not in data:
+            data = {("on" if k is True or k == "true" else k): v for k, v in data.items()}
         return data
 
     @field_validator("within")

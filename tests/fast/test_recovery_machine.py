@@ -203,3 +203,7 @@ def test_the_example_spec_parses_from_yaml_with_its_on_key() -> None:
     spec = parse_spec(raw)
     assert spec.retry is not None and spec.retry.on == ["preempted", "node-failure"]  # ... taken as `on`
     assert spec.retry.within == 86400 and spec.checkpoint is not None
+    import json
+
+    as_json = json.loads(json.dumps(raw))  # what tjg submit sends of it: the key is now "true"
+    assert "true" in as_json["retry"] and parse_spec(as_json).retry == spec.retry
