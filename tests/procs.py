@@ -12,7 +12,7 @@ from benchmarks.procs import Proc, free_port, wait_http
 from gateway.core.adapter import REGISTRY
 from tests.conftest import CLUSTER, PROJECT, base_config
 
-__all__ = ["Proc", "Simulators", "free_port", "wait_http", "write_config"]
+__all__ = ["Proc", "Simulators", "free_port", "start_replicas", "wait_http", "write_config"]
 
 def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port: int,
                  backend_extra: dict[str, Any] | None = None, **extra: Any) -> Path:
@@ -93,3 +93,18 @@ async def listed_names(adapter: Any) -> list[str]:
         if not page:
             break
     return names
+
+
+async def start_replicas(tmp: Path, db_url: str, sims: Simulators, n: int,
+                         backend_extra: dict[str, Any] | None = None) -> tuple[list[Proc], list[str]]:
+    """`n` gateway processes sharing one store (PostgreSQL), each answering: their processes and URLs."""
+    ports = [free_port() for _ in range(n)]
+    procs = []
+    for i, port in enumerate(ports):
+        cfg = write_config(tmp / f"gw{i}.yaml", db_url, sims.runai_port, sims.ma_port, port,
+                           backend_extra=backend_extra, replica={"lease_seconds": 2.0})
+        procs.append(Proc(["serve", "--config", str(cfg)], tmp / f"gw{i}.log").start())
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    for u in urls:
+        await wait_http(u + "/healthz")
+    return procs, urls

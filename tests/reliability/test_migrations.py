@@ -16,7 +16,7 @@ import pytest
 
 from gateway.core.adapter import REGISTRY
 from tests.conftest import base_config, eventually, free_port, record_figures
-from tests.procs import Proc, Simulators, wait_http, write_config
+from tests.procs import Proc, Simulators, start_replicas, wait_http, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 AUTH = {"Authorization": "Bearer alpha-key-123"}
@@ -148,16 +148,9 @@ async def test_migrate_racing_delete_on_two_postgres_replicas(tmp_path: Path) ->
     db_url, drop = await fresh_pg_database(require_postgres())
     n = 12
     sims = await Simulators(tmp_path, speed=20.0).start()
-    ports = [free_port() for _ in range(2)]
-    procs = []
+    procs: list[Proc] = []
     try:
-        for i, port in enumerate(ports):
-            cfg = write_config(tmp_path / f"gw{i}.yaml", db_url, sims.runai_port, sims.ma_port, port,
-                               backend_extra=FAST, replica={"lease_seconds": 2.0})
-            procs.append(Proc(["serve", "--config", str(cfg)], tmp_path / f"gw{i}.log").start())
-        a, b = (f"http://127.0.0.1:{p}" for p in ports)
-        for u in (a, b):
-            await wait_http(u + "/healthz")
+        procs, (a, b) = await start_replicas(tmp_path, db_url, sims, 2, FAST)
         outcomes: Counter[int] = Counter()
         made_targets = set()
         for i in range(n):

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import eventually, free_port, record_figures
-from tests.procs import Proc, Simulators, wait_http, write_config
+from tests.procs import Proc, Simulators, start_replicas, wait_http, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 AUTH = {"Authorization": "Bearer alpha-key-123"}
@@ -98,16 +98,9 @@ async def test_moves_with_three_replicas_on_postgres(tmp_path: Path) -> None:
     n = 8
     sims = await Simulators(tmp_path, speed=20.0, runai_args=("--gpus", "a100=1"),
                             ma_args=("--gpus", f"modelarts.vm.gpu.a100.1={n}")).start()
-    ports = [free_port() for _ in range(3)]
-    procs = []
+    procs: list[Proc] = []
     try:
-        for i, port in enumerate(ports):
-            cfg = write_config(tmp_path / f"gw{i}.yaml", db_url, sims.runai_port, sims.ma_port, port,
-                               backend_extra=FAST, replica={"lease_seconds": 2.0})
-            procs.append((cfg, Proc(["serve", "--config", str(cfg)], tmp_path / f"gw{i}.log").start()))
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        for u in urls:
-            await wait_http(u + "/healthz")
+        procs, urls = await start_replicas(tmp_path, db_url, sims, 3, FAST)
         status, hog = await call(urls[0], "POST", "/v1/jobs", {**waiter(999), "name": "hog", "placement": None,
                                                                "env": {"SIM_OUTCOME": "hang"}})
         assert status == 201, hog
@@ -117,12 +110,12 @@ async def test_moves_with_three_replicas_on_postgres(tmp_path: Path) -> None:
             assert status == 201, made
             ids.append(made["id"])
         await asyncio.sleep(0.8)
-        procs[0][1].kill()  # one replica dies while the moves are under way; the others go on
+        procs[0].kill()  # one replica dies while the moves are under way; the others go on
         assert await eventually(lambda: moved_everywhere(urls[1], ids), within=120, step=0.5), "not every job moved"
         figures = await check_once(urls[2], sims, ids, n)
         record_figures("moves with three PostgreSQL replicas", replicas=3, killed=1, **figures)
     finally:
-        for _, p in procs:
+        for p in procs:
             p.kill()
         sims.stop()
         await drop()

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import eventually, free_port, record_figures
-from tests.procs import Proc, Simulators, wait_http, write_config
+from tests.procs import Proc, Simulators, start_replicas, wait_http, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 AUTH = {"Authorization": "Bearer alpha-key-123"}
@@ -147,16 +147,9 @@ async def test_three_replicas_on_postgres_make_each_attempt_once_and_a_cancel_st
     db_url, drop = await fresh_pg_database(require_postgres())
     n = 12
     sims = await Simulators(tmp_path, speed=20.0).start()
-    ports = [free_port() for _ in range(3)]
-    procs = []
+    procs: list[Proc] = []
     try:
-        for i, port in enumerate(ports):
-            cfg = write_config(tmp_path / f"gw{i}.yaml", db_url, sims.runai_port, sims.ma_port, port,
-                               backend_extra=FAST, replica={"lease_seconds": 2.0})
-            procs.append(Proc(["serve", "--config", str(cfg)], tmp_path / f"gw{i}.log").start())
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        for u in urls:
-            await wait_http(u + "/healthz")
+        procs, urls = await start_replicas(tmp_path, db_url, sims, 3, FAST)
         jobs: dict[str, str] = {}
         stop: dict[str, str] = {}  # cancelled while they recover: fail forever otherwise
         for i in range(n):
