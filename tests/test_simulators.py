@@ -222,7 +222,8 @@ async def test_modelarts_search_filters_sort_and_pages(modelarts_sim: LoopSim) -
     _, page = await _ma_request(modelarts_sim, "POST", search, {"offset": 0, "limit": 3, "order": "asc",
                                                                 "sort_by": "create_time"})
     assert page["total"] == 7 and [i["metadata"]["name"] for i in page["items"]] == ["s-0", "s-1", "s-2"]
-    _, page = await _ma_request(modelarts_sim, "POST", search, {"offset": 6, "limit": 3, "order": "asc"})
+    # offset is the page number, as the SDK documents JobSearches.offset: page 2 of 3 per page is the 7th job.
+    _, page = await _ma_request(modelarts_sim, "POST", search, {"offset": 2, "limit": 3, "order": "asc"})
     assert [i["metadata"]["name"] for i in page["items"]] == ["s-6"]
     _, f = await _ma_request(modelarts_sim, "POST", search, {"filters": [
         {"key": "name", "operator": "in", "value": ["s-1", "s-4"]}]})
@@ -456,3 +457,33 @@ async def test_twenty_thousand_jobs_list_by_page(runai_sim: LoopSim, modelarts_s
     _, res = await _ma_request(modelarts_sim, "POST", f"/v2/{PROJECT}/training-job-searches",
                                {"offset": 19990, "limit": 50})
     assert res["total"] == 20_000 and res["count"] == 10
+
+
+@pytest.mark.parametrize("search_offset", ["pages", "items"])
+async def test_the_modelarts_adapter_pages_through_every_job_whichever_way_offset_is_read(
+        search_offset: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 30: the SDK documents JobSearches.offset as a page number (from 0, limit 1-50 per page); the
+    adapter pages so, and notices a control plane that reads it as an item offset (its next page repeats the
+    last one's jobs), then pages by items: every job exactly once either way."""
+    from gateway.core.adapter import REGISTRY
+    from tests.conftest import base_config
+
+    sim = await start_loop_sim("modelarts", speed=20.0, search_offset=search_offset)
+    try:
+        for i in range(123):
+            status, _ = await _ma_request(sim, "POST", f"/v2/{PROJECT}/training-jobs",
+                                          ma_body(f"p-{i}", SIM_OUTCOME="hang"))
+            assert status == 201
+        cfg = base_config(ma_url=f"http://127.0.0.1:{sim.port}")
+        async with aiohttp.ClientSession() as s:
+            adapter = REGISTRY.create(cfg.backend("modelarts"), s)
+            seen: list[str] = []
+            offset, more = 0, True
+            while more:
+                page, more = await adapter.list_page(offset, 500)
+                seen += [j.handle.vendor_name for j in page]
+                offset += len(page)
+        assert sorted(seen) == sorted(f"p-{i}" for i in range(123)), (len(seen), len(set(seen)))
+        assert getattr(adapter, "_paging") == search_offset
+    finally:
+        await sim.runner.cleanup()

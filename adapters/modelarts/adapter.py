@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import structlog
 
 from adapters.modelarts import translate as tr
 from adapters.modelarts.client import ModelArtsClient
@@ -38,6 +39,8 @@ from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
 from mappings import flavor_by_id, prices
 
+log = structlog.get_logger(__name__)
+
 JOB_ID_IN_DESCRIPTION = re.compile(r"trainjob-gateway job ([0-9a-f]{32})")
 
 
@@ -64,6 +67,8 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
     def __init__(self, config: ModelArtsConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(config, session)
         self.client = ModelArtsClient(config, session)
+        self._paging = "pages"  # how this control plane reads JobSearches.offset (see _search_from)
+        self._last_page: tuple[int, set[str]] | None = None  # (offset after it, its ids)
 
     @classmethod
     def phase_table(cls) -> dict[str, Any]:
@@ -165,8 +170,30 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         if since is not None:
             filters.append({"key": "create_time", "operator": "between",
                             "value": [int(since * 1000), int((time.time() + 86400) * 1000)]})
-        res = await self.client.search(offset, min(limit, 50), filters or None, attempts=POLL_ATTEMPTS)
+        size = min(limit, 50)
+        res = await self._search_from(offset, size, filters or None)
         return [self._job(i) for i in res.items], offset + len(res.items) < res.total
+
+    async def _search_from(self, offset: int, size: int, filters: list[dict[str, Any]] | None) -> Any:
+        """The jobs from item `offset` on. JobSearches.offset is a page number (the SDK's documentation); a
+        control plane that reads it as an item offset is noticed (the next page repeats ids of the last one)
+        and asked in its own terms from then on, said once in the log."""
+        items_mode = self._paging == "items"
+        if not items_mode and offset % size:
+            items_mode = True  # (not on a page boundary: only an item offset can say it)
+        ask = offset if items_mode else offset // size
+        res = await self.client.search(ask, size, filters, attempts=POLL_ATTEMPTS)
+        ids = [str(i.metadata.id) for i in res.items]
+        last = self._last_page
+        if not items_mode and offset and last is not None and last[0] == offset and set(ids) & last[1]:
+            log.warning("modelarts_paging_is_by_items", backend=self.name, detail=(
+                "training-job-searches repeated jobs of the previous page for the next page number: this "
+                "control plane reads offset as an item offset; paging by items from now on"))
+            self._paging = "items"
+            res = await self.client.search(offset, size, filters, attempts=POLL_ATTEMPTS)
+            ids = [str(i.metadata.id) for i in res.items]
+        self._last_page = (offset + len(ids), set(ids))
+        return res
 
     async def cancel(self, handle: Handle) -> None:
         if handle.vendor_kind == "service":  # a service stopped for good is a deleted one

@@ -122,7 +122,8 @@ class ModelArtsClient:
 
     async def search(self, offset: int = 0, limit: int = 50, filters: list[dict[str, Any]] | None = None,
                      order: str = "asc", attempts: int | None = None) -> JobSearchPage:
-        """POST training-job-searches (a read: retried like any idempotent call)."""
+        """POST training-job-searches (a read: retried like any idempotent call). `offset` is sent as it is:
+        the SDK documents it as the page number (from 0, `limit` 1-50 per page); see docs/vendors.md."""
         body = {"offset": offset, "limit": limit, "sort_by": "create_time", "order": order,
                 "filters": filters or []}
         r = await self.transport.request("POST", f"{self.base}/training-job-searches", body=body, attempts=attempts)

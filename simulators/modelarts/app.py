@@ -136,8 +136,11 @@ class ModelArtsSimulator:
 
     def __init__(self, credentials: list[tuple[str, str]] | None = None, speed: float = 1.0,
                  iam_tokens: tuple[str, ...] = DEMO_IAM_TOKENS, sample_seconds: float = 60.0,
-                 gpus: dict[str, float] | None = None) -> None:
+                 gpus: dict[str, float] | None = None, search_offset: str = "pages") -> None:
         self.secrets = dict(credentials or DEMO_CREDENTIALS)
+        # JobSearches.offset is the page number (the SDK: "the page of jobs to query, from 0", limit 1-50 per page);
+        # "items" answers as a reading of another Huawei reference would, to test that the gateway notices.
+        self.search_offset = search_offset
         self.sample_seconds = sample_seconds  # ModelArts averages a task's metrics once a minute
         self.iam_tokens = set(iam_tokens)
         self.speed = speed
@@ -498,7 +501,8 @@ class ModelArtsSimulator:
                       reverse=(body.get("order") or "desc") == "desc")
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             return _fail(400, "ModelArts.2601", f"Invalid search: {err}")
-        page = rows[offset: offset + limit]
+        start = offset * limit if self.search_offset == "pages" else offset
+        page = rows[start: start + limit]
         return _reply(200, {"total": len(rows), "count": len(page), "limit": limit, "offset": offset,
                             "sort_by": sort_by, "order": body.get("order") or "desc", "group_by": "",
                             "workspace_id": "", "ai_project": "", "train_type": "",
@@ -831,7 +835,8 @@ SIM_KEY = web.AppKey("modelarts_sim", ModelArtsSimulator)
 
 def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: dict[str, float] | None = None,
                      seed: int | None = None, speed: float = 1.0, state_file: str | None = None,
-                     sample_seconds: float = 60.0, gpus: dict[str, float] | None = None) -> web.Application:
+                     sample_seconds: float = 60.0, gpus: dict[str, float] | None = None,
+                     search_offset: str = "pages") -> web.Application:
     """The ModelArts simulator as an aiohttp app (its jobs kept in `state_file` when given); `gpus` gives
     flavors of the public pool their GPU counts (every flavor is unlimited without)."""
     state = FaultState(seed=seed)
@@ -841,7 +846,8 @@ def create_simulator(credentials: list[tuple[str, str]] | None = None, faults: d
     def err(status: int, msg: str) -> dict[str, Any]:
         return error(status, msg)
 
-    sim = ModelArtsSimulator(credentials, speed=speed, sample_seconds=sample_seconds, gpus=gpus)
+    sim = ModelArtsSimulator(credentials, speed=speed, sample_seconds=sample_seconds, gpus=gpus,
+                             search_offset=search_offset)
 
     def changed() -> None:
         sim.revision += 1
