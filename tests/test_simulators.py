@@ -484,6 +484,6 @@ async def test_the_modelarts_adapter_pages_through_every_job_whichever_way_offse
                 seen += [j.handle.vendor_name for j in page]
                 offset += len(page)
         assert sorted(seen) == sorted(f"p-{i}" for i in range(123)), (len(seen), len(set(seen)))
-        assert getattr(adapter, "_paging") == search_offset
+        assert adapter._paging == search_offset
     finally:
         await sim.runner.cleanup()
