@@ -138,3 +138,25 @@ async def test_a_list_page_stops_at_its_byte_budget_and_the_next_page_goes_on(tm
         assert len(tes["tasks"]) <= 2 and tes.get("next_page_token")
     finally:
         await g.c.close()
+
+
+async def test_tes_clients_may_send_the_api_key_as_a_basic_password(gw: GW) -> None:
+    """Issue 30: py-tes and GA4GH's runner put credentials in the URL (HTTP Basic): any user name, the key as
+    the password. Bearer works as before; a wrong or malformed Basic is a 401."""
+    import base64 as b64
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + b64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    status, _ = await gw.call("GET", "/ga4gh/tes/v1/tasks", headers=basic("anyone", "alpha-key-123"))
+    assert status == 200
+    status, _ = await gw.call("GET", "/v1/jobs", headers=basic("", "alpha-key-123"))
+    assert status == 200
+    for bad in (basic("alpha-key-123", ""), basic("x", "wrong-key"), {"Authorization": "Basic !!!"},
+                {"Authorization": "Basic " + b64.b64encode(b"no-colon").decode()}):
+        status, body = await gw.call("GET", "/ga4gh/tes/v1/tasks", headers=bad)
+        assert status == 401, (bad, body)
+    async with aiohttp.ClientSession() as s:  # credentials in the URL, as the clients do
+        url = gw.c.make_url("/ga4gh/tes/v1/tasks").with_user("tes").with_password("alpha-key-123")
+        async with s.get(url) as r:
+            assert r.status == 200

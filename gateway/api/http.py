@@ -78,6 +78,8 @@ def problem(err: GatewayError, request_id: str | None = None) -> web.Response:
     body = err.problem()
     if request_id:
         body["request_id"] = request_id
+    # (Bearer only: a Basic challenge would make browsers prompt over the dashboard's own sign-in; Basic is
+    # still accepted, for TES clients that send it unasked.)
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
     if err.status == 429 and err.extra.get("retry_after") is not None:
         headers = {"Retry-After": str(err.extra["retry_after"])}

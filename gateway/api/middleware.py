@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import itertools
 import random
@@ -41,6 +43,23 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def api_key_of(header: str) -> str | None:
+    """The API key an Authorization header carries: `Bearer <key>`, or `Basic` with the key as the password
+    and any user name (TES clients and GA4GH's conformance runner put credentials in the URL)."""
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _, sep, password = decoded.partition(":")
+        return password.strip() or None if sep else None
+    return None
+
+
 def principals(config: Config) -> dict[bytes, Principal]:
     """Every configured API key's digest and the tenant it stands for."""
     return {key_digest(k.get_secret_value()): Principal(t.name, t.role, tuple(t.projects))
@@ -77,9 +96,11 @@ def pipeline(config: Config) -> Middleware:
         header = request.headers.get(hdrs.AUTHORIZATION, "")
         who = known.get(header)
         if who is None:
-            if not header.startswith("Bearer ") or not header[7:].strip():
-                raise Unauthorized("an API key is required: Authorization: Bearer <key>")
-            who = keys.get(key_digest(header[7:].strip()))
+            key = api_key_of(header)
+            if not key:
+                raise Unauthorized("an API key is required: Authorization: Bearer <key> (or HTTP Basic with the "
+                                   "key as the password, as GA4GH TES clients send it)")
+            who = keys.get(key_digest(key))
             if who is None:
                 raise Unauthorized("unknown API key")
             if len(known) < 1024:
