@@ -168,3 +168,26 @@ def test_a_closed_pipe_ends_quietly(live: AppThread) -> None:
                        shell=True, capture_output=True, text=True, cwd=ROOT, env=env(), timeout=60)
     assert p.stdout.strip() == "{" and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
 
+
+
+def test_list_shows_deleted_jobs_on_request_and_wide_shows_reason_exit_gpu_and_attempt(live: AppThread) -> None:
+    """Issue 30: deleted jobs vanished from every list though their records stay; the CLI never showed the
+    reason, exit code, GPU utilization or idleness but in JSON."""
+    c = Client(live.url, KEY)
+    gone = c.submit({"name": "gone-later", "backend": "modelarts", "image": "x", "env": {"SIM_RUN_SECONDS": "1"}})
+    failed = c.submit({"name": "fails-wide", "backend": "modelarts", "image": "x",
+                       "env": {"SIM_OUTCOME": "failed", "SIM_EXIT_CODE": "3", "SIM_RUN_SECONDS": "1"}})
+    c.delete(gone.id)
+    for _ in range(200):
+        if c.get(failed.id).status.terminal:
+            break
+        time.sleep(0.1)
+    plain = tjg(live, "list", "--name-prefix", "gone-later")
+    assert plain.returncode == 0 and gone.id not in plain.stdout
+    shown = tjg(live, "list", "--name-prefix", "gone-later", "--deleted")
+    assert shown.returncode == 0 and gone.id in shown.stdout and "(deleted)" in shown.stdout, shown.stdout
+    wide = tjg(live, "list", "--name-prefix", "fails-wide", "-o", "wide")
+    header, row = wide.stdout.splitlines()[:2]
+    for col in ("REASON", "EXIT", "GPU%", "IDLE", "ATTEMPT"):
+        assert col in header, header
+    assert "user-error" in row and " 3 " in f" {row} ", row

@@ -34,8 +34,9 @@ def _age(created: str) -> str:
     return f"{int(secs)}s"
 
 
-WIDE = (*COLUMNS, ("KIND", "kind"), ("PROJECT", "project"), ("VENDOR ID", "vendor_id"), ("LABELS", "labels"),
-        ("ENDPOINT", "endpoint"))
+WIDE = (*COLUMNS, ("REASON", "reason"), ("EXIT", "exit"), ("GPU%", "gpu_util"), ("IDLE", "idle"),
+        ("ATTEMPT", "attempt"), ("KIND", "kind"), ("PROJECT", "project"), ("VENDOR ID", "vendor_id"),
+        ("LABELS", "labels"), ("ENDPOINT", "endpoint"))
 
 
 def _row(job: dict[str, Any]) -> dict[str, str]:
@@ -45,7 +46,10 @@ def _row(job: dict[str, Any]) -> dict[str, str]:
             "vendor": str(st.get("vendor_phase") or "-"), "age": _age(job["created_at"]),
             "origin": job.get("origin", "gateway"), "project": str(job.get("project") or "-"),
             "vendor_id": str(job.get("backend_job_id") or "-"), "kind": str(job.get("kind") or "training"),
-            "endpoint": str(st.get("endpoint") or "-"),
+            "endpoint": str(st.get("endpoint") or "-"), "reason": str(st.get("reason") or "-"),
+            "exit": "-" if st.get("exit_code") is None else str(st["exit_code"]),
+            "gpu_util": "-" if st.get("gpu_utilization") is None else f"{float(st['gpu_utilization']):.0f}",
+            "idle": "idle" if st.get("idle") else "-", "attempt": str(job.get("attempt") or 1),
             "labels": ",".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items()) or "-"}
 
 
@@ -90,6 +94,9 @@ def show_job(job: dict[str, Any]) -> str:
               + (f"; waiting since {st['pending_since']}" if st.get("pending_since") else "")]
              if st.get("reason") or st.get("pending_since") else []),
            *([f"exit code:    {st['exit_code']}"] if st.get("exit_code") not in (None, 0) else []),
+           *([f"GPU util:     {float(st['gpu_utilization']):.0f}% mean"
+              + (f"; idle since {st['idle_since']}" if st.get("idle") else "")]
+             if st.get("gpu_utilization") is not None or st.get("idle") else []),
            f"created:      {job['created_at']}",
            *([f"kind:         inference, {st.get('ready_replicas') if st.get('ready_replicas') is not None else '?'}"
               f"/{st.get('desired_replicas') if st.get('desired_replicas') is not None else '?'} replicas ready",
@@ -388,6 +395,8 @@ def _list(args: argparse.Namespace, client: GatewayClient) -> int:
         if value:
             params.append((name, value))
     params += [("label", lb) for lb in args.label or []]
+    if getattr(args, "deleted", False):
+        params.append(("deleted", "true"))
     jobs: list[dict[str, Any]] = []
     token = args.page_token
     while True:

@@ -181,6 +181,8 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--kind", choices=["training", "inference"], help="only trainings or only inference workloads")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--all", action="store_true", help="follow page tokens to the end")
+    c.add_argument("--deleted", action="store_true", help="include deleted jobs (their records stay; the "
+                   "phase column says `(deleted)`)")
     c.add_argument("--page-token", help="start at this page (printed after a full page)")
     c.add_argument("--watch", action="store_true", help="then follow every transition of your jobs")
     c = client_parser("get", "show one job")
