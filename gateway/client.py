@@ -12,10 +12,9 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from gateway import DEFAULT_TIMEOUT
 from gateway.core.errors import GatewayError, GatewayUnreachable, ValidationError
 from gateway.core.models import DryRun, Job, JobSpec
-
-DEFAULT_TIMEOUT = 60.0  # longer than the gateway's inline submit (15 s), short enough to notice a hang
 
 
 def check_url(url: str, source: str = "--url") -> str:

@@ -6,12 +6,17 @@ import argparse
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
 
-from gateway import __version__
-from gateway.cli import client_cmds, server_cmds
+from gateway import DEFAULT_TIMEOUT, __version__
 from gateway.cli.output import FORMATS, UsageError, fail
-from gateway.client import DEFAULT_TIMEOUT, GatewayClient
 from gateway.core.errors import GatewayError, ValidationError
+
+if TYPE_CHECKING:
+    from gateway.client import GatewayClient
+
+# The commands' modules (and aiohttp, the vendors, the store) load when a command runs: `tjg --version`,
+# `--help` and a usage error cost only this file's imports.
 
 EPILOG = """\
 examples:
@@ -34,6 +39,16 @@ DEMO_KEY = "demo-key"
 FILE = {"bash": "_shtab_compgen_files", "zsh": "_files"}  # shtab.FILE, without importing shtab for every command
 
 
+def _server(name: str) -> Any:
+    """A server command of gateway.cli.server_cmds, imported when it runs."""
+    def run(args: argparse.Namespace) -> int:
+        from gateway.cli import server_cmds
+
+        result: int = getattr(server_cmds, name)(args)
+        return result
+    return run
+
+
 def _client(args: argparse.Namespace) -> GatewayClient:
     url = args.url or os.environ.get("TJG_URL") or "http://127.0.0.1:8080"
     key = args.api_key or os.environ.get("TJG_API_KEY") or os.environ.get("TJG_DEMO_KEY")
@@ -41,6 +56,8 @@ def _client(args: argparse.Namespace) -> GatewayClient:
         print(f"tjg: no API key given (--api-key or TJG_API_KEY): using the demo config's key {DEMO_KEY!r}",
               file=sys.stderr)
         key = DEMO_KEY
+    from gateway.client import GatewayClient
+
     try:
         return GatewayClient(url, key, timeout=args.timeout,
                              url_source="--url" if args.url else "TJG_URL" if os.environ.get("TJG_URL") else "URL")
@@ -52,6 +69,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     """Client commands against a running gateway."""
     if args.json:
         args.output = "json"
+    from gateway.cli import client_cmds
+
     try:
         return client_cmds.run(args, _client(args))
     except (GatewayError, UsageError) as err:
@@ -107,7 +126,7 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)").complete = FILE  # type: ignore[attr-defined]
     s.add_argument("--host", help="override server.host")
     s.add_argument("--port", type=port, help="override server.port")
-    s.set_defaults(func=server_cmds.cmd_serve)
+    s.set_defaults(func=_server("cmd_serve"))
 
     t = sub.add_parser("translate", help="print the vendor request a spec becomes (no server needed)",
                        description="Translate SPEC for --backend and print {backend, request, report}. "
@@ -116,11 +135,11 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
     t.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)").complete = FILE  # type: ignore[attr-defined]
     t.add_argument("--strict", action="store_true", help="refuse any field the backend would drop")
     t.add_argument("spec", metavar="SPEC.yaml", help="job spec, YAML or JSON ('-' for stdin)").complete = FILE  # type: ignore[attr-defined]
-    t.set_defaults(func=server_cmds.cmd_translate)
+    t.set_defaults(func=_server("cmd_translate"))
 
     ph = sub.add_parser("phases", help="print a vendor's phase table as JSON")
     ph.add_argument("vendor", type=backend_kind, choices=kinds, metavar="KIND", help="a backend kind")
-    ph.set_defaults(func=server_cmds.cmd_phases)
+    ph.set_defaults(func=_server("cmd_phases"))
 
     comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)", description=(
         "Print a completion script. bash: `source <(tjg completion bash)` (or save it in "
@@ -150,7 +169,7 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
     sim.add_argument("--quota", metavar="PROJECT=N[,PROJECT=N]",
                      help="Run:ai only: each project's deserved GPUs per node pool (e.g. 1=4,2=4); "
                           "preemptible trainings may go over it and are preempted first")
-    sim.set_defaults(func=server_cmds.cmd_simulate)
+    sim.set_defaults(func=_server("cmd_simulate"))
 
     def client_parser(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_ + ". Talks to --url (or $TJG_URL, default "

@@ -7,8 +7,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from gateway.core.errors import GatewayError, GatewayUnreachable
 
 OK = 0
@@ -59,6 +57,8 @@ def emit(data: Any, output: str, human: Callable[[], str]) -> None:
     if output == "json":
         print(json.dumps(data, indent=2, default=str))
     elif output == "yaml":
+        import yaml  # (only for -o yaml: every other command starts without it)
+
         print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False).rstrip())
     else:
         text = human()

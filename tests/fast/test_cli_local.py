@@ -70,3 +70,19 @@ def test_phases_and_completion_come_from_the_registry_and_the_parser(capsys: pyt
     assert rc == 0 and json.loads(out)["Terminated"] == {"phase": "CANCELLED", "terminal": True}
     rc, out, _ = run(capsys, "completion", "bash")
     assert rc == 0 and "complete" in out and "submit" in out and "--source-action" in out
+
+
+def test_version_and_help_load_no_command_module() -> None:
+    """Issue 30: every command took ~0.35 s, --version included. --version and --help import only the parser:
+    not aiohttp, the vendors, the store or the commands' modules."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from gateway.cli.main import main\n"
+             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+             "heavy = [m for m in ('aiohttp', 'sqlalchemy', 'yaml', 'adapters.registry', 'gateway.client',"
+             " 'gateway.cli.client_cmds', 'gateway.cli.server_cmds') if m in sys.modules]\n"
+             "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported for --version: {out.stdout.strip()}"
