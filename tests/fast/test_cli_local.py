@@ -82,7 +82,8 @@ def test_version_and_help_load_no_command_module() -> None:
              "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
              "heavy = [m for m in ('aiohttp', 'sqlalchemy', 'yaml', 'adapters.registry', 'gateway.client',"
              " 'gateway.cli.client_cmds', 'gateway.cli.server_cmds') if m in sys.modules]\n"
-             "print(','.join(heavy))")
+             "print('HEAVY:' + ','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"imported for --version: {out.stdout.strip()}"
+    assert "tjg (trainjob-gateway)" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:", f"imported for --version: {out.stdout}"
