@@ -75,7 +75,7 @@ async def test_sigkill_during_migrations_with_each_source_action(tmp_path: Path,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     crashes = tmp_path / "crashes.log"
-    env = {"TJG_CRASH_AT": "migrate-target-stored:0.5,create-sent:0.2", "TJG_CRASH_LOG": str(crashes)}
+    env = {"TJG_CRASH_AT": "migrate-target-stored:0.5,create-sent:once", "TJG_CRASH_LOG": str(crashes)}
     cfg = write_config(tmp_path / "gw.yaml", f"sqlite+aiosqlite:///{tmp_path}/tjg.db", sims.runai_port,
                        sims.ma_port, port, backend_extra=FAST)
     gw = Restarting(cfg, tmp_path / "gw.log", {})

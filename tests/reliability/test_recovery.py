@@ -86,7 +86,7 @@ async def test_every_attempt_once_under_sigkills_at_each_step(tmp_path: Path, lo
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     crashes = tmp_path / "crashes.log"
-    odds = 0.3 if long_mode else 0.2
+    odds = "0.3" if long_mode else "once"  # (once: each step surely, the first time the run reaches it)
     env = {"TJG_CRASH_AT": ",".join(f"{s}:{odds}" for s in STEPS), "TJG_CRASH_LOG": str(crashes)}
     cfg = write_config(tmp_path / "gw.yaml", f"sqlite+aiosqlite:///{tmp_path}/tjg.db", sims.runai_port,
                        sims.ma_port, port, backend_extra=FAST)
