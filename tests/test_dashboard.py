@@ -119,18 +119,29 @@ def test_jobs_from_both_backends_change_live_filter_open_cancel_migrate(live: Ap
     logs_note = page.inner_text("#logs")
     assert "no log endpoint" in logs_note  # Run:ai: the reason from /v1/backends, not a broken view
     page.select_option("#migrate-to", "modelarts")
+    assert page.eval_on_selector("#migrate-source-action", "e => e.value") == "cancel"  # no second copy by default
     page.click("#migrate-dry-run")
     page.wait_for_selector("#comparison tbody tr")
     shot(page, "migrate-dry-run")
     page.click("#migrate-confirm")
     page.wait_for_selector('[data-lineage="migrated from"]')
     moved_id = page.url.rsplit("/", 1)[-1]
-    assert tjg.get(moved_id).migrated_from == runai.id
+    assert moved_id != runai.id and tjg.get(moved_id).migrated_from == runai.id  # the URL is the new job's
+    for _ in range(100):  # the source is cancelled once the target has it
+        if tjg.get(runai.id).status.phase.value in ("CANCELLING", "CANCELLED"):
+            break
+        page.wait_for_timeout(100)
+    assert tjg.get(runai.id).status.phase.value in ("CANCELLING", "CANCELLED")
 
     page.goto(f"{live.url}/ui/#/job/{ma.id}")
     page.wait_for_selector('[data-action="cancel"]')
     assert page.is_disabled('[data-action="suspend"]')  # ModelArts trainings cannot be paused: the reason shows
     assert "cannot be paused" in page.inner_text("#actions")
+    asked: list[str] = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.click('[data-action="cancel"]')  # asked first; dismissed: no request is made at all
+    assert asked and "stops for good" in asked[0] and tjg.get(ma.id).status.phase.value == "RUNNING", asked
+    page.once("dialog", lambda d: d.accept())
     page.click('[data-action="cancel"]')
     page.wait_for_selector("#job-phase .phase.CANCELLING, #job-phase .phase.CANCELLED", timeout=15000)
     assert tjg.get(ma.id).status.phase.value in ("CANCELLING", "CANCELLED")

@@ -239,6 +239,10 @@ async function renderJob(id) {
   };
   const targets = state.backends.filter((b) => b.name !== job.backend);
   const migrateTo = h("select", { id: "migrate-to" }, targets.map((b) => h("option", { value: b.name, text: b.name })));
+  // What becomes of this job once the target has it: cancelled by default (two copies of a GPU job cost twice).
+  const sourceAction = h("select", { id: "migrate-source-action", title: "what happens to this job once the target accepted it" },
+    [["cancel", "then cancel this one"], ["suspend", "then suspend this one"], ["keep", "and keep this one running"]]
+      .map(([v, t]) => h("option", { value: v, text: t })));
   const migrateBox = h("div", { id: "migrate-box" });
   const dryRun = async () => {
     try {
@@ -251,21 +255,24 @@ async function renderJob(id) {
         h("div", { class: "actions" }, h("button", { type: "button", id: "migrate-confirm", text: `Migrate to ${d.backend}`,
           onclick: async () => {
             try {
-              const moved = await api(`/v1/jobs/${encodeURIComponent(id)}/migrate`, { method: "POST", body: { backend: d.backend } });
+              const moved = await api(`/v1/jobs/${encodeURIComponent(id)}/migrate`, { method: "POST",
+                body: { backend: d.backend, source_action: sourceAction.value } });
               location.hash = `#/job/${moved.id}`;
             } catch (e) { document.getElementById("action-error").textContent = e.message; }
           } })));
     } catch (e) { migrateBox.replaceChildren(h("p", { class: "error", text: e.message })); }
   };
   const actions = h("div", { class: "actions", id: "actions" },
-    action(job, "Cancel", "cancel", !terminal, () => act("/cancel")),
+    // Destructive actions ask first: they sit beside Suspend and look alike.
+    action(job, "Cancel", "cancel", !terminal, () => confirm(`Cancel ${job.name}? It stops for good.`) && act("/cancel")),
     action(job, "Suspend", "suspend", ["QUEUED", "STARTING", "RUNNING"].includes(st.phase), () => act("/suspend")),
     action(job, "Resume", "resume", ["SUSPENDED", "SUSPENDING"].includes(st.phase), () => act("/resume")),
     action(job, "Delete", "delete", !job.deleted, async () => {
+      if (!confirm(`Delete ${job.name} from ${job.backend}? Its vendor job is removed; the record stays.`)) return;
       try { await api(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }); renderJob(id); }
       catch (e) { document.getElementById("action-error").textContent = e.message; }
     }),
-    targets.length && !job.migrated_to ? h("span", {}, migrateTo,
+    targets.length && !job.migrated_to ? h("span", {}, migrateTo, sourceAction,
       h("button", { type: "button", class: "secondary", id: "migrate-dry-run", text: "Migrate (dry run first)", onclick: dryRun })) : null);
   const lineage = [["migrated from", job.migrated_from], ["migrated to", job.migrated_to]].filter(([, v]) => v)
     .map(([k, v]) => [h("div", { class: "muted", text: k }), h("div", {}, h("a", { href: `#/job/${v}`, "data-lineage": k, text: v }))]);
