@@ -191,3 +191,17 @@ def test_list_shows_deleted_jobs_on_request_and_wide_shows_reason_exit_gpu_and_a
     for col in ("REASON", "EXIT", "GPU%", "IDLE", "ATTEMPT"):
         assert col in header, header
     assert "user-error" in row and " 3 " in f" {row} ", row
+
+
+def test_backends_says_what_each_cannot_do_per_kind_of_workload(live: AppThread) -> None:
+    """Issue 30: `tjg backends` showed trainings' capabilities only (scaling nowhere, no suspend on ModelArts),
+    though both work for inferences."""
+    p = tjg(live, "backends")
+    assert p.returncode == 0, p.stderr
+    header, *rows = p.stdout.splitlines()
+    assert "TRAININGS CANNOT" in header and "INFERENCES CANNOT" in header
+    ma = next(r for r in rows if r.startswith("modelarts"))
+    trainings, inferences = ma[header.index("TRAININGS CANNOT"):header.index("INFERENCES CANNOT")], \
+        ma[header.index("INFERENCES CANNOT"):]
+    assert "suspend" in trainings and "scale" in trainings, ma
+    assert "scale" not in inferences and "suspend" not in inferences, ma

@@ -301,12 +301,18 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         return OK
     if cmd == "backends":
         bs = client.call("GET", "/v1/backends")
+        def cannot(caps: dict[str, Any] | None) -> str:
+            return ", ".join(k for k, v in (caps or {}).items() if v is not True) or "-"
+
+        # What each backend cannot do, per kind of workload: scaling, say, is for inferences only, and a
+        # backend that cannot pause a training may pause an inference.
         rows = [{"name": b["name"], "kind": b["kind"], "healthy": "yes" if b.get("healthy") else "no",
                  "circuit": str(b.get("circuit", "-")), "url": str(b.get("url", "-")),
-                 "cannot": ", ".join(k for k, v in (b.get("capabilities") or {}).items() if v is not True) or "-"}
+                 "cannot": cannot(b.get("capabilities")), "cannot_inf": cannot(b.get("inference_capabilities"))}
                 for b in bs]
         emit(bs, out, lambda: table(rows, (("NAME", "name"), ("KIND", "kind"), ("HEALTHY", "healthy"),
-                                           ("CIRCUIT", "circuit"), ("URL", "url"), ("CANNOT", "cannot"))))
+                                           ("CIRCUIT", "circuit"), ("URL", "url"), ("TRAININGS CANNOT", "cannot"),
+                                           ("INFERENCES CANNOT", "cannot_inf"))))
         return OK
     raise UsageError(f"unknown command {cmd}")
 
