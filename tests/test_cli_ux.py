@@ -205,3 +205,17 @@ def test_backends_says_what_each_cannot_do_per_kind_of_workload(live: AppThread)
         ma[header.index("INFERENCES CANNOT"):]
     assert "suspend" in trainings and "scale" in trainings, ma
     assert "scale" not in inferences and "suspend" not in inferences, ma
+
+
+def test_a_job_is_addressed_by_a_unique_id_prefix_or_a_unique_name(live: AppThread) -> None:
+    """Issue 30: `tjg get r50`, as docker and sky take ids; an ambiguous one names the candidates."""
+    c = Client(live.url, KEY)
+    one = c.submit({"name": "addressed-once", "backend": "modelarts", "image": "x"})
+    twice = [c.submit({"name": "addressed-twice", "backend": "modelarts", "image": "x"}) for _ in range(2)]
+    for ref in (one.id[:20], "addressed-once"):
+        p = tjg(live, "get", ref, "-o", "json")
+        assert p.returncode == 0 and json.loads(p.stdout)["id"] == one.id, (ref, p.stderr)
+    p = tjg(live, "get", "addressed-twice")
+    assert p.returncode == 2 and twice[0].id in p.stderr and twice[1].id in p.stderr, p.stderr
+    p = tjg(live, "get", "nothing-by-this-name")
+    assert p.returncode == 2 and "no job" in p.stderr, p.stderr

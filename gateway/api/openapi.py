@@ -236,6 +236,8 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "label", "in": "query", "schema": {"type": "array", "items": {"type": "string"}},
                      "style": "form", "explode": True, "description": "k=v, repeatable"},
                     {"name": "name_prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "id_prefix", "in": "query", "description": "The start of a job id.",
+                     "schema": {"type": "string", "pattern": "^[0-9a-z]{1,64}$"}},
                     {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["training", "inference"]}},
                     {"name": "origin", "in": "query", "schema": {"type": "string", "enum": ["gateway", "external"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +67,11 @@ def list_filters(request: web.Request) -> ListFilters:
     if origin not in (None, "gateway", "external"):
         raise BadRequest("origin must be gateway or external", errors=[{"loc": ["query", "origin"],
                                                                          "msg": "gateway or external"}])
-    return ListFilters(backend=backend, phases=phases, project=q.get("project") or None,
+    id_prefix = q.get("id_prefix") or None
+    if id_prefix is not None and not re.fullmatch(r"[0-9a-z]{1,64}", id_prefix):
+        raise BadRequest("id_prefix is the start of a job id (digits and lowercase letters)",
+                         errors=[{"loc": ["query", "id_prefix"], "msg": "digits and lowercase letters"}])
+    return ListFilters(backend=backend, phases=phases, project=q.get("project") or None, id_prefix=id_prefix,
                        labels=labels, name_prefix=q.get("name_prefix") or None,
                        include_deleted=qbool(request, "deleted"), vendor_kinds=vendor_kinds, origin=origin)
 
@@ -87,8 +92,8 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    only_query(request, "backend", "phase", "project", "label", "name_prefix", "limit", "page_token", "deleted",
-               "kind", "origin")
+    only_query(request, "backend", "phase", "project", "label", "name_prefix", "id_prefix", "limit", "page_token",
+               "deleted", "kind", "origin")
     rows, token = await request.app[SERVICE].list_rows(request[PRINCIPAL], list_filters(request),
                                                        qint(request, "limit", 50, 1, 500),
                                                        request.query.get("page_token") or None)

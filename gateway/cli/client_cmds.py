@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable
@@ -228,10 +229,35 @@ def show_usage(res: dict[str, Any]) -> str:
                         ("AVG GPU", "util"), ("COST", "cost")))
 
 
+FULL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def resolve_id(client: GatewayClient, ref: str) -> str:
+    """A job given by its id, a unique prefix of its id, or its unique name (as docker and sky take them); a
+    usage error names the candidates when there are several."""
+    if FULL_ID.fullmatch(ref):
+        return ref
+    by_id = client.call("GET", "/v1/jobs", params=[("id_prefix", ref), ("limit", "3"), ("deleted", "true")])["jobs"] \
+        if re.fullmatch(r"[0-9a-f]{1,31}", ref) else []
+    if len(by_id) == 1:
+        return str(by_id[0]["id"])
+    named = [j for j in client.call("GET", "/v1/jobs", params=[("name_prefix", ref), ("limit", "500"),
+                                                               ("deleted", "true")])["jobs"] if j["name"] == ref]
+    live = [j for j in named if not j.get("deleted")]
+    if len(named) == 1 or len(live) == 1:
+        return str((live or named)[0]["id"])
+    if by_id or named:
+        ids = ", ".join(f"{j['id']} ({j['name']})" for j in (by_id or named)[:5])
+        raise UsageError(f"{ref!r} matches more than one job: {ids}; give more of the id")
+    raise UsageError(f"no job with the id, id prefix or name {ref!r} (tjg list shows yours)")
+
+
 def run(args: argparse.Namespace, client: GatewayClient) -> int:
     """Dispatch one client command; returns the exit code."""
     cmd = args.client_command
     out = args.output
+    if getattr(args, "id", None):
+        args.id = resolve_id(client, args.id)
     if cmd == "submit":
         return _submit(args, client)
     if cmd == "list":

@@ -74,6 +74,7 @@ class ListFilters:
     vendor_kinds: Sequence[str] = ()  # e.g. ("inference", "service") for GET /v1/jobs?kind=inference
     origin: str | None = None  # gateway | external
     name_prefix: str | None = None
+    id_prefix: str | None = None  # the start of a job id (the CLI's `tjg get 01a2`)
     include_deleted: bool = False
     include_external: bool = True
 
@@ -464,6 +465,8 @@ class JobRows:
             conds.append(jobs.c.project == f.project)
         if f.name_prefix:
             conds.append(jobs.c.name.startswith(f.name_prefix, autoescape=True))
+        if f.id_prefix:  # (a range on the primary key, not LIKE: the index is used)
+            conds += [jobs.c.id >= f.id_prefix, jobs.c.id < f.id_prefix + "~"]
         if not f.include_deleted:
             conds.append(jobs.c.deleted_at.is_(None))
         for k, v in f.labels:
