@@ -218,4 +218,4 @@ def test_a_job_is_addressed_by_a_unique_id_prefix_or_a_unique_name(live: AppThre
     p = tjg(live, "get", "addressed-twice")
     assert p.returncode == 2 and twice[0].id in p.stderr and twice[1].id in p.stderr, p.stderr
     p = tjg(live, "get", "nothing-by-this-name")
-    assert p.returncode == 2 and "no job" in p.stderr, p.stderr
+    assert p.returncode == 1 and "not found" in p.stderr, p.stderr

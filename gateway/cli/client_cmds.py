@@ -234,7 +234,8 @@ FULL_ID = re.compile(r"[0-9a-f]{32}")
 
 def resolve_id(client: GatewayClient, ref: str) -> str:
     """A job given by its id, a unique prefix of its id, or its unique name (as docker and sky take them); a
-    usage error names the candidates when there are several."""
+    usage error names the candidates when there are several, and one that matches nothing is asked for as it
+    is (the gateway's 404 says it)."""
     if FULL_ID.fullmatch(ref):
         return ref
     by_id = client.call("GET", "/v1/jobs", params=[("id_prefix", ref), ("limit", "3"), ("deleted", "true")])["jobs"] \
@@ -249,7 +250,7 @@ def resolve_id(client: GatewayClient, ref: str) -> str:
     if by_id or named:
         ids = ", ".join(f"{j['id']} ({j['name']})" for j in (by_id or named)[:5])
         raise UsageError(f"{ref!r} matches more than one job: {ids}; give more of the id")
-    raise UsageError(f"no job with the id, id prefix or name {ref!r} (tjg list shows yours)")
+    return ref  # no match: the gateway says so (404), as for any id
 
 
 def run(args: argparse.Namespace, client: GatewayClient) -> int:
