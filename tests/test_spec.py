@@ -73,7 +73,7 @@ def test_cli_translate_prints_request_and_report(backend: str) -> None:
 def test_cli_translate_invalid_spec_exits_1_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: Not_Valid\nimage: x\nresources: {gpus: -2}\n")
-    r = tjg("translate", "--backend", "runai", str(bad))
+    r = tjg("translate", "--backend", "runai", "-o", "json", str(bad))
     assert r.returncode == 1
     problem = json.loads(r.stderr)
     assert problem["status"] == 422
@@ -92,3 +92,11 @@ def test_cli_translate_strict_refuses_dropped(tmp_path: Path) -> None:
 def test_cli_translate_unknown_backend(tmp_path: Path) -> None:
     r = tjg("translate", "--backend", "nope", "examples/single-gpu.yaml")
     assert r.returncode == 1 and "unknown backend" in r.stderr
+
+
+def test_cli_translate_errors_are_one_line_as_every_command_says_them(tmp_path: Path) -> None:
+    """Issue 30: tjg translate printed a whole problem document where the other commands print one line."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: Bad_Name\nbackend: runai\nimage: x\n")
+    r = tjg("translate", "--backend", "runai", str(bad))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("tjg: error: invalid job spec: name")

@@ -130,8 +130,11 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
 
     t = sub.add_parser("translate", help="print the vendor request a spec becomes (no server needed)",
                        description="Translate SPEC for --backend and print {backend, request, report}. "
-                                   "Exit 1 with a problem document when the spec is invalid.")
+                                   "Exit 1 with the error on one line when the spec is invalid (-o json: the "
+                                   "problem document, every field's error in it).")
     t.add_argument("--backend", required=True, help="backend name from the config")
+    t.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                   help="how errors are printed: one line (default) or the JSON problem document")
     t.add_argument("--config", help="config YAML (default: $TJG_CONFIG or config/gateway.yaml)").complete = FILE  # type: ignore[attr-defined]
     t.add_argument("--strict", action="store_true", help="refuse any field the backend would drop")
     t.add_argument("spec", metavar="SPEC.yaml", help="job spec, YAML or JSON ('-' for stdin)").complete = FILE  # type: ignore[attr-defined]

@@ -15,9 +15,11 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def problem_exit(err: GatewayError, code: int = 1) -> int:
-    print(json.dumps(err.problem(), indent=2, default=str), file=sys.stderr)
-    return code
+def problem_exit(err: GatewayError, output: str = "table") -> int:
+    """An error as every command says one: one line on stderr (-o json: the problem document), exit 1."""
+    from gateway.cli.output import fail
+
+    return fail(err, output)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.strict:
             enforce_strict(tr.report)
     except GatewayError as err:
-        return problem_exit(err)
+        return problem_exit(err, args.output)
     _print_json(tr.dry_run(backend.name).model_dump(mode="json"))
     return 0
 

@@ -49,12 +49,14 @@ def test_translate_prints_the_vendor_request_and_the_report(capsys: pytest.Captu
         assert {e["field"] for e in doc["report"]} >= {"name", "image"}
 
 
-def test_translate_problems_are_a_problem_document_and_exit_1(capsys: pytest.CaptureFixture[str],
-                                                              tmp_path: Path) -> None:
+def test_translate_problems_are_one_line_or_with_o_json_a_problem_document_and_exit_1(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("name: x\nimage: y\nresources: {gpus: -1}\n")
-    rc, _, err = run(capsys, "translate", "--backend", "runai", "--config", str(ROOT / "config/gateway.yaml"),
-                     str(spec))
+    config = str(ROOT / "config/gateway.yaml")
+    rc, _, err = run(capsys, "translate", "--backend", "runai", "--config", config, str(spec))
+    assert rc == 1 and err.startswith("tjg: error: invalid job spec: resources.gpus") and err.count("\n") == 1
+    rc, _, err = run(capsys, "translate", "--backend", "runai", "--config", config, "-o", "json", str(spec))
     assert rc == 1 and json.loads(err)["errors"][0]["loc"][-1] == "gpus"
 
 
