@@ -536,7 +536,7 @@ Latest run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {platform.plat
 
 {chr(10).join(lines)}
 
-How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submit sync-get list rss sync translate`;
+How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submit sync-get list rss sync translate fairness`;
 `--save run.json` and `--compare a.json b.json` to put two runs side by side):
 
 * **GET /v1/jobs/{{id}}**: `wrk -t1 -c32` (a C load generator from Debian's `wrk` package) against the
@@ -569,6 +569,10 @@ How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submi
 * **sync cycle**: one `BackendSync.cycle()` over that many live jobs created in the simulator, counting
   the requests the simulator served; the bound is one request per page plus 5.
 * **translations**: `parse_spec` + translate of every example for both vendors, in one process.
+* **fairness**: a tenant `heavy` holds 400 jobs of the largest legal spec (256 KiB); while it runs, from
+  separate processes, two clients each of `GET /v1/jobs?limit=500`, TES `GET /tasks?page_size=2048&view=FULL`
+  and submits of a 256 KiB spec, another tenant's `GET /v1/jobs/{id}` (one client) is timed; the baseline is
+  the same GET with nothing else running. On SQLite and on a fresh PostgreSQL database.
 
 What the profiles (py-spy, under wrk) led to, for GET: one middleware instead of three, request metrics
 counted in plain dicts and turned into metric families at scrape time, the request id in a ContextVar
