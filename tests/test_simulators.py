@@ -455,8 +455,8 @@ async def test_twenty_thousand_jobs_list_by_page(runai_sim: LoopSim, modelarts_s
     msim = modelarts_sim.app[MA_KEY]
     msim.bulk_create(20_000, project=PROJECT)
     _, res = await _ma_request(modelarts_sim, "POST", f"/v2/{PROJECT}/training-job-searches",
-                               {"offset": 19990, "limit": 50})
-    assert res["total"] == 20_000 and res["count"] == 10
+                               {"offset": 666, "limit": 30})  # the page number: jobs 19,980 to the end
+    assert res["total"] == 20_000 and res["count"] == 20
 
 
 @pytest.mark.parametrize("search_offset", ["pages", "items"])

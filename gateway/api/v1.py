@@ -67,7 +67,7 @@ def list_filters(request: web.Request) -> ListFilters:
     if origin not in (None, "gateway", "external"):
         raise BadRequest("origin must be gateway or external", errors=[{"loc": ["query", "origin"],
                                                                          "msg": "gateway or external"}])
-    id_prefix = q.get("id_prefix") or None
+    id_prefix = q.get("id_prefix")
     if id_prefix is not None and not re.fullmatch(r"[0-9a-z]{1,64}", id_prefix):
         raise BadRequest("id_prefix is the start of a job id (digits and lowercase letters)",
                          errors=[{"loc": ["query", "id_prefix"], "msg": "digits and lowercase letters"}])
