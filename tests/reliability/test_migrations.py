@@ -70,7 +70,7 @@ class Restarting:
 @pytest.mark.parametrize("action", ["cancel", "suspend", "keep"])
 async def test_sigkill_during_migrations_with_each_source_action(tmp_path: Path, action: str,
                                                                  long_mode: bool) -> None:
-    n = 10 if long_mode else 4
+    n = 10 if long_mode else 3
     sims = await Simulators(tmp_path, speed=20.0).start()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -146,7 +146,7 @@ async def test_migrate_racing_delete_on_two_postgres_replicas(tmp_path: Path) ->
     from tests.conftest import fresh_pg_database, require_postgres
 
     db_url, drop = await fresh_pg_database(require_postgres())
-    n = 12
+    n = 8
     sims = await Simulators(tmp_path, speed=20.0).start()
     procs: list[Proc] = []
     try:
@@ -191,7 +191,7 @@ async def test_lost_creates_with_every_project_id_form_are_found_not_doubled(tmp
     try:
         await wait_http(url + "/healthz")
         ids = {}
-        for i in range(12):
+        for i in range(8):
             project = projects[i % len(projects)]
             status, made = await call(url, "POST", "/v1/jobs", {"name": f"lost-{i}", "backend": "runai",
                                                                 "image": "x", "project": project,
