@@ -12,7 +12,7 @@ from benchmarks.procs import Proc, free_port, wait_http
 from gateway.core.adapter import REGISTRY
 from tests.conftest import CLUSTER, PROJECT, base_config
 
-__all__ = ["Proc", "Simulators", "free_port", "start_replicas", "wait_http", "write_config"]
+__all__ = ["Proc", "Simulators", "free_port", "listed_jobs", "start_replicas", "wait_http", "write_config"]
 
 def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port: int,
                  backend_extra: dict[str, Any] | None = None, **extra: Any) -> Path:
@@ -82,17 +82,22 @@ class Simulators:
         return out
 
 
-async def listed_names(adapter: Any) -> list[str]:
-    """The vendor names of every job an adapter's list API shows, page by page."""
-    names: list[str] = []
+async def listed_jobs(adapter: Any, page_size: int = 50) -> list[Any]:
+    """Every job (VendorJob) an adapter's list API shows, page by page."""
+    jobs: list[Any] = []
     offset, more = 0, True
     while more:
-        page, more = await adapter.list_page(offset, 50)
-        names += [j.handle.vendor_name for j in page]
+        page, more = await adapter.list_page(offset, page_size)
+        jobs += page
         offset += len(page)
         if not page:
             break
-    return names
+    return jobs
+
+
+async def listed_names(adapter: Any) -> list[str]:
+    """The vendor names of every job an adapter's list API shows, page by page."""
+    return [j.handle.vendor_name for j in await listed_jobs(adapter)]
 
 
 async def start_replicas(tmp: Path, db_url: str, sims: Simulators, n: int,

@@ -467,6 +467,7 @@ async def test_the_modelarts_adapter_pages_through_every_job_whichever_way_offse
     last one's jobs), then pages by items: every job exactly once either way."""
     from gateway.core.adapter import REGISTRY
     from tests.conftest import base_config
+    from tests.procs import listed_jobs
 
     sim = await start_loop_sim("modelarts", speed=20.0, search_offset=search_offset)
     try:
@@ -477,12 +478,7 @@ async def test_the_modelarts_adapter_pages_through_every_job_whichever_way_offse
         cfg = base_config(ma_url=f"http://127.0.0.1:{sim.port}")
         async with aiohttp.ClientSession() as s:
             adapter = REGISTRY.create(cfg.backend("modelarts"), s)
-            seen: list[str] = []
-            offset, more = 0, True
-            while more:
-                page, more = await adapter.list_page(offset, 500)
-                seen += [j.handle.vendor_name for j in page]
-                offset += len(page)
+            seen = [j.handle.vendor_name for j in await listed_jobs(adapter, 500)]  # (the adapter asks 50 a page)
         assert sorted(seen) == sorted(f"p-{i}" for i in range(123)), (len(seen), len(set(seen)))
         assert adapter._paging == search_offset
     finally:

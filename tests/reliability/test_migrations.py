@@ -16,7 +16,7 @@ import pytest
 
 from gateway.core.adapter import REGISTRY
 from tests.conftest import base_config, eventually, free_port, record_figures
-from tests.procs import Proc, Simulators, start_replicas, wait_http, write_config
+from tests.procs import Proc, Simulators, listed_jobs, start_replicas, wait_http, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 AUTH = {"Authorization": "Bearer alpha-key-123"}
@@ -36,17 +36,10 @@ async def vendor_jobs(sims: Simulators) -> dict[str, list[tuple[str, str, bool]]
     out: dict[str, list[tuple[str, str, bool]]] = {}
     async with aiohttp.ClientSession() as s:
         for backend in ("runai", "modelarts"):
-            adapter = REGISTRY.create(cfg.backend(backend), s)
-            got, offset, more = [], 0, True
-            while more:
-                page, more = await adapter.list_page(offset, 50)
-                for j in page:
-                    m = BASE.match(j.handle.vendor_name)
-                    got.append((m["name"] if m else j.handle.vendor_name, j.status.vendor_phase or "",
-                                j.status.terminal))
-                offset += len(page)
-                if not page:
-                    break
+            got = []
+            for j in await listed_jobs(REGISTRY.create(cfg.backend(backend), s)):
+                m = BASE.match(j.handle.vendor_name)
+                got.append((m["name"] if m else j.handle.vendor_name, j.status.vendor_phase or "", j.status.terminal))
             out[backend] = got
     return out
 

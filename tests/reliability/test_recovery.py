@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import eventually, free_port, record_figures
-from tests.procs import Proc, Simulators, start_replicas, wait_http, write_config
+from tests.procs import Proc, Simulators, listed_jobs, start_replicas, wait_http, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 AUTH = {"Authorization": "Bearer alpha-key-123"}
@@ -205,15 +205,8 @@ async def live_on_vendors(sims: Simulators, prefix: str) -> list[str]:
     out = []
     async with aiohttp.ClientSession() as s:
         for backend in ("runai", "modelarts"):
-            adapter = REGISTRY.create(cfg.backend(backend), s)
-            offset, more = 0, True
-            while more:
-                page, more = await adapter.list_page(offset, 50)
-                out += [j.handle.vendor_name for j in page
-                        if j.handle.vendor_name.startswith(prefix) and not j.status.terminal]
-                offset += len(page)
-                if not page:
-                    break
+            out += [j.handle.vendor_name for j in await listed_jobs(REGISTRY.create(cfg.backend(backend), s))
+                    if j.handle.vendor_name.startswith(prefix) and not j.status.terminal]
     return out
 
 
