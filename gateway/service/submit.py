@@ -94,13 +94,17 @@ class Submissions:
         (spec, translation, backend, placement decision or None)."""
         spec = parse_spec(raw)
         placement = None
+        attempts = spec.retry is not None or spec.checkpoint is not None  # the first attempt's own name and env
+        tr: Translation | None = None
         if spec.placed:  # placed candidates translate under --strict whatever the request says
             placement, tr = await self.placer.place(spec, job_id)
             backend = placement.chosen
         else:
             backend = str(spec.backend)
-            tr = self.adapter(backend).translate(spec, job_id)
-        if spec.retry is not None or spec.checkpoint is not None:  # the first attempt's own name and env
+            adapter = self.adapter(backend)
+            if not attempts:
+                tr = adapter.translate(spec, job_id)
+        if tr is None or attempts:
             tr = self.attempt_translation(backend, spec.model_dump(mode="json", exclude_none=True,
                                                                    exclude_unset=True), 1, job_id)
         if strict or placement is not None:
