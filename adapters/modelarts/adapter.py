@@ -21,11 +21,14 @@ from gateway.core.adapter import (
     REGISTRY,
     Adapter,
     Capability,
+    Delta,
     Handle,
+    Known,
     LogChunk,
     VendorJob,
 )
 from gateway.core.capacity import Capacity, PoolCapacity
+from gateway.core.census import census
 from gateway.core.errors import (
     BackendConflict,
     BackendNotFound,
@@ -42,6 +45,10 @@ from mappings import flavor_by_id, prices
 log = structlog.get_logger(__name__)
 
 JOB_ID_IN_DESCRIPTION = re.compile(r"trainjob-gateway job ([0-9a-f]{32})")
+# The phases a delta counts, the short-lived first: a job found to have moved on (say Pending -> Running) is
+# counted in its new phase in the same delta, not taken for a stranger there.
+CENSUS_PHASES = ("Creating", "Pending", "Terminating", "Running")
+SEARCH_PAGE = 50
 
 
 @REGISTRY.register
@@ -69,6 +76,12 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         self.client = ModelArtsClient(config, session)
         self._paging = "pages"  # how this control plane reads JobSearches.offset (see _search_from)
         self._last_page: tuple[int, set[str]] | None = None  # (offset after it, its ids)
+        # Each training job's creation ms (the search's create_time filter) and phase, from the last record
+        # read of it; the whole-list read's set replaces it (jobs long gone are forgotten).
+        self._last: dict[str, tuple[int, str | None]] = {}
+        self._last_next: dict[str, tuple[int, str | None]] = {}
+        self._strangers: dict[str, dict[str, int]] = {}  # phase -> other clients' jobs in it: id -> born
+        self._reconciled = False
 
     @classmethod
     def phase_table(cls) -> dict[str, Any]:
@@ -105,6 +118,8 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
                                     failed[0].exit_code if failed else (0 if codes else None),
                                     runs[-1].end_reason if runs else None, since)
         m = JOB_ID_IN_DESCRIPTION.search(meta.description or "")
+        if meta.create_time is not None:
+            self._last[str(meta.id)] = self._last_next[str(meta.id)] = (int(meta.create_time), st.phase)
         return VendorJob(handle=Handle(str(meta.id), str(meta.name), "training"), status=status,
                          project=meta.workspace_id or "0", raw=record, job_id_hint=m.group(1) if m else None)
 
@@ -170,9 +185,71 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         if since is not None:
             filters.append({"key": "create_time", "operator": "between",
                             "value": [int(since * 1000), int((time.time() + 86400) * 1000)]})
-        size = min(limit, 50)
+        size = min(limit, SEARCH_PAGE)
+        if offset == 0:
+            self._last_next = {}
         res = await self._search_from(offset, size, filters or None)
         return [self._job(i) for i in res.items], offset + len(res.items) < res.total
+
+    def reconciled(self, started: float) -> None:
+        self._last, self._last_next = self._last_next, {}
+        self._strangers = {}
+        self._reconciled = True
+
+    async def delta(self, known: list[Known]) -> Delta | None:
+        """The live training jobs that left the phase the gateway holds, found by counting
+        (gateway.core.census): one search per phase when nothing changed, about log2(N / 50) + 1 more per
+        job that did. Inference services are left to the whole-list read."""
+        if not self._reconciled:
+            return None
+        groups: dict[str, list[tuple[int, str]]] = {p: [] for p in CENSUS_PHASES}
+        ours: set[str] = set()
+        unsure: list[str] = []
+        for k in known:
+            if k.vendor_kind != "training":
+                continue
+            # The phase it had when last read: what the sync stored, as every read of it went to the sync.
+            last = self._last.get(k.backend_job_id)
+            ours.add(k.backend_job_id)
+            if last is None or last[1] not in groups:
+                unsure.append(k.backend_job_id)
+            else:
+                groups[str(last[1])].append((last[0], k.backend_job_id))
+        delta = Delta()
+        cap = max(10, int(self.config.request_budget * 4))  # one delta's searches (the sync paces the rest)
+        for phase in CENSUS_PHASES:
+            strangers = self._strangers.setdefault(phase, {})
+            members = groups[phase] + [(b, i) for i, b in strangers.items() if i not in ours]
+            if not members:
+                continue
+
+            async def query(lo: int, hi: int, phase: str = phase) -> tuple[int, list[tuple[str, int, VendorJob]]]:
+                res = await self.client.search(0, SEARCH_PAGE, [
+                    {"key": "phase", "operator": "in", "value": [phase]},
+                    {"key": "create_time", "operator": "between", "value": [lo, hi]}], attempts=POLL_ATTEMPTS)
+                return res.total, [(str(i.metadata.id), int(i.metadata.create_time or 0), self._job(i))
+                                   for i in res.items]
+
+            found = await census(members, query, SEARCH_PAGE, max_requests=max(1, cap - delta.requests))
+            delta.requests += found.requests
+            delta.jobs.extend(j for i, j in found.seen.items() if i in ours)
+            strangers.update({i: born for i, (born, _) in found.strangers.items() if i not in ours})
+            for vid in found.left:
+                if vid not in ours:
+                    strangers.pop(vid, None)
+                    continue
+                got = await self.get(Handle(vid, vid, "training"))
+                delta.requests += 1
+                if got is None:
+                    delta.moved.append(vid)  # gone: the sync's own read records it
+                    continue
+                delta.jobs.append(got)
+                now = got.status.vendor_phase
+                if now in groups and now != phase and vid in self._last:
+                    groups[str(now)].append((self._last[vid][0], vid))
+            unsure.extend(found.unsure)
+        delta.moved.extend(unsure)
+        return delta
 
     async def _search_from(self, offset: int, size: int, filters: list[dict[str, Any]] | None) -> Any:
         """The jobs from item `offset` on. JobSearches.offset is a page number (the SDK's documentation); a

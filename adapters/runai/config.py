@@ -40,6 +40,8 @@ class RunaiConfig(BackendConfig):
     obs_endpoint: str = Field("https://obs.cn-north-4.myhuaweicloud.com", description="The S3-compatible "
                               "endpoint through which an obs:// input or output is mounted.")
     credentials: RunaiCredentials = RunaiCredentials()
+    request_budget: float = Field(2.0, gt=0, description="Vendor requests per second the sync may spend on "
+                                  "average: a delta costs one whatever the number of live jobs.")
 
     @field_validator("default_project")
     @classmethod

@@ -1,14 +1,21 @@
-"""Status sync: one loop per backend reading the vendor's list API page by page.
+"""Status sync: one loop per backend, asking the vendor what changed and now and then reading everything.
 
-A cycle costs about one request per page; a per-job GET is made only for live jobs the lists
-did not show. A failed poll changes no phase: it marks the backend's jobs stale, logging once
-on failure and once on recovery.
+Two kinds of cycle. A delta (`sync_mode: delta`, the default) asks the adapter what changed since the last
+look (Run:ai: one request sorted and filtered by phaseUpdatedAt; ModelArts: counts by phase, see
+gateway.core.census) and reads the jobs the gateway acted on one by one; it costs a request or a few
+whatever the number of live jobs, so it runs every `delta_interval` and is woken at once by the gateway's
+own submits and actions. A whole-list read (every cycle with `sync_mode: full`) costs about one request per
+page plus a GET for each live job the pages did not show, and catches what a delta cannot see (deletions,
+non-phase changes): in delta mode it runs every `reconcile_interval`, less often if it would spend more
+than a quarter of the backend's `request_budget`. A failed poll changes no phase: it marks the backend's
+jobs stale, logging once on failure and once on recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +23,7 @@ from typing import Any
 import structlog
 
 from gateway.background.idle import IdleWatch
-from gateway.core.adapter import Adapter, Capability, VendorJob
+from gateway.core.adapter import Adapter, Capability, Known, VendorJob
 from gateway.core.errors import GatewayError
 from gateway.core.models import JobStatus, Phase, Reason
 from gateway.core.slices import Slices
@@ -31,6 +38,8 @@ CLOCK_SLACK_SECONDS = 300.0
 WRITE_BATCH = 100  # statuses stored per write transaction
 MIN_CYCLE_GAP = 1.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
+ACTED_ON = {Phase.CANCELLING.value, Phase.SUSPENDING.value}  # a gateway action under way: read each delta
+RECONCILE_SHARE = 0.25  # of the request budget, at most, for whole-list reads in delta mode
 
 
 def _changed(row: dict[str, Any], new: JobStatus) -> bool:
@@ -48,6 +57,38 @@ class CycleStats:
     updated: int = 0
     imported: int = 0
     seconds: float = 0.0
+    kind: str = "full"
+
+    @property
+    def requests(self) -> int:
+        return self.list_requests + self.get_requests
+
+
+@dataclass
+class Budget:
+    """Vendor requests a sync may spend: `rate` a second on average over `window` seconds (a token bucket,
+    so a whole-list read may spend a burst that later cycles pay back)."""
+
+    rate: float
+    window: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _tokens: float | None = None
+    _at: float = 0.0
+
+    def _refill(self) -> float:
+        now = self.clock()
+        cap = self.rate * self.window
+        tokens = cap if self._tokens is None else min(cap, self._tokens + (now - self._at) * self.rate)
+        self._tokens, self._at = tokens, now
+        return tokens
+
+    def spend(self, n: int) -> None:
+        """Count `n` requests made."""
+        self._tokens = self._refill() - n
+
+    def debt_seconds(self) -> float:
+        """How long to wait before the average is back within the rate."""
+        return max(0.0, -self._refill() / self.rate)
 
 
 @dataclass
@@ -66,19 +107,29 @@ class BackendSync:
     cycles: int = 0  # cycles completed
     _capacity_at: float = -1e18  # when capacity was last read (monotonic)
     _capacity_broken: bool = False
+    _full_at: float | None = None  # when the last whole-list read began (monotonic), None: one is due
+    _full_cost: int = 0  # the requests it made
+    budget: Budget | None = None
+    clock: Callable[[], float] = time.monotonic  # when reconciles are due (a test moves it on)
+
+    def __post_init__(self) -> None:
+        if self.budget is None:
+            self.budget = Budget(self.adapter.config.request_budget, clock=self.clock)
 
     @property
     def backend(self) -> str:
         return self.adapter.name
 
     async def cycle(self) -> CycleStats:
-        """One pass over the backend; raises the vendor error when the poll fails."""
+        """One pass over the whole list; raises the vendor error when the poll fails."""
         started = time.monotonic()
+        began = time.time()
         stats = CycleStats()
         live = await self.store.jobs.live(self.backend)
         adopt = self.adapter.config.adopt_external
         if not live and not adopt:
             self.last = stats
+            self.adapter.reconciled(began)  # nothing live: no change to miss
             return stats
         known: set[str] | None = await self.store.jobs.known_vendor_ids(self.backend) if adopt else None
         # Only vendor jobs created since our oldest live job can be ours (minus slack for clock skew);
@@ -138,6 +189,77 @@ class BackendSync:
         stats.updated += await self._write_news(news)
         stats.seconds = time.monotonic() - started
         self.last = stats
+        self.adapter.reconciled(began)
+        return stats
+
+    async def delta_cycle(self) -> CycleStats | None:
+        """One delta: what the adapter says changed, plus a GET of each job the gateway is acting on (or the
+        adapter could not place); None when the adapter cannot give a delta now (read the whole list)."""
+        started = time.monotonic()
+        stats = CycleStats(kind="delta")
+        live = await self.store.jobs.live(self.backend)
+        if not live:
+            self.adapter.reconciled(time.time())  # nothing live: no change to miss
+            self.last = stats
+            return stats
+        rows = {r["backend_job_id"]: r for r in live}
+        del live
+        delta = await self.adapter.delta([Known(vid, r["vendor_kind"]) for vid, r in rows.items()])
+        if delta is None:
+            return None
+        stats.list_requests = delta.requests
+        batch: list[Update] = []
+        seen: set[str] = set()
+        for vj in delta.jobs:
+            vid = vj.handle.backend_job_id
+            row = rows.get(vid)
+            if row is None or vid in seen:
+                continue
+            seen.add(vid)
+            if _changed(row, vj.status):
+                batch.append((row["id"], status_json(vj.status), row["version"]))
+        for start in range(0, len(batch), WRITE_BATCH):
+            await self.store.jobs.apply_statuses(batch[start:start + WRITE_BATCH], "sync")
+        stats.updated += len(batch)
+        # Read one by one: what the adapter could not place, and what the gateway is acting on (a cancelled
+        # Run:ai workload leaves the list without a last phase change to show).
+        check = [vid for vid in delta.moved if vid in rows and vid not in seen]
+        check += [vid for vid, r in rows.items() if vid not in seen and vid not in delta.moved
+                  and (r["cancel_requested"] or r["phase"] in ACTED_ON)]
+        news: list[Update] = []
+        try:
+            for vid in check:
+                row = rows[vid]
+                got = await self.adapter.get(handle_of(row))
+                stats.get_requests += 1
+                status = self.vanished(row) if got is None else got.status
+                if got is None or _changed(row, status):
+                    news.append((row["id"], status_json(status), row["version"]))
+        finally:
+            stats.updated += await self._write_news(news)
+        stats.seconds = time.monotonic() - started
+        self.last = stats
+        return stats
+
+    def _full_due(self) -> bool:
+        """Whether this cycle reads the whole list."""
+        if self.adapter.config.sync_mode == "full" or self._full_at is None:
+            return True
+        assert self.budget is not None
+        period = max(float(self.adapter.config.reconcile_interval),
+                     self._full_cost / (RECONCILE_SHARE * self.budget.rate))
+        return self.clock() - self._full_at >= period
+
+    async def _sync_once(self) -> CycleStats:
+        """A delta, or a whole-list read when one is due or the adapter has no delta to give."""
+        if not self._full_due():
+            stats = await self.delta_cycle()
+            if stats is not None:
+                return stats
+        at = self.clock()
+        self._full_at = None  # (until it completes: a failed one is due again)
+        stats = await self.cycle()
+        self._full_at, self._full_cost = at, stats.requests
         return stats
 
     async def _write_news(self, news: list[Update]) -> int:
@@ -163,18 +285,27 @@ class BackendSync:
         return await import_job(self.store, self.adapter, vj)
 
     def interval(self, busy: bool = False) -> float:
-        """Faster while jobs are starting or stopping, slower when all is quiet."""
-        base: float = self.adapter.config.sync_interval
+        """Delta mode: every delta_interval (and no sooner than the budget allows). Full mode: faster while
+        jobs are starting or stopping, slower when all is quiet."""
+        cfg = self.adapter.config
+        assert self.budget is not None
+        if cfg.sync_mode == "delta":
+            return max(float(cfg.delta_interval), self.budget.debt_seconds())
+        base: float = cfg.sync_interval
         return max(0.2, min(1.0, base / 5)) if busy else base
 
     async def step(self) -> float:
         """One guarded cycle; returns the seconds to wait before the next."""
-        gap = MIN_CYCLE_GAP - (time.monotonic() - self._last_start)
+        cfg = self.adapter.config
+        least = min(MIN_CYCLE_GAP, cfg.delta_interval / 2) if cfg.sync_mode == "delta" else MIN_CYCLE_GAP
+        gap = least - (time.monotonic() - self._last_start)
         if gap > 0:  # woken by a burst of submits: still at most a few cycles a second
             await asyncio.sleep(gap)
         self._last_start = time.monotonic()
+        assert self.budget is not None
         try:
-            await self.cycle()
+            stats = await self._sync_once()
+            self.budget.spend(stats.requests)
             self.cycles += 1
             if self.idle is not None:
                 await self.idle.maybe_check()
@@ -186,6 +317,7 @@ class BackendSync:
         except asyncio.CancelledError:
             raise
         except GatewayError as err:
+            self.budget.spend(1)  # (at least the request that failed)
             if not self.failing:
                 log.warning("sync_failed", backend=self.backend, error=err.detail)
                 self.failing = True
@@ -203,6 +335,8 @@ class BackendSync:
             if not self._capacity_broken:
                 log.exception("capacity_read_crashed", backend=self.backend, error=str(err))
                 self._capacity_broken = True
+        if cfg.sync_mode == "delta":
+            return self.interval()
         try:
             busy = await self.store.jobs.busy(self.backend, sorted(BUSY))
         except Exception:
@@ -228,5 +362,7 @@ class BackendSync:
     def health(self) -> dict[str, Any]:
         """For GET /v1/backends."""
         return {"failing": self.failing, "last_ok": self.last_ok, "cycles": self.cycles,
-                "last_cycle": {"list_requests": self.last.list_requests, "get_requests": self.last.get_requests,
+                "mode": self.adapter.config.sync_mode,
+                "last_cycle": {"kind": self.last.kind, "list_requests": self.last.list_requests,
+                               "get_requests": self.last.get_requests,
                                "updated": self.last.updated, "seconds": round(self.last.seconds, 4)}}

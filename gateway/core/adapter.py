@@ -77,6 +77,25 @@ class VendorJob:
     job_id_hint: str | None = None  # the gateway job id the vendor record carries, if any
 
 
+@dataclass(frozen=True)
+class Known:
+    """A live job of the gateway's, for a delta query."""
+
+    backend_job_id: str
+    vendor_kind: str
+
+
+@dataclass
+class Delta:
+    """What a delta query learnt: records that may have changed (the sync compares them with the store),
+    ids that left the phase the gateway holds without showing where they went (one GET each), and the
+    vendor requests it cost."""
+
+    jobs: list[VendorJob] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
 @dataclass
 class LogChunk:
     """A piece of a job's log."""
@@ -240,6 +259,16 @@ class Adapter(abc.ABC, Generic[C]):
                         since: float | None = None) -> tuple[list[VendorJob], bool]:
         """One page of the vendor's job list (oldest first; only jobs created at or after `since`, epoch
         seconds, when given) and whether more pages follow."""
+
+    async def delta(self, known: list[Known]) -> Delta | None:
+        """What changed since the last look, for a cheaper sync cycle than reading every page; None when
+        this adapter cannot say (no delta query, or nothing to compare with yet): the sync then reads the
+        whole list. The whole list is read on a slower period anyway (deletions, non-phase changes)."""
+        return None
+
+    def reconciled(self, started: float) -> None:
+        """Told that a whole-list read which began at `started` (epoch seconds, this host's clock) has
+        completed: a delta adapter's starting point."""
 
     @abc.abstractmethod
     async def cancel(self, handle: Handle) -> None:

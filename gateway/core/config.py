@@ -130,7 +130,21 @@ class BackendConfig(_Cfg):
     breaker_threshold: int = Field(8, ge=1)
     breaker_reset_seconds: float = Field(5.0, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    sync_interval: float = Field(5.0, gt=0)
+    sync_interval: float = Field(5.0, gt=0, description="Seconds between whole-list sync cycles when "
+                                 "sync_mode is full and nothing is starting or stopping.")
+    sync_mode: Literal["delta", "full"] = Field("delta", description="delta: each cycle asks the vendor what "
+                                                "changed since the last one, and the whole list is read every "
+                                                "reconcile_interval; full: every cycle reads the whole list.")
+    delta_interval: float = Field(1.0, gt=0, description="Seconds between delta cycles (woken at once by the "
+                                  "gateway's own submits and actions).")
+    reconcile_interval: float = Field(60.0, gt=0, description="Seconds between whole-list reads in delta mode "
+                                      "(deletions and changes a delta cannot see); longer when a whole read "
+                                      "would take more than a quarter of request_budget.")
+    request_budget: float = Field(5.0, gt=0, description="Vendor requests per second the sync may spend on "
+                                  "average (over a minute).")
+    delta_overlap: float = Field(2.0, ge=0, description="Seconds each delta query re-reads before the last "
+                                 "change seen (changes that become visible late).")
+    clock_skew: float = Field(30.0, ge=0, description="How far the vendor's clock may run behind this host's.")
     price_per_gpu_hour: float | None = Field(None, ge=0, description="What placement's `cheapest` counts for "
                                              "one GPU-hour here; default: mappings/prices.yaml.")
     capacity_interval: float = Field(15.0, gt=0, description="Seconds between reads of the backend's capacity "

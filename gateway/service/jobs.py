@@ -219,6 +219,7 @@ class JobService:
             self.submissions.settle_later(job_id)
             return to_job(await self.row(who, job_id))
         await self.submissions.cancel_on_vendor(row)
+        self.submissions.nudge(row["backend"])
         return to_job(await self.row(who, job_id))
 
     async def cancel_between_attempts(self, job_id: str) -> bool:
@@ -252,6 +253,7 @@ class JobService:
         status = JobStatus.model_validate(row["status"]).model_copy(update={"phase": then,
                                                                             "message": f"{cap.value} requested"})
         await self.store.jobs.apply_status(job_id, status_json(status), "gateway")
+        self.submissions.nudge(row["backend"])
         return to_job(await self.row(who, job_id))
 
     async def scale(self, who: Principal, job_id: str, replicas: int) -> Job:
@@ -266,6 +268,7 @@ class JobService:
         status = JobStatus.model_validate(row["status"]).model_copy(update={
             "desired_replicas": replicas, "message": f"scale to {replicas} replica(s) requested"})
         await self.store.jobs.apply_status(job_id, status_json(status), "gateway")
+        self.submissions.nudge(row["backend"])
         return to_job(await self.row(who, job_id))
 
     async def delete(self, who: Principal, job_id: str) -> None:

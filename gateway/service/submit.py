@@ -235,11 +235,9 @@ class Submissions:
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
         cancel_requested, written = await self.store.jobs.confirm(job_id, status_json(status), cols)
-        wake = self.on_submitted.get(backend)
-        if wake is not None:
-            # A new live job: poll soon rather than at the quiet interval. Woken once the job is stored
-            # (woken before, the cycle's first slice ran ahead of this write and the response).
-            wake.set()
+        # A new live job: poll soon rather than at the quiet interval. Woken once the job is stored
+        # (woken before, the cycle's first slice ran ahead of this write and the response).
+        self.nudge(backend)
         if cancel_requested and not status.terminal:  # the cancel came before the vendor had it
             confirmed = await self.store.jobs.get(job_id)
             if confirmed is not None:
@@ -322,6 +320,12 @@ class Submissions:
     def settle_later(self, job_id: str) -> None:
         """Settle a pending job in the background (after a cancel arrived for it)."""
         self._later(self.settle(job_id))
+
+    def nudge(self, backend: str) -> None:
+        """Wake the backend's sync: the gateway just changed something there, so news is likely soon."""
+        wake = self.on_submitted.get(backend)
+        if wake is not None:
+            wake.set()
 
     async def cancel_on_vendor(self, row: dict[str, Any]) -> None:
         """Ask the vendor to stop a confirmed job, and show CANCELLING until the sync sees it end."""

@@ -401,6 +401,31 @@ class ModelArtsSimulator:
             ids.append(j.id)
         return ids
 
+    async def sim_bulk(self, request: web.Request) -> web.Response:
+        """POST /_sim/bulk {n, project, prefix}: add running jobs without the API (benchmark set-up)."""
+        body = await request.json()
+        ids = self.bulk_create(int(body["n"]), str(body.get("project", "")), prefix=str(body.get("prefix", "bulk")))
+        return _reply(200, {"ids": ids})
+
+    async def sim_finish(self, request: web.Request) -> web.Response:
+        """POST /_sim/finish {ids, phase}: end running jobs now (Completed by default), as if their command
+        exited; answers when it happened (epoch seconds), for a benchmark of how soon it is seen."""
+        body = await request.json()
+        end = {"Completed": ("Completed", "Completed"), "Failed": ("Failed", "Failed")}.get(
+            str(body.get("phase", "Completed")))
+        if end is None:
+            return _reply(400, {"error": "phase must be Completed or Failed"})
+        now = time.monotonic()
+        done = []
+        for jid in body.get("ids") or []:
+            j = self.jobs.get(str(jid))
+            if j is not None and self.state(j, now)[0] == "Running":
+                j.timeline.cut(now, [(0, end)])
+                self.sched.running.pop(j.id, None)
+                done.append(j.id)
+        self.revision += 1
+        return _reply(200, {"at": wall(now), "ids": done})
+
     async def show(self, request: web.Request) -> web.Response:
         j = await self._target(request)
         if isinstance(j, web.Response):
@@ -818,6 +843,8 @@ class ModelArtsSimulator:
         r.add_get(base + "/training-jobs/{job_id}/metrics/{task_id}", self.metrics)
         r.add_get("/_sim/flavors", self.sim_flavors)
         r.add_post("/_sim/preempt/{job_id}", self.sim_preempt)
+        r.add_post("/_sim/bulk", self.sim_bulk)
+        r.add_post("/_sim/finish", self.sim_finish)
         r.add_get(base + "/training-job-flavors", self.job_flavors)
         r.add_get(base + "/pools", self.pools)
         r.add_post(base + "/services", self.create_service)

@@ -638,6 +638,24 @@ class RunaiSimulator:
                                prefix=str(body.get("prefix", "bulk")))
         return _json(200, {"ids": ids})
 
+    async def sim_finish(self, request: web.Request) -> web.Response:
+        """POST /_sim/finish {ids, phase}: end running workloads now (Completed by default), as if their
+        command exited; answers when it happened (epoch seconds), for a benchmark of how soon it is seen."""
+        body = await request.json()
+        phase = str(body.get("phase", "Completed"))
+        if phase not in ("Completed", "Failed"):
+            return _json(400, {"error": "phase must be Completed or Failed"})
+        now = time.monotonic()
+        done = []
+        for wid in body.get("ids") or []:
+            w = self.jobs.get(str(wid))
+            if w is not None and self.phase(w, now) in RUNNING:
+                w.timeline.cut(now, [(0, phase)])
+                self.sched.running.pop(w.id, None)
+                done.append(w.id)
+        self.revision += 1
+        return _json(200, {"at": wall(now), "ids": done})
+
     async def serve(self, request: web.Request) -> web.Response:
         """The model server behind a running inference's URL (any method, any path under it)."""
         w = self.jobs.get(request.match_info["id"])
@@ -833,7 +851,10 @@ class RunaiSimulator:
         # createdAt bounds are compared as numbers: formatting every job's timestamp made a list of
         # thousands of jobs slow enough to hold up the simulator's other requests.
         since = [_epoch(v) for k, op, v in filters if k == "createdAt" and op == ">="]
-        rest = [(k, op, v) for k, op, v in filters if not (k == "createdAt" and op == ">=")]
+        # phaseUpdatedAt bounds too (a delta sync's question every second): compared as numbers.
+        changed = [(op, _epoch(v)) for k, op, v in filters if k == "phaseUpdatedAt" and op in (">=", "<=")]
+        rest = [(k, op, v) for k, op, v in filters if not (k == "createdAt" and op == ">=")
+                and not (k == "phaseUpdatedAt" and op in (">=", "<="))]
         floor = max(since) if since else None
         sort_by = q.get("sortBy")
         desc = _sort_desc(request, "asc")
@@ -850,11 +871,17 @@ class RunaiSimulator:
                 continue
             if search and search not in w.name.lower():
                 continue
+            if changed:
+                at = wall(w.timeline.since(now))
+                if not all(at >= v if op == ">=" else at <= v for op, v in changed):
+                    continue
             if all(self._match(self._value(w, k, now, phase), op, v) for k, op, v in rest):
                 out.append(w)
         if sort_by == "createdAt":  # self.order is creation order already
             if desc:
                 out.reverse()
+        elif sort_by == "phaseUpdatedAt":
+            out.sort(key=lambda w: w.timeline.since(now), reverse=desc)
         elif sort_by:
             out.sort(key=lambda w: str(self._value(w, sort_by, now) or ""), reverse=desc)
         elif desc:
@@ -1147,6 +1174,7 @@ class RunaiSimulator:
                 r.add_post(base + "/{id}/resume", self.resume)
         r.add_route("*", "/_serve/{id}/{tail:.*}", self.serve)
         r.add_post("/_sim/bulk", self.sim_bulk)
+        r.add_post("/_sim/finish", self.sim_finish)
         r.add_post("/_sim/preempt/{id}", self.sim_preempt)
         r.add_get("/api/v1/node-pools", self.node_pools)
         r.add_get("/api/v1/node-pools/{pool_id}", self.node_pool)

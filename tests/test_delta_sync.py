@@ -1,0 +1,134 @@
+"""Delta sync: what changed is read in a request or a few, what a delta cannot see is caught by the
+reconcile, and the vendors' SDKs ask the simulators the same questions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+import adapters.registry  # noqa: F401  (registers the vendors)
+from gateway.background.sync import BackendSync
+from gateway.core.adapter import REGISTRY
+from gateway.store import Store
+from simulators.modelarts.app import SIM_KEY as MA_KEY
+from simulators.runai.app import SIM_KEY as RUNAI_KEY
+from tests.conftest import CLUSTER, PROJECT, LoopSim, base_config, eventually, start_loop_sim
+from tests.test_sync import _sim_phase, seed_store
+
+N = 600  # live jobs: 12 ModelArts pages, so the census has windows to halve
+
+
+async def _fleet(tmp_path: Path, vendor: str, **extra: Any) -> tuple[LoopSim, Store, list[str], Any]:
+    sim = await start_loop_sim(vendor, speed=50.0)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/d.db")
+    await store.migrate()
+    fake = sim.app[RUNAI_KEY] if vendor == "runai" else sim.app[MA_KEY]
+    ids = fake.bulk_create(N, project="1", cluster=CLUSTER) if vendor == "runai" else \
+        fake.bulk_create(N, project=PROJECT)
+    await seed_store(store, vendor, ids)
+
+    async def all_running() -> bool:
+        return all(_sim_phase(fake, vendor, i) == "Running" for i in ids)
+
+    assert await eventually(all_running, within=30)
+    return sim, store, ids, fake
+
+
+def _sync(sim: LoopSim, store: Store, vendor: str, s: aiohttp.ClientSession, **extra: Any) -> BackendSync:
+    backend = base_config(runai_url=sim.url, ma_url=sim.url).backend(vendor).model_copy(update=extra)
+    return BackendSync(REGISTRY.create(backend, s), store, page_size=500 if vendor == "runai" else 50)
+
+
+async def _served(s: aiohttp.ClientSession, sim: LoopSim, reset: bool = False) -> int:
+    if reset:
+        async with s.delete(sim.url + "/_sim/stats"):
+            return 0
+    async with s.get(sim.url + "/_sim/stats") as r:
+        return int((await r.json())["total"])
+
+
+async def _phases(store: Store, vendor: str) -> dict[str, str]:
+    rows = await store.jobs.live(vendor)
+    return {r["backend_job_id"]: r["phase"] for r in rows}
+
+
+@pytest.mark.parametrize("vendor", ["runai", "modelarts"])
+async def test_a_delta_reads_what_changed_in_a_few_requests_whatever_the_fleet(tmp_path: Path, vendor: str) -> None:
+    sim, store, ids, _ = await _fleet(tmp_path, vendor)
+    try:
+        async with aiohttp.ClientSession() as s:
+            # (No skew and no overlap: a quiet delta is then exactly one request; their effect on what is
+            # read is the property test's business.)
+            sync = _sync(sim, store, vendor, s, clock_skew=0, delta_overlap=0)
+            first = await sync._sync_once()
+            assert first.kind == "full" and first.updated == N
+            assert set((await _phases(store, vendor)).values()) == {"RUNNING"}
+
+            await _served(s, sim, reset=True)
+            quiet = await sync._sync_once()
+            assert quiet.kind == "delta" and quiet.updated == 0
+            assert await _served(s, sim) == 1, "a delta with nothing changed is one request"
+
+            ended = [ids[7], ids[300], ids[599]]
+            async with s.post(sim.url + "/_sim/finish", json={"ids": ended}) as r:
+                assert len((await r.json())["ids"]) == 3
+            await _served(s, sim, reset=True)
+            news = await sync._sync_once()
+            served = await _served(s, sim)
+            assert news.kind == "delta" and news.updated == 3
+            live = await _phases(store, vendor)
+            assert not set(ended) & set(live) and len(live) == N - 3
+            # Run:ai: one request. ModelArts: a count, then about log2(N / 50) + 1 per job that ended, + its GET.
+            bound = 1 if vendor == "runai" else 1 + 3 * (math.ceil(math.log2(N / 50)) + 2)
+            assert served <= bound, (served, bound)
+
+            one = ids[123]
+            async with s.post(sim.url + "/_sim/finish", json={"ids": [one]}):
+                pass
+            await _served(s, sim, reset=True)
+            assert (await sync._sync_once()).updated == 1
+            # One ended job costs fewer requests than reading the whole list (N / page + its GETs) would.
+            assert await _served(s, sim) < math.ceil(N / (500 if vendor == "runai" else 50))
+    finally:
+        await store.close()
+        await sim.runner.cleanup()
+
+
+@pytest.mark.parametrize("vendor", ["runai", "modelarts"])
+async def test_a_deletion_on_the_vendor_is_noticed_by_the_reconcile(tmp_path: Path, vendor: str) -> None:
+    sim, store, ids, fake = await _fleet(tmp_path, vendor)
+    try:
+        async with aiohttp.ClientSession() as s:
+            now = [1000.0]
+            sync = _sync(sim, store, vendor, s, reconcile_interval=60)
+            sync.clock = lambda: now[0]
+            await sync._sync_once()
+            gone = ids[42]
+            if vendor == "runai":
+                del fake.jobs[gone]
+                fake.order = [w for w in fake.order if w.id != gone]
+            else:
+                fake.jobs[gone].deleted = True
+            fake.revision += 1
+            quiet = await sync._sync_once()
+            assert quiet.kind == "delta"
+            if vendor == "runai":
+                assert gone in await _phases(store, vendor), "Run:ai's changed-since list cannot show a deletion"
+            else:  # ModelArts' counts drop by one: the census finds it, and its GET says it is gone
+                assert gone not in await _phases(store, vendor)
+            now[0] += 59
+            assert (await sync._sync_once()).kind == "delta"
+            now[0] += 1  # the reconcile is due
+            full = await sync._sync_once()
+            assert full.kind == "full"
+            assert gone not in await _phases(store, vendor)
+            row = await store.jobs.get(f"{42:032x}")
+            assert row is not None and row["phase"] == "CANCELLED"
+            assert "outside the gateway" in row["status"]["message"]
+    finally:
+        await store.close()
+        await sim.runner.cleanup()
