@@ -210,9 +210,16 @@ class BackendSync:
         stats.list_requests = delta.requests
         batch: list[Update] = []
         seen: set[str] = set()
+        known: set[str] | None = None
         for vj in delta.jobs:
             vid = vj.handle.backend_job_id
             row = rows.get(vid)
+            if row is None and self.adapter.config.adopt_external:
+                if known is None:
+                    known = await self.store.jobs.known_vendor_ids(self.backend)
+                if vid not in known:
+                    stats.imported += await self.import_external(vj)
+                    known.add(vid)
             if row is None or vid in seen:
                 continue
             seen.add(vid)
