@@ -58,6 +58,7 @@ class ChangeCursor(Generic[T]):
         newest = self.mark
         found: dict[str, T] = {}
         offset, requests = 0, 0
+        hold: float | None = None
         while True:
             page = await fetch(since, offset)
             requests += 1
@@ -67,7 +68,14 @@ class ChangeCursor(Generic[T]):
             if len(page) < limit:
                 break
             last = page[-1][0]
-            # From the last stamp read, not by offset; only a page all of one stamp pages on by offset.
-            since, offset = (last, 0) if last > since else (since, offset + limit)
-        self.mark = max(newest, floor)
+            # From the last stamp read, not by offset. A page all of one stamp can only page on by offset,
+            # which skips a record when one before it changes meanwhile: the mark then stays at that stamp,
+            # so the next delta reads from there again.
+            if last > since:
+                since, offset = last, 0
+            else:
+                offset += limit
+                hold = since if hold is None else min(hold, since)
+        mark = max(newest, floor)
+        self.mark = mark if hold is None else min(mark, hold)
         return found, requests
