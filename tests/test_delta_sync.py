@@ -4,6 +4,7 @@ reconcile, and the vendors' SDKs ask the simulators the same questions."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from gateway.core.adapter import REGISTRY
 from gateway.store import Store
 from simulators.modelarts.app import SIM_KEY as MA_KEY
 from simulators.runai.app import SIM_KEY as RUNAI_KEY
-from tests.conftest import CLUSTER, PROJECT, LoopSim, base_config, eventually, start_loop_sim
+from tests.conftest import CLUSTER, PROJECT, LoopSim, SimThread, base_config, eventually, start_loop_sim
+from tests.oracles import validate_runai
+from tests.test_simulators import _ma_client, runapy_client, wait_for
 from tests.test_sync import _sim_phase, seed_store
 
 N = 600  # live jobs: 12 ModelArts pages, so the census has windows to halve
@@ -132,3 +135,80 @@ async def test_a_deletion_on_the_vendor_is_noticed_by_the_reconcile(tmp_path: Pa
     finally:
         await store.close()
         await sim.runner.cleanup()
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+
+
+def test_runapy_asks_the_simulator_what_changed_since_a_time(runai_sim_thread: SimThread) -> None:
+    """The delta's question in runapy's words: filterBy phaseUpdatedAt>=, sortBy phaseUpdatedAt."""
+    from runai import models
+
+    client = runapy_client(runai_sim_thread.url)
+    api = client.workloads.workloads
+    ids = []
+    for i in range(3):
+        req = models.TrainingCreationRequest(
+            name=f"delta-{i}", project_id="1", cluster_id=CLUSTER,
+            spec=models.TrainingSpecSpec(image="x", environment_variables=[
+                models.EnvironmentVariable(name="SIM_OUTCOME", value="hang")]))
+        ids.append(client.workloads.trainings.create_training1(training_creation_request=req).data["workloadId"])
+    get = client.workloads.trainings.get_training
+    for wid in ids:
+        assert wait_for(lambda wid=wid: get(wid).data["actualPhase"], "Running") == "Running"
+    at = _post(runai_sim_thread.url + "/_sim/finish", {"ids": [ids[2], ids[0]]})["at"]
+    since = datetime.fromtimestamp(int(at * 1000) / 1000 - 0.001, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    got = api.get_workloads(filter_by=[f"phaseUpdatedAt>={since}"], sort_by="phaseUpdatedAt", sort_order="asc")
+    rows = got.data["workloads"]
+    assert sorted(w["id"] for w in rows) == sorted([ids[0], ids[2]])
+    assert all(w["phase"] == "Completed" for w in rows)
+    stamps = [w["phaseUpdatedAt"] for w in rows]
+    assert stamps == sorted(stamps) and all(s >= since for s in stamps)
+    for w in rows:
+        validate_runai("Workload", w)
+    # Everything changed before: older stamps, and a bound after them all returns nothing.
+    older = api.get_workloads(filter_by=[f"phaseUpdatedAt<={since}"], sort_by="phaseUpdatedAt", sort_order="desc")
+    assert ids[1] in [w["id"] for w in older.data["workloads"]]
+    later = datetime.fromtimestamp(at + 60, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert api.get_workloads(filter_by=[f"phaseUpdatedAt>={later}"]).data["workloads"] == []
+
+
+def test_huawei_sdk_counts_jobs_by_phase_and_creation_window(modelarts_sim_thread: SimThread) -> None:
+    """The census' question in the SDK's words: phase in [...], create_time between [lo, hi], and the total."""
+    from huaweicloudsdkmodelarts.v1 import Filter, JobSearches, ListTrainingJobsRequest
+
+    ids = _post(modelarts_sim_thread.url + "/_sim/bulk", {"n": 120, "project": PROJECT, "prefix": "census"})["ids"]
+    client = _ma_client(modelarts_sim_thread.url)
+
+    def count(phase: str, lo: int, hi: int) -> tuple[int, list[str]]:
+        got = client.list_training_jobs(ListTrainingJobsRequest(body=JobSearches(offset=0, limit=50, filters=[
+            Filter(key="phase", operator="in", value=[phase]),
+            Filter(key="create_time", operator="between", value=[str(lo), str(hi)])])))
+        return int(got.total), [str(i.metadata.id) for i in got.items]
+
+    def born() -> dict[str, int]:
+        got: dict[str, int] = {}
+        for page in range(3):
+            res = client.list_training_jobs(ListTrainingJobsRequest(body=JobSearches(
+                offset=page, limit=50, sort_by="create_time", order="asc",
+                filters=[Filter(key="name", operator="like", value=["census-"])])))
+            got.update({str(i.metadata.id): int(i.metadata.create_time) for i in res.items})
+        return got
+
+    assert wait_for(lambda: count("Running", 0, 2**62)[0], 120, timeout=30) == 120
+    when = born()
+    assert set(when) == set(ids)
+    _post(modelarts_sim_thread.url + "/_sim/finish", {"ids": [ids[10], ids[100]]})
+    lo, hi = min(when.values()), max(when.values())
+    assert count("Running", lo, hi)[0] == 118
+    cut = when[ids[60]]
+    left, right = count("Running", lo, cut - 1)[0], count("Running", cut, hi)[0]
+    assert (left, right) == (59, 59)  # the halves add up, each short by its ended job
+    total, page = count("Completed", when[ids[100]], when[ids[100]])
+    assert (total, page) == (1, [ids[100]])
