@@ -17,7 +17,15 @@ from gateway.core.adapter import REGISTRY
 from gateway.store import Store
 from simulators.modelarts.app import SIM_KEY as MA_KEY
 from simulators.runai.app import SIM_KEY as RUNAI_KEY
-from tests.conftest import CLUSTER, PROJECT, LoopSim, SimThread, base_config, eventually, start_loop_sim
+from tests.conftest import (
+    CLUSTER,
+    PROJECT,
+    LoopSim,
+    SimThread,
+    base_config,
+    eventually,
+    start_loop_sim,
+)
 from tests.oracles import validate_runai
 from tests.test_simulators import _ma_client, runapy_client, wait_for
 from tests.test_sync import _sim_phase, seed_store
