@@ -499,6 +499,32 @@ def bench_fairness(lab: Lab, duration: float) -> list[Row]:
     return rows
 
 
+def bench_freshness(tmp: Path, sizes: list[int]) -> list[Row]:
+    """How soon a vendor's change is seen (benchmarks.freshness), the delta sync against the whole-list one."""
+    from benchmarks import freshness
+
+    rows = []
+    for vendor in ("runai", "modelarts"):
+        for n in sizes:
+            new, old = (freshness.measure(tmp, vendor, n, mode, changes=20, gap=1.5) for mode in ("delta", "full"))
+            if vendor == "runai":
+                p99, rate, target = 1.5, 2.0, "p99 <= 1.5 s, <= 2 req/s"
+            else:
+                p99, rate = (2.0 if n <= 1000 else 5.0), 5.0
+                target = f"p99 <= {p99:g} s, <= 5 req/s (budget)"
+            ok = new.seen == new.ended and max(new.sse_p99, new.get_p99) <= p99 and new.req_per_s <= rate
+
+            def say(f: freshness.Fresh) -> str:
+                missed = f"; {f.ended - f.seen} never seen" if f.seen < f.ended else ""
+                return (f"SSE {f.sse_p50:.2f}/{f.sse_p99:.2f}, GET {f.get_p50:.2f}/{f.get_p99:.2f}, "
+                        f"{f.req_per_s:.1f} req/s{missed}")
+
+            rows.append(Row(f"freshness (s, p50/p99), {vendor}, {n:,} live jobs: delta sync [whole-list sync]",
+                            say(new), f"[{say(old)}]", f"{old.sse_p99 / new.sse_p99:.1f}x sooner", target,
+                            "yes" if ok else "NO"))
+    return rows
+
+
 def bench_translate(seconds: float) -> list[Row]:
     import adapters.registry
     from gateway.core.config import parse_config
@@ -643,7 +669,8 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="shorter runs and 20,000 instead of 100,000 jobs")
     p.add_argument("--only", nargs="*", default=None,
-                   choices=["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness"])
+                   choices=["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness",
+                            "freshness"])
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--save", metavar="FILE.json", help="also write the rows as JSON (for --compare)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
@@ -653,7 +680,8 @@ def main() -> int:
         return compare(*args.compare)
     duration = 3.0 if args.quick else 8.0
     big = 20_000 if args.quick else 100_000
-    only = set(args.only or ["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness"])
+    only = set(args.only or ["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness",
+                             "freshness"])
     started = time.perf_counter()
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="tjg-bench-"))
@@ -680,7 +708,8 @@ def main() -> int:
                  ("sync-get", lambda: bench_sync_get(lab, 10_000, duration)),
                  ("list", list_step), ("rss", rss_step), ("sync", lambda: bench_sync(10_000)),
                  ("translate", lambda: bench_translate(2.0 if args.quick else 5.0)),
-                 ("fairness", lambda: bench_fairness(lab, duration))]
+                 ("fairness", lambda: bench_fairness(lab, duration)),
+                 ("freshness", lambda: bench_freshness(tmp, [100, 1_000] if args.quick else [100, 1_000, 10_000]))]
         for name, fn in steps:
             if name in only:
                 print(f"... {name}", file=sys.stderr, flush=True)

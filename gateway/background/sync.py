@@ -86,9 +86,9 @@ class Budget:
         """Count `n` requests made."""
         self._tokens = self._refill() - n
 
-    def debt_seconds(self) -> float:
-        """How long to wait before the average is back within the rate."""
-        return max(0.0, -self._refill() / self.rate)
+    def tokens(self) -> float:
+        """Requests that may be spent now without going over the average."""
+        return self._refill()
 
 
 @dataclass
@@ -255,7 +255,9 @@ class BackendSync:
         assert self.budget is not None
         period = max(float(self.adapter.config.reconcile_interval),
                      self._full_cost / (RECONCILE_SHARE * self.budget.rate))
-        return self.clock() - self._full_at >= period
+        waited = self.clock() - self._full_at
+        # Paid from what the deltas left of the budget; never put off past twice its period.
+        return waited >= 2 * period or (waited >= period and self.budget.tokens() >= self._full_cost)
 
     async def _sync_once(self) -> CycleStats:
         """A delta, or a whole-list read when one is due or the adapter has no delta to give."""
@@ -292,12 +294,14 @@ class BackendSync:
         return await import_job(self.store, self.adapter, vj)
 
     def interval(self, busy: bool = False) -> float:
-        """Delta mode: every delta_interval (and no sooner than the budget allows). Full mode: faster while
-        jobs are starting or stopping, slower when all is quiet."""
+        """Delta mode: every delta_interval, or as long as the last delta's requests take at the budget's
+        rate (a delta that had many changes to find). Full mode: faster while jobs are starting or stopping,
+        slower when all is quiet."""
         cfg = self.adapter.config
         assert self.budget is not None
         if cfg.sync_mode == "delta":
-            return max(float(cfg.delta_interval), self.budget.debt_seconds())
+            spent = self.last.requests if self.last.kind == "delta" else 0
+            return max(float(cfg.delta_interval), spent / self.budget.rate)
         base: float = cfg.sync_interval
         return max(0.2, min(1.0, base / 5)) if busy else base
 

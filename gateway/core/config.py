@@ -144,7 +144,8 @@ class BackendConfig(_Cfg):
                                   "average (over a minute).")
     delta_overlap: float = Field(2.0, ge=0, description="Seconds each delta query re-reads before the last "
                                  "change seen (changes that become visible late).")
-    clock_skew: float = Field(30.0, ge=0, description="How far the vendor's clock may run behind this host's.")
+    clock_skew: float = Field(5.0, ge=0, description="How far the vendor's clock may run behind this host's "
+                              "(each delta re-reads the changes of that many seconds before it began).")
     price_per_gpu_hour: float | None = Field(None, ge=0, description="What placement's `cheapest` counts for "
                                              "one GPU-hour here; default: mappings/prices.yaml.")
     capacity_interval: float = Field(15.0, gt=0, description="Seconds between reads of the backend's capacity "

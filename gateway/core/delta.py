@@ -32,7 +32,7 @@ class ChangeCursor(Generic[T]):
     """Where the next "changed since" query starts (epoch seconds on the vendor's clock)."""
 
     overlap: float = 2.0  # seconds re-read before the mark: changes that become visible late
-    skew: float = 30.0  # how far the vendor's clock may run behind this host's
+    skew: float = 5.0  # how far the vendor's clock may run behind this host's
     mark: float | None = None
     clock: Callable[[], float] = time.time
 
