@@ -16,7 +16,6 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import yaml
@@ -52,7 +51,7 @@ def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+    return v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))]
 
 
 async def _seed(db: Path, vendor: str, ids: list[str]) -> dict[str, str]:
