@@ -199,7 +199,7 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
     async def delta(self, known: list[Known]) -> Delta | None:
         """The live training jobs that left the phase the gateway holds, found by counting
         (gateway.core.census): one search per phase when nothing changed, about log2(N / 50) + 1 more per
-        job that did. Inference services are left to the whole-list read."""
+        job that did. Inference services are read one by one."""
         if not self._reconciled:
             return None
         groups: dict[str, list[tuple[int, str]]] = {p: [] for p in CENSUS_PHASES}
@@ -207,6 +207,9 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
         unsure: list[str] = []
         for k in known:
             if k.vendor_kind != "training":
+                # A real-time service: its own API, no counts; read one by one (the sync paces the requests
+                # to the budget), as the whole-list read does.
+                unsure.append(k.backend_job_id)
                 continue
             # The phase it had when last read: what the sync stored, as every read of it went to the sync.
             last = self._last.get(k.backend_job_id)
