@@ -508,7 +508,7 @@ def bench_freshness(tmp: Path, sizes: list[int]) -> list[Row]:
     rows = []
     for vendor in ("runai", "modelarts"):
         for n in sizes:
-            new, old = (freshness.measure(tmp, vendor, n, mode, changes=20, gap=1.5) for mode in ("delta", "full"))
+            new, old = (freshness.measure(tmp, vendor, n, mode, changes=15, gap=3.0) for mode in ("delta", "full"))
             if vendor == "runai":
                 p99, rate, target = 1.5, 2.0, "p99 <= 1.5 s, <= 2 req/s"
             else:
@@ -595,11 +595,11 @@ How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submi
   (keyset pagination on the time-ordered id, so the page cost does not grow with the table).
 * **RSS**: the gateway process's resident memory after serving list pages over the large store.
 * **freshness** (`benchmarks/freshness.py`): a simulator process of its own holds 100, 1,000 or 10,000
-  running jobs (`--quick`: not 10,000) that the gateway's store knows; once the sync is steady, 20 of them
-  are ended on the simulator one every 1.5 s (`POST /_sim/finish`, which answers when the change
+  running jobs (`--quick`: not 10,000) that the gateway's store knows; once the sync is steady, 15 of them
+  are ended on the simulator one every 3 s (`POST /_sim/finish`, which answers when the change
   happened) while a client watches `/v1/events` and polls `GET /v1/jobs/{{id}}` of each ended job every
   50 ms. The lag runs from the simulator's change to the SSE event's arrival and to the first GET showing
-  SUCCEEDED (p50/p99 of the 20); the vendor requests per second are the simulator's own count over the
+  SUCCEEDED (p50/p99 of the 15); the vendor requests per second are the simulator's own count over the
   window (capacity reads included). The same run with `sync_mode: full` (the whole-list sync, every 5 s
   when nothing is starting) is in brackets. What bounds ModelArts: a change costs about
   log2(N / 50) + 2 requests to find (counts halving the creation window, then a GET), so within the
