@@ -527,6 +527,31 @@ def bench_freshness(tmp: Path, sizes: list[int]) -> list[Row]:
     return rows
 
 
+def bench_cli(gw: str) -> list[Row]:
+    """Wall time of `tjg --version` and `tjg list` (against a live gateway), median of 10 runs each."""
+    import shutil
+    import statistics
+    import subprocess
+
+    tjg = str(Path(sys.executable).parent / "tjg") if (Path(sys.executable).parent / "tjg").exists() \
+        else shutil.which("tjg") or "tjg"
+    env = {**os.environ, "TJG_URL": gw, "TJG_API_KEY": KEY}
+    rows = []
+    for args, target in ((["--version"], 0.1), (["list", "--limit", "20"], 0.3)):
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            done = subprocess.run([tjg, *args], capture_output=True, env=env, timeout=60)
+            times.append(time.perf_counter() - t0)
+            if done.returncode != 0:
+                return [Row(f"tjg {' '.join(args)}", f"error: {done.stderr.decode()[:60]}", holds="NO")]
+        med = statistics.median(times)
+        rows.append(Row(f"CLI: tjg {' '.join(args)} wall time (s), median of 10", f"{med:.3f}",
+                        f"range {min(times):.3f}-{max(times):.3f}", "-", f"<= {target:g}",
+                        "yes" if med <= target else "NO"))
+    return rows
+
+
 def bench_translate(seconds: float) -> list[Row]:
     import adapters.registry
     from gateway.core.config import parse_config
@@ -564,9 +589,12 @@ Latest run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {platform.plat
 
 {chr(10).join(lines)}
 
-How each figure is made (`python -m benchmarks`, or `--quick`; `--only get submit sync-get list rss sync translate fairness freshness`;
+How each figure is made (`python -m benchmarks`, or `--quick`; `--only cli get submit sync-get list rss sync translate fairness freshness`;
 `--save run.json` and `--compare a.json b.json` to put two runs side by side):
 
+* **CLI**: the wall time of `tjg --version` and of `tjg list --limit 20` against the benchmark's gateway
+  (the venv's `tjg` script, a new process each time), median of 10. A client command loads neither aiohttp
+  nor pydantic: it calls the gateway with the standard library (`gateway/wire.py`).
 * **GET /v1/jobs/{{id}}**: `wrk -t1 -c32` (a C load generator from Debian's `wrk` package) against the
   gateway (`tjg serve`, SQLite store, log level info: errors and slow requests always logged, others
   sampled at `server.access_log_sample`, metrics on, API key and tenancy checked) and against a bare
@@ -684,7 +712,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="shorter runs and 20,000 instead of 100,000 jobs")
     p.add_argument("--only", nargs="*", default=None,
                    choices=["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness",
-                            "freshness"])
+                            "freshness", "cli"])
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--save", metavar="FILE.json", help="also write the rows as JSON (for --compare)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
@@ -695,7 +723,7 @@ def main() -> int:
     duration = 3.0 if args.quick else 8.0
     big = 20_000 if args.quick else 100_000
     only = set(args.only or ["get", "submit", "sync-get", "list", "rss", "sync", "translate", "fairness",
-                             "freshness"])
+                             "freshness", "cli"])
     started = time.perf_counter()
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="tjg-bench-"))
@@ -718,7 +746,8 @@ def main() -> int:
                 big_db.append(db)
             return bench_rss(lab, big_db[0], big)
 
-        steps = [("get", lambda: bench_get(lab, gw, gw_proc, duration)), ("submit", lambda: bench_submit(lab, gw, duration)),
+        steps = [("cli", lambda: bench_cli(gw)),
+                 ("get", lambda: bench_get(lab, gw, gw_proc, duration)), ("submit", lambda: bench_submit(lab, gw, duration)),
                  ("sync-get", lambda: bench_sync_get(lab, 10_000, duration)),
                  ("list", list_step), ("rss", rss_step), ("sync", lambda: bench_sync(10_000)),
                  ("translate", lambda: bench_translate(2.0 if args.quick else 5.0)),

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "adapters", "mappings", "simulators")
 ABOVE_THE_CORE = ("gateway.api", "gateway.service", "gateway.store", "gateway.background", "gateway.cli",
-                  "gateway.client")
+                  "gateway.client", "gateway.wire")
 
 
 def _within(module: str, packages: tuple[str, ...]) -> bool:

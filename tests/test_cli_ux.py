@@ -219,3 +219,22 @@ def test_a_job_is_addressed_by_a_unique_id_prefix_or_a_unique_name(live: AppThre
     assert p.returncode == 2 and twice[0].id in p.stderr and twice[1].id in p.stderr, p.stderr
     p = tjg(live, "get", "nothing-by-this-name")
     assert p.returncode == 1 and "not found" in p.stderr, p.stderr
+
+
+def test_logs_follow_prints_each_line_once_until_the_job_ends(live: AppThread) -> None:
+    tjg_ = Client(live.url, KEY)
+    job = tjg_.submit({"name": "follow-me", "backend": "modelarts", "image": "x",
+                       "env": {"SIM_RUN_SECONDS": "40", "SIM_OUTCOME": "completed"}})
+    p = tjg(live, "logs", "-f", job.id, "--interval", "0.2")
+    assert p.returncode == 0, p.stderr
+    assert f"-- {job.id}: SUCCEEDED" in p.stderr
+    whole = tjg(live, "logs", job.id).stdout.splitlines()
+    followed = p.stdout.splitlines()
+    # Everything the log holds, in order, each line once (the polls overlapped: no line twice).
+    assert followed == whole and len(whole) > 3
+    assert any("job phase Running" in line for line in followed)
+    assert "job phase Completed" in followed[-1] or any("Completed" in line for line in followed[-3:])
+    # A job whose backend has no log endpoint: the same one-line error as without -f.
+    other = tjg_.submit({"name": "no-logs", "backend": "runai", "image": "x", "env": {"SIM_RUN_SECONDS": "1"}})
+    q = tjg(live, "logs", "-f", other.id)
+    assert q.returncode == 1 and "cannot show logs" in q.stderr

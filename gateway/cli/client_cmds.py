@@ -14,9 +14,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 from gateway.cli.output import JOB_FAILED, OK, UsageError, emit, is_tty
-from gateway.cli.specfile import read_spec_file
-from gateway.client import GatewayClient
 from gateway.core.errors import GatewayError, GatewayUnreachable, ValidationError
+from gateway.wire import GatewayClient
 
 COLUMNS = (("ID", "id"), ("NAME", "name"), ("BACKEND", "backend"), ("PHASE", "phase"), ("VENDOR", "vendor"),
            ("AGE", "age"), ("ORIGIN", "origin"))
@@ -277,6 +276,8 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
         return OK
     if cmd == "migrate":
         return _migrate(args, client)
+    if cmd == "logs" and args.follow:
+        return _follow_logs(client, args)
     if cmd == "logs":
         params = {k: str(v) for k, v in (("task", args.task), ("tail", args.tail)) if v is not None}
         res = client.call("GET", f"/v1/jobs/{args.id}/logs", params=params)
@@ -345,6 +346,8 @@ def run(args: argparse.Namespace, client: GatewayClient) -> int:
 
 
 def _submit(args: argparse.Namespace, client: GatewayClient) -> int:
+    from gateway.cli.specfile import read_spec_file  # (YAML: only a submit reads a file)
+
     try:
         raw = read_spec_file(args.spec)
     except ValidationError as err:
@@ -468,6 +471,44 @@ def _watch_all(client: GatewayClient, out: str) -> int:
 
     asyncio.run(follow())
     raise _stream_lost(client)
+
+
+def new_lines(printed: list[str], content: str) -> list[str]:
+    """The lines of a log preview not printed yet. A preview may be a window that moved on (its start cut
+    off): the new lines are those after where the tail of what was printed ends in it."""
+    lines = content.splitlines()
+    if lines[:len(printed)] == printed:  # the usual case: the log only grew
+        return lines[len(printed):]
+    tail = printed[-20:]
+    for end in range(len(lines), 0, -1):  # the last place the printed tail ends, whole or cut by the window
+        m = min(len(tail), end)
+        if lines[end - m:end] == tail[-m:]:
+            return lines[end:]
+    return lines  # nothing in common: the window moved past all that was printed
+
+
+def _follow_logs(client: GatewayClient, args: argparse.Namespace) -> int:
+    """`tjg logs -f`: print the log as it grows, until the job has ended and its last lines are out."""
+    params = {"task": args.task} if args.task else {}
+    printed: list[str] = []
+    first = True
+    try:
+        while True:
+            job = client.call("GET", f"/v1/jobs/{args.id}")
+            res = client.call("GET", f"/v1/jobs/{job['id']}/logs", params=params)
+            fresh = new_lines(printed, res["content"])
+            if first and args.tail is not None:
+                fresh = fresh[len(fresh) - args.tail:] if args.tail else []
+            first = False
+            for line in fresh:
+                print(line, flush=True)
+            printed = (printed + fresh)[-10_000:]
+            if job["status"]["terminal"]:  # read after the job's status: its last lines are in this read
+                print(f"-- {job['id']}: {job['status']['phase']}", file=sys.stderr)
+                return OK
+            time.sleep(max(0.2, args.interval))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _stream_lost(client: GatewayClient) -> GatewayError:

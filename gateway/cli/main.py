@@ -13,7 +13,7 @@ from gateway.cli.output import FORMATS, UsageError, fail
 from gateway.core.errors import GatewayError, ValidationError
 
 if TYPE_CHECKING:
-    from gateway.client import GatewayClient
+    from gateway.wire import GatewayClient
 
 # The commands' modules (and aiohttp, the vendors, the store) load when a command runs: `tjg --version`,
 # `--help` and a usage error cost only this file's imports.
@@ -28,6 +28,7 @@ examples:
   tjg list --phase RUNNING,QUEUED
   tjg migrate ID --to modelarts --source-action cancel --dry-run
   tjg logs ID --tail 50
+  tjg logs -f ID
   tjg wait ID && echo done                    # exit 0 SUCCEEDED, 4 FAILED/CANCELLED
 
 exit codes: 0 ok, 1 the gateway answered with an error, 2 usage or a local file problem,
@@ -56,7 +57,7 @@ def _client(args: argparse.Namespace) -> GatewayClient:
         print(f"tjg: no API key given (--api-key or TJG_API_KEY): using the demo config's key {DEMO_KEY!r}",
               file=sys.stderr)
         key = DEMO_KEY
-    from gateway.client import GatewayClient
+    from gateway.wire import GatewayClient
 
     try:
         return GatewayClient(url, key, timeout=args.timeout,
@@ -231,6 +232,9 @@ def build_parser(kinds: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("id", metavar="ID")
     c.add_argument("--task", help="task, e.g. worker-0 (default: the first)")
     c.add_argument("--tail", type=int, help="only the last N lines (0: none)")
+    c.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the job ends "
+                   "(polls every --interval seconds; Ctrl-C stops)")
+    c.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow (default 2)")
     c = client_parser("scale", "set an inference workload's replicas (where the backend can: see tjg backends)")
     c.add_argument("id", metavar="ID")
     c.add_argument("--replicas", type=int, required=True, metavar="N", help="replicas to run (0: scale to zero "

@@ -89,3 +89,20 @@ def test_version_and_help_load_no_command_module() -> None:
     assert out.returncode == 0, out.stderr
     assert "tjg (trainjob-gateway)" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "HEAVY:", f"imported for --version: {out.stdout}"
+
+
+def test_a_client_command_loads_neither_aiohttp_nor_the_models() -> None:
+    """Issue 30: `tjg list` took ~0.35 s, mostly imports. A client command calls the gateway with the standard
+    library (gateway.wire): aiohttp, pydantic, YAML and the vendors stay unloaded."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from gateway.cli.main import main\n"
+             "try:\n    main(['list', '--url', 'http://127.0.0.1:9', '--api-key', 'k'])\n"
+             "except SystemExit as e:\n    print('EXIT:', e.code)\n"
+             "heavy = [m for m in ('aiohttp', 'pydantic', 'sqlalchemy', 'yaml', 'adapters.registry', "
+             "'gateway.core.models') if m in sys.modules]\n"
+             "print('HEAVY:' + ','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "cannot reach the gateway at http://127.0.0.1:9" in out.stderr, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:", f"imported for `tjg list`: {out.stdout}"
