@@ -178,6 +178,13 @@ async def test_runai_distributed_without_framework_and_created_by_the_caller() -
                 runai_document()["components"]["schemas"] else None
             _, listed = await c.call("GET", f"/api/v1/workloads/{made['workloadId']}")
             assert listed["submittedBy"] == "alice"
+            # Issue 30: the list record said distributedFramework: null, which its schema does not allow.
+            assert "distributedFramework" not in listed
+            validate_runai("Workload", listed)
+            # ... and a taken name's 400 said rule "unique", outside PolicyRuleEnum: runapy could not load it.
+            status, dup = await c.call("POST", "/api/v1/workloads/distributed", dist)
+            assert status == 400
+            validate_runai("ComplianceIssuesV2", {"complianceIssues": dup["complianceIssues"]})
     finally:
         await sim.runner.cleanup()
 

@@ -134,6 +134,33 @@ def test_list_filters_by_name_state_and_tags(live: AppThread) -> None:
 
 
 @pytest.mark.parametrize("backend", ["runai", "modelarts"])
+def test_name_prefix_is_case_sensitive_and_tags_are_exact(live: AppThread, backend: str) -> None:
+    """Issue 30: name_prefix matched ignoring case and punctuation, and unnamed tasks; tags were filtered as
+    labels, so keys with spaces and values over 63 characters never matched."""
+    c = client(live)
+    long = "v" * 100
+    tags = {"team name": f"t-{backend}", "long": long}
+    upper = c.create_task(task(backend, f"Case.Run {backend}", tags=tags))
+    lower = c.create_task(task(backend, f"case-run-{backend}", tags={"team name": f"other-{backend}"}))
+    unnamed = c.create_task(tes.Task(executors=[tes.Executor(image="alpine:3", command=["true"])],
+                                     tags={"team name": f"t-{backend}"},
+                                     resources=tes.Resources(backend_parameters={"backend": backend})))
+    assert {t.id for t in _list(c, name_prefix="Case.Run").tasks} >= {upper}
+    assert lower not in {t.id for t in _list(c, name_prefix="Case.Run").tasks}
+    assert upper not in {t.id for t in _list(c, name_prefix="case").tasks}
+    assert lower in {t.id for t in _list(c, name_prefix="case-run").tasks}
+    assert {t.id for t in _list(c, name_prefix=f"Case.Run {backend}").tasks} == {upper}
+    for prefix in ("tes", "t", "-", "%", "_"):  # (an unnamed task has no name to match; LIKE's wildcards are text)
+        assert unnamed not in {t.id for t in _list(c, name_prefix=prefix).tasks}
+    assert {t.id for t in _list(c, tag_key="team name", tag_value=f"t-{backend}").tasks} == {upper, unnamed}
+    assert {t.id for t in _list(c, tag_key=["team name", "long"], tag_value=[f"t-{backend}", long]).tasks} == {upper}
+    assert _list(c, tag_key="long", tag_value=long[:-1]).tasks == []  # exact, not a prefix
+    assert {t.id for t in _list(c, tag_key="team name").tasks} >= {upper, lower, unnamed}
+    got = c.get_task(upper, view="BASIC")
+    assert got.tags == tags and got.name == f"Case.Run {backend}"
+
+
+@pytest.mark.parametrize("backend", ["runai", "modelarts"])
 def test_two_executors_complete_and_a_failing_one_is_an_executor_error(live: AppThread, backend: str) -> None:
     c = client(live)
     two = c.create_task(task(backend, "two-steps",

@@ -26,8 +26,8 @@ TABLES = {"jobs": jobs, "job_labels": job_labels, "transitions": transitions,
 
 async def _check(url: str, made: dict[str, str]) -> None:
     store = Store(url)
-    assert await store.migrate() == "0006"
-    assert await store.migrate() == "0006"  # a second start changes nothing
+    assert await store.migrate() == "0007"
+    assert await store.migrate() == "0007"  # a second start changes nothing
     counts = await store.db.run(lambda conn: {name: conn.execute(select(func.count()).select_from(t)).scalar()
                                               for name, t in TABLES.items()}, write=False)
     assert counts == COUNTS

@@ -451,11 +451,12 @@ async def list_tasks(request: web.Request) -> web.Response:
     if len(values) > len(keys):
         raise BadRequest("tag_value without its tag_key", errors=[{"loc": ["query", "tag_value"],
                                                                   "msg": "more values than keys"}])
-    pairs = [(k, values[i]) for i, k in enumerate(keys) if i < len(values) and values[i]]
-    only_keys = [k for i, k in enumerate(keys) if i >= len(values) or not values[i]]
+    # Tags as given (any key, any value); an empty value matches any value. The name prefix is matched
+    # case-sensitively against the task's name as given: an unnamed task matches no prefix.
+    tags = [(k, values[i] if i < len(values) and values[i] else None) for i, k in enumerate(keys)]
     prefix = request.query.get("name_prefix")
-    f = ListFilters(phases=list(PHASES_OF[state]) if state else [], labels=pairs, label_keys=only_keys,
-                    name_prefix=job_name(prefix) if prefix else None)
+    f = ListFilters(phases=list(PHASES_OF[state]) if state else [], tes_tags=tags,
+                    tes_name_prefix=prefix if prefix else None)
     size = qint(request, "page_size", 256, 1, 2048)
     jobs, token = await svc.list_rows(who, f, size, request.query.get("page_token") or None)
     rows = [row for row in jobs if state is None or tes_state(row) == state]

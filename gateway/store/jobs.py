@@ -29,7 +29,7 @@ from gateway.store.attempts import AttemptRows, ended_attempt
 from gateway.store.db import Database
 from gateway.store.events import Events, Transition
 from gateway.store.keys import IdempotencyKeys
-from gateway.store.schema import attempts, job_labels, jobs
+from gateway.store.schema import attempts, job_labels, jobs, tes_tags
 from gateway.store.visibility import Viewer, visible_to
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,7 @@ Update = tuple[str, dict[str, Any], int | None]
 # and keying a statement per call cost more than running it on SQLite).
 _INSERT_JOB = insert(jobs)
 _INSERT_LABELS = insert(job_labels)
+_INSERT_TES_TAGS = insert(tes_tags)
 _GET = select(jobs).where(jobs.c.id == bindparam("id"))
 _VERSION = select(jobs.c.version).where(jobs.c.id == bindparam("id"))
 _CURRENT = select(jobs.c.id, jobs.c.phase, jobs.c.terminal, jobs.c.status, jobs.c.tenant, jobs.c.name,
@@ -74,9 +75,29 @@ class ListFilters:
     vendor_kinds: Sequence[str] = ()  # e.g. ("inference", "service") for GET /v1/jobs?kind=inference
     origin: str | None = None  # gateway | external
     name_prefix: str | None = None
+    tes_name_prefix: str | None = None  # the start of the TES name as given, case-sensitive
+    tes_tags: Sequence[tuple[str, str | None]] = ()  # TES tag filters: (key, exact value or None: any value)
     id_prefix: str | None = None  # the start of a job id (the CLI's `tjg get 01a2`)
     include_deleted: bool = False
     include_external: bool = True
+
+
+def tes_name_of(row: dict[str, Any]) -> str | None:
+    """The name TES lists a job by: a task's name as given (None for an unnamed task), a /v1 job's name."""
+    task = row.get("tes_task")
+    if task:
+        name = task.get("name")
+        return name if isinstance(name, str) else None
+    return str(row["name"])
+
+
+def tes_tags_of(row: dict[str, Any]) -> dict[str, str]:
+    """The tags TES filters a job by: a task's tags as given, a /v1 job's labels."""
+    task = row.get("tes_task")
+    if task:
+        tags = task.get("tags")
+        return {str(k): "" if v is None else str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+    return dict(row.get("labels") or {})
 
 
 class JobRows:
@@ -103,7 +124,8 @@ class JobRows:
         (`migrated_from` set) claims its source in the same transaction: a source has one target, and a
         second claim raises Conflict naming the first target."""
         now = row["created_at"]
-        row = {"version": 1, "vendor_digest": digest(row["status"]), "size": stored_size(row), **row}
+        row = {"version": 1, "vendor_digest": digest(row["status"]), "size": stored_size(row),
+               "tes_name": tes_name_of(row), **row}
 
         def work(conn: Connection) -> None:
             if idem is not None:
@@ -125,6 +147,9 @@ class JobRows:
             if row["labels"]:
                 conn.execute(_INSERT_LABELS, [{"job_id": row["id"], "key": k, "value": v}
                                                   for k, v in row["labels"].items()])
+            tags = tes_tags_of(row)
+            if tags:
+                conn.execute(_INSERT_TES_TAGS, [{"job_id": row["id"], "key": k, "value": v} for k, v in tags.items()])
             self.events.append(conn, [(row, 1, None, row["phase"], row["status"].get("vendor_phase"),
                                        note or "accepted by the gateway" if row["origin"] == "gateway"
                                        else "imported from the vendor")], row["origin"], now)
@@ -383,7 +408,8 @@ class JobRows:
 
     async def insert_rows(self, rows: list[dict[str, Any]]) -> None:
         """Bulk-insert job rows as they are (benchmark and test set-up)."""
-        rows = [{"vendor_digest": digest(r["status"]), "size": stored_size(r), **r} for r in rows]
+        rows = [{"vendor_digest": digest(r["status"]), "size": stored_size(r), "tes_name": tes_name_of(r), **r}
+                for r in rows]
         for start in range(0, len(rows), 5000):
             chunk = rows[start:start + 5000]
             await self.db.run(lambda conn, c=chunk: conn.execute(_INSERT_JOB, c))
@@ -465,6 +491,12 @@ class JobRows:
             conds.append(jobs.c.project == f.project)
         if f.name_prefix:
             conds.append(jobs.c.name.startswith(f.name_prefix, autoescape=True))
+        if f.tes_name_prefix is not None:  # case-sensitive in both stores (SQLite's LIKE ignores case)
+            conds += [jobs.c.tes_name.is_not(None),
+                      func.substr(jobs.c.tes_name, 1, len(f.tes_name_prefix)) == f.tes_name_prefix]
+        for k, tv in f.tes_tags:
+            tag = [tes_tags.c.job_id == jobs.c.id, tes_tags.c.key == k]
+            conds.append(exists().where(*tag, *([tes_tags.c.value == tv] if tv is not None else [])))
         if f.id_prefix:  # (a range on the primary key, not LIKE: the index is used)
             conds += [jobs.c.id >= f.id_prefix, jobs.c.id < f.id_prefix + "~"]
         if not f.include_deleted:

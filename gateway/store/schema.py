@@ -60,6 +60,7 @@ jobs = Table(
     Column("attempt_at", Float, nullable=True),
     Column("recover_at", Float, nullable=True),
     Column("size", Integer, nullable=True),  # bytes of spec + tes_task as JSON: a list page's byte budget reads it
+    Column("tes_name", Text, nullable=True),  # the TES task's name as given (a /v1 job's name); TES name_prefix
     # Bumped by every write of the row (see gateway.store.jobs).
     Column("version", Integer, nullable=False, server_default="1"),
     # gateway.core.transitions.digest of `status`, written with it (what the sync compares).
@@ -104,6 +105,15 @@ job_labels = Table(
     Column("value", String(63), nullable=False),
 )
 Index("ix_job_labels_kv", job_labels.c.key, job_labels.c.value, job_labels.c.job_id)
+
+# A TES task's tags as given (any key, any value: labels are Kubernetes-shaped), or a /v1 job's labels.
+tes_tags = Table(
+    "tes_tags", metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+Index("ix_tes_tags_key", tes_tags.c.key, tes_tags.c.job_id)
 
 transitions = Table(
     "transitions", metadata,

@@ -449,8 +449,8 @@ class RunaiSimulator:
         why = self.pending_reason(w) if shown == "Pending" else None
         if why is not None and why[0]:  # (absent otherwise: the OpenAPI's phaseReason cannot be null)
             rec["phaseReason"] = why[0]
-        if w.type == "Distributed":
-            rec["distributedFramework"] = spec.get("distributedFramework")
+        if w.type == "Distributed" and spec.get("distributedFramework"):  # (the list schema has no null for it)
+            rec["distributedFramework"] = spec["distributedFramework"]
         if w.type == "Inference":
             rec["urls"] = [w.url] if shown in RUNNING else []
         return rec
@@ -512,7 +512,8 @@ class RunaiSimulator:
             # The create operation documents no 409: a taken name is a bad submission request.
             return _json(400, error(400, "Bad submission request", details=f"workload {final!r} already exists "
                                     f"in project {project}", complianceIssues=[
-                                        {"field": "name", "details": "already exists", "rule": "unique"}]))
+                                        # (no rule: PolicyRuleEnum names policy rules, and a taken name is none)
+                                        {"field": "name", "details": "already exists"}]))
         env = {str(e["name"]): str(e.get("value") or "") for e in
                (body.get("spec") or {}).get("environmentVariables") or [] if isinstance(e, dict) and e.get("name")}
         outcome, run = run_outcome(env, str((body.get("spec") or {}).get("image") or ""))
