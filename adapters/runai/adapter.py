@@ -141,6 +141,8 @@ class RunaiAdapter(Adapter[RunaiConfig]):
             await slices.turn()
         return jobs, page.next is not None
 
+    delta_needs_known = False  # the changed-since query names what changed, ours or not
+
     def reconciled(self, started: float) -> None:
         self.cursor.reconciled(started)
 

@@ -197,16 +197,21 @@ class BackendSync:
         adapter could not place); None when the adapter cannot give a delta now (read the whole list)."""
         started = time.monotonic()
         stats = CycleStats(kind="delta")
-        live = await self.store.jobs.live(self.backend)
-        if not live:
+        needs_known = self.adapter.delta_needs_known
+        # (Without a need for them, reading every live job each second cost more than the delta itself.)
+        rows = {r["backend_job_id"]: r for r in await self.store.jobs.live(self.backend)} if needs_known else {}
+        if not (rows if needs_known else await self.store.jobs.has_live(self.backend)):
             self.adapter.reconciled(time.time())  # nothing live: no change to miss
             self.last = stats
             return stats
-        rows = {r["backend_job_id"]: r for r in live}
-        del live
         delta = await self.adapter.delta([Known(vid, r["vendor_kind"]) for vid, r in rows.items()])
         if delta is None:
             return None
+        if not needs_known:
+            named = [vj.handle.backend_job_id for vj in delta.jobs] + delta.moved
+            rows = {r["backend_job_id"]: r for r in await self.store.jobs.live_of(self.backend, named)}
+            rows.update({r["backend_job_id"]: r for r in await self.store.jobs.acting(self.backend,
+                                                                                       sorted(ACTED_ON))})
         stats.list_requests = delta.requests
         batch: list[Update] = []
         seen: set[str] = set()

@@ -260,6 +260,9 @@ class Adapter(abc.ABC, Generic[C]):
         """One page of the vendor's job list (oldest first; only jobs created at or after `since`, epoch
         seconds, when given) and whether more pages follow."""
 
+    # Whether `delta` needs the live jobs (`known`); without, the sync looks up only the jobs a delta names.
+    delta_needs_known: ClassVar[bool] = True
+
     async def delta(self, known: list[Known]) -> Delta | None:
         """What changed since the last look, for a cheaper sync cycle than reading every page; None when
         this adapter cannot say (no delta query, or nothing to compare with yet): the sync then reads the

@@ -514,11 +514,35 @@ class JobRows:
         loop: one read of 10,000 rows held every request up for a fifth of a second)."""
         # No status: its digest says whether a vendor's word is new, and rows of plain values are not
         # tracked by the cyclic GC (10,000 decoded statuses made its collections take tens of ms).
-        base = select(jobs.c.id, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.phase,
+        return await self._scan(self._live_base(backend))
+
+    @staticmethod
+    def _live_base(backend: str) -> Any:
+        return select(jobs.c.id, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.phase,
                       jobs.c.vendor_digest, jobs.c.cancel_requested, jobs.c.created_at, jobs.c.version).where(
             jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
             jobs.c.deleted_at.is_(None))
-        return await self._scan(base)
+
+    async def live_of(self, backend: str, vendor_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The live rows (as `live` reads them) of these vendor job ids: a delta's news, looked up by index
+        instead of reading every live job."""
+        out: list[dict[str, Any]] = []
+        ids = list(dict.fromkeys(vendor_ids))
+        for start in range(0, len(ids), 500):
+            q = self._live_base(backend).where(jobs.c.backend_job_id.in_(ids[start:start + 500]))
+            out += await self._scan(q)
+        return out
+
+    async def acting(self, backend: str, phases: Sequence[str]) -> list[dict[str, Any]]:
+        """The live rows of a backend that the gateway is acting on: a cancel asked, or in one of `phases`."""
+        q = self._live_base(backend).where(or_(jobs.c.cancel_requested.is_(True), jobs.c.phase.in_(list(phases))))
+        return await self._scan(q)
+
+    async def has_live(self, backend: str) -> bool:
+        """Whether a backend has any live job (one small indexed query)."""
+        q = select(jobs.c.id).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
+                                    jobs.c.submit_state == "submitted", jobs.c.deleted_at.is_(None)).limit(1)
+        return await self.db.run(lambda conn: conn.execute(q).first() is not None, write=False)
 
     async def _scan(self, query: Any) -> list[dict[str, Any]]:
         """All rows of a long read, READ_CHUNK at a time with the event loop free in between."""

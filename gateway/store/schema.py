@@ -78,6 +78,7 @@ Index("ix_jobs_move_after", jobs.c.move_after)
 Index("ix_jobs_source_action", jobs.c.source_action)
 Index("ix_jobs_recover_at", jobs.c.recover_at)
 Index("ix_jobs_submit_state", jobs.c.submit_state)
+Index("ix_jobs_backend_vendor_id", jobs.c.backend, jobs.c.backend_job_id)  # a delta's news looked up by vendor id
 
 # The attempts of a job that ended before its current one (the current one is the job row itself).
 attempts = Table(

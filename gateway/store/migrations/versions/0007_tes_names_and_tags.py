@@ -1,6 +1,8 @@
 """TES names and tags as TES has them: jobs.tes_name (the task's name as given, or a /v1 job's name; null for
 an unnamed task) and the table tes_tags (the task's tags, any key and value, or a /v1 job's labels), so that
-GET /ga4gh/tes/v1/tasks filters by a case-sensitive name prefix and by exact tags.
+GET /ga4gh/tes/v1/tasks filters by a case-sensitive name prefix and by exact tags. And an index on
+(backend, backend_job_id): a delta sync looks up the few jobs a vendor says changed instead of reading every
+live job.
 
 Revision ID: 0007
 Revises: 0006
@@ -22,6 +24,7 @@ def upgrade() -> None:
     """Add jobs.tes_name and tes_tags, filled from the TES tasks and labels already stored."""
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("tes_name", sa.Text, nullable=True))
+        batch.create_index("ix_jobs_backend_vendor_id", ["backend", "backend_job_id"])
     op.create_table(
         "tes_tags",
         sa.Column("job_id", sa.String(32), primary_key=True),
@@ -51,4 +54,5 @@ def downgrade() -> None:
     op.drop_index("ix_tes_tags_key", "tes_tags")
     op.drop_table("tes_tags")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_backend_vendor_id")
         batch.drop_column("tes_name")
