@@ -160,6 +160,41 @@ def test_name_prefix_is_case_sensitive_and_tags_are_exact(live: AppThread, backe
     assert got.tags == tags and got.name == f"Case.Run {backend}"
 
 
+def _tes_task_schema() -> Any:
+    """The official tesTask schema, its references resolvable (jsonschema knows no OpenAPI `nullable`: a null
+    where the schema says string fails, as it should)."""
+    doc = yaml.safe_load(TES_SPEC.read_text())
+    return {**doc["components"]["schemas"]["tesTask"], "components": doc["components"]}
+
+
+@pytest.mark.parametrize("backend", ["runai", "modelarts"])
+def test_backend_parameters_nulls_and_128_kib_of_inline_content(live: AppThread, backend: str) -> None:
+    """Issue 30: backend_parameters keys are case-insensitive and unsupported ones are neither stored nor
+    returned (strict refuses them); explicit nulls are not echoed; inline content takes 128 KiB."""
+    import jsonschema
+
+    url, auth = live.url + "/ga4gh/tes/v1", {"Authorization": "Bearer alpha-key-123"}
+    big = "x" * (128 * 1024)
+    body = {"name": f"params-{backend}", "description": None, "volumes": None, "tags": None,
+            "inputs": [{"path": "/data/big.txt", "content": big, "url": None, "type": "FILE"}],
+            "resources": {"backend_parameters": {"Backend": backend, "VmSize": "Standard_D64_v3"}, "cpu_cores": None},
+            "executors": [{"image": "alpine:3", "command": ["wc", "-c", "/data/big.txt"], "env": None}]}
+    r = requests.post(url + "/tasks", json=body, headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    tid = r.json()["id"]
+    got = requests.get(f"{url}/tasks/{tid}", params={"view": "FULL"}, headers=auth, timeout=30).json()
+    jsonschema.validate(got, _tes_task_schema())
+    assert got["resources"]["backend_parameters"] == {"Backend": backend}
+    assert "description" not in got and "volumes" not in got and got["inputs"][0]["content"] == big
+    assert requests.get(f"{live.url}/v1/jobs/{tid}", headers=auth, timeout=30).json()["backend"] == backend
+    strict = {**body, "resources": {"backend_parameters": {"vmsize": "x"}, "backend_parameters_strict": True}}
+    r = requests.post(url + "/tasks", json=strict, headers=auth, timeout=30)
+    assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["body", "resources", "backend_parameters", "vmsize"]
+    over = {**body, "inputs": [{"path": "/data/big.txt", "content": big + "y"}]}
+    r = requests.post(url + "/tasks", json=over, headers=auth, timeout=30)
+    assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["body", "inputs", 0, "content"]
+
+
 @pytest.mark.parametrize("backend", ["runai", "modelarts"])
 def test_two_executors_complete_and_a_failing_one_is_an_executor_error(live: AppThread, backend: str) -> None:
     c = client(live)

@@ -49,7 +49,7 @@ from gateway.store import ListFilters
 PREFIX = "/ga4gh/tes/v1"
 SCHEMES = ("s3", "obs", "pvc", "nfs")
 BACKEND_PARAMETERS = ("backend", "gpus", "gpu_type", "flavor", "project", "priority")
-MAX_CONTENT = 64 * 1024
+MAX_CONTENT = 128 * 1024  # TES: "Implementations should support a minimum of 128 KiB in this field"
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 TASK_FIELDS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
 
@@ -138,6 +138,39 @@ def _check_shape(task: dict[str, Any]) -> None:
                            "'_', '.', '-', not starting with a digit")
 
 
+def backend_parameters(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The supported backend_parameters by their names (TES: "Keys are case insensitive"), and the keys given
+    that are not supported."""
+    params: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in given.items():
+        name = key.lower()
+        if name in BACKEND_PARAMETERS:
+            params.setdefault(name, value)
+        else:
+            unknown.append(key)
+    return params, sorted(unknown)
+
+
+def stored_task(task: dict[str, Any]) -> dict[str, Any]:
+    """The task as it is kept and read back: the fields TES defines, without explicit nulls (every answer
+    must match the TES schema, which allows none) and without unsupported backend_parameters (TES: "Backends
+    shall not store or return unsupported keys")."""
+    def bare(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: bare(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [bare(x) for x in v if x is not None]
+        return v
+
+    doc: dict[str, Any] = bare({k: v for k, v in task.items() if k in TASK_FIELDS})
+    res = doc.get("resources")
+    if isinstance(res, dict) and isinstance(res.get("backend_parameters"), dict):
+        res["backend_parameters"] = {k: v for k, v in res["backend_parameters"].items()
+                                     if k.lower() in BACKEND_PARAMETERS}
+    return doc
+
+
 def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """A tesTask as a JobSpec (as JSON) and the TES part of the report. Raises a 400 naming the field for
     what no backend can do."""
@@ -151,8 +184,7 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
         raise _bad(["executors"], "executors run in order in one container on Run:ai and ModelArts, so they must "
                    f"share one image (got {', '.join(sorted(images))}); split the task or use one image")
     res = task.get("resources") or {}
-    params = res.get("backend_parameters") or {}
-    unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
+    params, unknown = backend_parameters(res.get("backend_parameters") or {})
     if unknown and res.get("backend_parameters_strict"):
         raise _bad(["resources", "backend_parameters", unknown[0]],
                    f"not supported (backend_parameters_strict); supported: {', '.join(BACKEND_PARAMETERS)}")
@@ -420,7 +452,7 @@ async def create_task(request: web.Request) -> web.Response:
     svc, who = request.app[SERVICE], request[PRINCIPAL]
     task = await read_json(request)
     spec, notes = task_to_spec(task, request.app[CONFIG].default_backend(who.tenant))
-    doc = {k: v for k, v in task.items() if k in TASK_FIELDS}  # what a client sent, in the spec's terms
+    doc = stored_task(task)  # what a client sent, in the spec's terms
     res = await svc.submit(who, spec, False, request.headers.get("Idempotency-Key"), tes_task=doc,
                            extra_report=_entries(notes), fingerprint={"tes": task})
     return reply({"id": res.job.id})
