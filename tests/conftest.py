@@ -289,6 +289,11 @@ async def fresh_pg_database(url: str) -> tuple[str, Any]:
     return str(u.set(database=name).render_as_string(hide_password=False)), drop
 
 
+# Simulators at 20x: a delta every 0.2 s (as the whole-list sync polled them when busy), and a budget that
+# does not slow that down.
+FAST_SYNC = {"delta_interval": 0.2, "request_budget": 50.0}
+
+
 def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int | None = None,
                    simulate: bool = True, speed: float = 20.0, backend_extra: dict[str, Any] | None = None,
                    tenant_extra: dict[str, dict[str, Any]] | None = None,
@@ -305,9 +310,9 @@ def gateway_config(store_url: str, runai_port: int | None = None, ma_port: int |
         "backends": [
             {"name": "runai", "kind": "runai", "url": f"http://127.0.0.1:{rp}", "simulate": simulate,
              "simulate_speed": speed, "cluster_id": CLUSTER, "default_project": "1", "sync_interval": 0.5,
-             "credentials": {"client_id": "tjg-demo", "client_secret": "runai-secret-xyz"}},
+             **FAST_SYNC, "credentials": {"client_id": "tjg-demo", "client_secret": "runai-secret-xyz"}},
             {"name": "modelarts", "kind": "modelarts", "url": f"http://127.0.0.1:{mp}", "simulate": simulate,
-             "simulate_speed": speed, "project_id": PROJECT, "sync_interval": 0.5,
+             "simulate_speed": speed, "project_id": PROJECT, "sync_interval": 0.5, **FAST_SYNC,
              "credentials": {"ak": "MAAKEXAMPLE", "sk": "modelarts-sk-secret"}},
         ],
     }

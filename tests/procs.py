@@ -10,7 +10,7 @@ import yaml
 
 from benchmarks.procs import Proc, free_port, wait_http
 from gateway.core.adapter import REGISTRY
-from tests.conftest import CLUSTER, PROJECT, base_config
+from tests.conftest import CLUSTER, FAST_SYNC, PROJECT, base_config
 
 __all__ = ["Proc", "Simulators", "free_port", "listed_jobs", "start_replicas", "wait_http", "write_config"]
 
@@ -31,7 +31,7 @@ def write_config(path: Path, store_url: str, runai_port: int, ma_port: int, port
         ],
     }
     for b in cfg["backends"]:
-        b.update(backend_extra or {})
+        b.update({**FAST_SYNC, **(backend_extra or {})})
     cfg.update(extra)
     path.write_text(yaml.safe_dump(cfg))
     return path

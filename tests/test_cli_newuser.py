@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from benchmarks.procs import ROOT, free_port
+from tests.conftest import FAST_SYNC
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,7 @@ def default_config(tmp: Path, **server: Any) -> tuple[Path, str, dict[str, Any]]
     for b in cfg["backends"]:
         b["url"] = f"http://127.0.0.1:{free_port()}"
         b["sync_interval"] = 0.5
+        b.update(FAST_SYNC)
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, f"http://127.0.0.1:{port}", cfg
