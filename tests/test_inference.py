@@ -102,9 +102,37 @@ def test_huawei_sdk_service_calls_drive_the_simulator() -> None:
         assert wait_for(lambda: show().status, "STOPPED") == "STOPPED"
         client.start_infer_service(StartInferServiceRequest(service_id=sid))
         assert wait_for(lambda: show().status, "RUNNING") == "RUNNING"
+        # Issue 30: what the SDK allows, the simulator takes: a name with Chinese characters, limit up to 500,
+        # sort_key; user_name is the signing user's, not a constant; a deleted service is DELETING before 404.
+        han = client.create_infer_service(CreateInferServiceRequest(body=ServiceCreateRequest(
+            name="推理-svc_2", group_configs=[GroupConfig(count=1, unit_configs=[
+                UnitConfig(image=ImageInfo(source="SWR", swr_path="swr/x:1"), port=8080)])])))
+        assert han.name == "推理-svc_2"
+        by_created = client.list_infer_services(ListInferServicesRequest(limit=500, offset=0, sort_key="create_at",
+                                                                        sort_dir="ASC"))
+        assert [d.id for d in by_created.data] == [sid, han.id]
+        assert {d.user_name for d in by_created.data} == {"iam-tjgdemoak"}  # the AK the SDK signs with
+        mine = client.list_infer_services(ListInferServicesRequest(user_name="iam-tjgdemoak", limit=10))
+        assert mine.total == 2
+        assert client.list_infer_services(ListInferServicesRequest(user_name="someone-else")).total == 0
         gone = client.batch_delete_infer_services(BatchDeleteInferServicesRequest(
             body=DeleteServicesRequest(service_ids=[sid])))
-        assert gone.service_responses[0].id == sid
+        assert gone.service_responses[0].id == sid and gone.service_responses[0].status == "DELETING"
+        assert show().status == "DELETING"
+        assert client.list_infer_services(ListInferServicesRequest(status="DELETING")).total == 1
+        from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+        def not_found() -> bool:
+            try:
+                show()
+                return False
+            except ClientRequestException as err:
+                return err.status_code == 404
+
+        assert wait_for(not_found, True) is True
+        with pytest.raises(ClientRequestException) as err:
+            client.list_infer_services(ListInferServicesRequest(limit=501))
+        assert err.value.status_code == 400
 
 
 async def test_modelarts_service_answers_load_with_every_key_known() -> None:
@@ -139,7 +167,14 @@ async def test_modelarts_service_answers_load_with_every_key_known() -> None:
             status, gone = await call("POST", f"{base}/delete", {"service_ids": [sid, "nope"]})
             load_huawei("BatchDeleteInferServicesResponse", gone)
             assert [r["status"] for r in gone["service_responses"]] == ["DELETING", "FAILED"]
-            status, err = await call("GET", f"{base}/{sid}")
+            status, shown = await call("GET", f"{base}/{sid}")  # DELETING for a while, then not found
+            assert status == 200 and shown["status"] == "DELETING"
+
+            async def not_found() -> Any:
+                got = await call("GET", f"{base}/{sid}")
+                return got if got[0] == 404 else None
+
+            status, err = await eventually(not_found)
             assert status == 404 and err["error_code"] == "ModelArts.3502"
     finally:
         await sim.runner.cleanup()

@@ -98,6 +98,7 @@ class TrainingJob:
     flavor_id: str
     deleted: bool = False
     claim: Claim | None = None  # its demand on the scheduler (none for bulk-made jobs)
+    user: str = "bulk"  # who created it (the signing credentials' user)
 
 
 @dataclass
@@ -112,8 +113,8 @@ class Service:
     create_ms: int
     timeline: Timeline
     url: str
-    deleted: bool = False
     user: str = "tjg-demo"
+    deleted_at: float | None = None  # monotonic: DELETING for a while, then gone
 
     @property
     def group(self) -> dict[str, Any]:
@@ -127,7 +128,10 @@ class Service:
 UNIT_KEYS = ("id", "name", "role", "custom_spec", "flavor", "image", "count", "cmd", "envs", "readiness_health",
              "port", "recovery")
 ITEM_KEYS = ("id", "name", "status", "workspace_id", "type", "deploy_type", "task_type", "tags")
-SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The SDK (ListInferServicesRequest.name): 1-128 letters, Chinese characters, digits, '-' and '_'.
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9_\u4e00-\u9fa5-]{1,128}$")
+SERVICE_SORT_KEYS = ("create_at", "update_at")
+DELETING_SECONDS = 2.0  # (simulated, scaled by the clock speed) a deleted service shows DELETING this long
 SERVICE_NOT_FOUND = "ModelArts.3502"
 
 
@@ -171,12 +175,22 @@ class ModelArtsSimulator:
                 self.names[(j.project_id, j.name)] = j.id
         for svc in state.get("services", []):
             svc.timeline.shift(shift)
+            if svc.deleted_at is not None:
+                svc.deleted_at += shift
             self.services[svc.id] = svc
         if state.get("sched"):
             self.sched.restore(state["sched"], shift)
 
     def _s(self, seconds: float) -> float:
         return seconds / self.speed
+
+    @staticmethod
+    def caller(request: web.Request) -> str:
+        """The IAM user behind a request: per access key (signed), or the token's user."""
+        if request.headers.get("X-Auth-Token") is not None:
+            return "iam-token-user"
+        m = re.search(r"Access=([^,\s]+)", request.headers.get("Authorization", ""))
+        return f"iam-{m.group(1).lower()[:16]}" if m else "unknown"
 
     async def _auth(self, request: web.Request) -> web.Response | None:
         token = request.headers.get("X-Auth-Token")
@@ -278,7 +292,7 @@ class ModelArtsSimulator:
             del records[-1]["end_at"]  # still running
         meta = dict(j.body.get("metadata") or {})
         meta.update(id=j.id, name=j.name, workspace_id=j.workspace_id, create_time=j.create_ms,
-                    user_name="tjg-demo")
+                    user_name=j.user)
         spec = dict(j.body.get("spec") or {})
         f = self.flavor_ids.get(j.flavor_id)
         resource = dict(spec.get("resource") or {})
@@ -367,7 +381,7 @@ class ModelArtsSimulator:
         outcome, run = run_outcome(env, str((algo.get("engine") or {}).get("image_url") or ""))
         now = time.monotonic()
         j = TrainingJob(id=str(uuid.uuid4()), project_id=project, name=name,
-                        workspace_id=str(meta.get("workspace_id") or "0"), body=body,
+                        workspace_id=str(meta.get("workspace_id") or "0"), body=body, user=self.caller(request),
                         create_ms=int(time.time() * 1000),
                         timeline=Timeline(now, [(self._s(t), p) for t, p in WAIT]),
                         outcome=outcome, run_seconds=run, node_count=node_count, flavor_id=flavor)
@@ -479,7 +493,7 @@ class ModelArtsSimulator:
         if k == "flavor_id":
             return j.flavor_id
         if k == "user_name":
-            return "tjg-demo"
+            return j.user
         if k == "description":
             return (j.body.get("metadata") or {}).get("description", "")
         raise ValueError(f"unsupported filter key {key!r}")
@@ -615,7 +629,7 @@ class ModelArtsSimulator:
     # -- real-time services (v2) -------------------------------------------------------------
     def service_record(self, svc: Service, now: float) -> dict[str, Any]:
         """The service as create/show/stop/start answer it (ServiceResponse)."""
-        status = svc.timeline.current(now)
+        status = "DELETING" if svc.deleted_at is not None else svc.timeline.current(now)
         group = svc.group
         units = group.get("unit_configs") or [{}]
         running = svc.count if status in ("RUNNING", "CONCERNING", "UPGRADING") else 0
@@ -636,9 +650,13 @@ class ModelArtsSimulator:
                 "update_at": str(since), "task_type": svc.body.get("task_type") or "INFERENCE",
                 "provider": "ModelArts"}
 
+    def _gone(self, svc: Service, now: float) -> bool:
+        """A deleted service is DELETING for a while (the SDK lists that status), then not found."""
+        return svc.deleted_at is not None and now >= svc.deleted_at + self._s(DELETING_SECONDS)
+
     def _service(self, request: web.Request) -> Service | None:
         svc = self.services.get(request.match_info["service_id"])
-        if svc is None or svc.deleted or svc.project_id != request.match_info["project_id"]:
+        if svc is None or self._gone(svc, time.monotonic()) or svc.project_id != request.match_info["project_id"]:
             return None
         return svc
 
@@ -659,7 +677,8 @@ class ModelArtsSimulator:
             return body
         name = body.get("name")
         if not isinstance(name, str) or not SERVICE_NAME.match(name):
-            return _fail(400, "ModelArts.0101", "Invalid parameter name: 1-64 letters, digits, _ or -.")
+            return _fail(400, "ModelArts.0101", "Invalid parameter name: 1-128 letters, Chinese characters, "
+                         "digits, _ or -.")
         groups = body.get("group_configs")
         units = (groups[0].get("unit_configs") if isinstance(groups, list) and groups and
                  isinstance(groups[0], dict) else None) or []
@@ -670,7 +689,8 @@ class ModelArtsSimulator:
         if flavor is not None and flavor not in self.flavor_ids:
             return _fail(400, "ModelArts.2781", f"Flavor {flavor} not found.")
         project = request.match_info["project_id"]
-        if any(s.name == name and s.project_id == project and not s.deleted for s in self.services.values()):
+        if any(s.name == name and s.project_id == project and not self._gone(s, time.monotonic())
+               for s in self.services.values()):
             return _fail(400, "ModelArts.3505", f"Service name {name} already exists.")
         sid = str(uuid.uuid4())
         now = time.monotonic()
@@ -678,7 +698,7 @@ class ModelArtsSimulator:
                       workspace_id=str(request.query.get("workspace_id") or body.get("workspace_id") or "0"),
                       body=body, create_ms=int(time.time() * 1000),
                       timeline=Timeline(now, [(0, "INIT"), (self._s(0.2), "DEPLOYING"), (self._s(0.6), "RUNNING")]),
-                      url=f"{request.url.origin()}/_serve/{sid}/")
+                      url=f"{request.url.origin()}/_serve/{sid}/", user=self.caller(request))
         self.services[sid] = svc
         request[COMMITTED] = True
         return _reply(200, self.service_record(svc, now))
@@ -694,21 +714,32 @@ class ModelArtsSimulator:
         if (denied := await self._auth(request)) is not None:
             return denied
         q = request.query
-        try:
+        try:  # (the SDK: limit 1-500, offset a multiple of limit)
             offset, limit = int(q.get("offset", "0")), int(q.get("limit", "10"))
-            if offset < 0 or not 1 <= limit <= 100:
+            if offset < 0 or not 1 <= limit <= 500 or offset % limit:
                 raise ValueError
         except ValueError:
-            return _fail(400, "ModelArts.0101", "Invalid parameter offset/limit (limit 1-100).")
+            return _fail(400, "ModelArts.0101", "Invalid parameter offset/limit (limit 1-500, offset a multiple of "
+                         "limit).")
+        keys = [k.strip() for k in (q.get("sort_key") or "update_at").split(",") if k.strip()]
+        if not keys or any(k not in SERVICE_SORT_KEYS for k in keys):
+            return _fail(400, "ModelArts.0101", "Invalid parameter sort_key: create_at, update_at.")
         now = time.monotonic()
-        rows = [s for s in self.services.values() if not s.deleted and s.project_id == request.match_info["project_id"]
+        rows = [s for s in self.services.values() if not self._gone(s, now)
+                and s.project_id == request.match_info["project_id"]
                 and (not q.get("name") or q["name"].lower() in s.name.lower())
-                and (not q.get("status") or s.timeline.current(now) == q["status"])]
-        rows.sort(key=lambda s: s.create_ms, reverse=(q.get("sort_dir") or "DESC").upper() == "DESC")
+                and (not q.get("user_name") or q["user_name"] == s.user)
+                and (not q.get("status") or self.service_record(s, now)["status"] == q["status"])]
+
+        def sort_value(s: Service, key: str) -> int:
+            return s.create_ms if key == "create_at" else int(wall(s.timeline.since(now)) * 1000)
+
+        rows.sort(key=lambda s: tuple(sort_value(s, k) for k in keys),
+                  reverse=(q.get("sort_dir") or "DESC").upper() == "DESC")
         page = rows[offset: offset + limit]
         data = [{k: v for k, v in self.service_record(s, now).items() if k in ITEM_KEYS} |
                 {"version": "v1", "version_count": 1, "create_at": s.create_ms,
-                 "update_at": int(wall(s.timeline.since(now)) * 1000), "user_name": s.user, "auth_type": "NONE",
+                 "update_at": sort_value(s, "update_at"), "user_name": s.user, "auth_type": "NONE",
                  "description": s.body.get("description") or ""} for s in page]
         return _reply(200, {"data": data, "current": offset // limit, "size": len(page),
                             "pages": (len(rows) + limit - 1) // limit, "total": len(rows)})
@@ -766,18 +797,18 @@ class ModelArtsSimulator:
         out = []
         for sid in ids:
             svc = self.services.get(str(sid))
-            if svc is None or svc.deleted or svc.project_id != request.match_info["project_id"]:
+            if svc is None or svc.deleted_at is not None or svc.project_id != request.match_info["project_id"]:
                 out.append({"id": str(sid), "status": "FAILED", "failure_reason": f"Service {sid} not found."})
                 continue
-            svc.deleted = True
-            out.append({**self.service_record(svc, now), "status": "DELETING"})
+            svc.deleted_at = now
+            out.append(self.service_record(svc, now))
         request[COMMITTED] = True
         return _reply(200, {"service_responses": out})
 
     async def serve(self, request: web.Request) -> web.Response:
         """The model server behind a running service's URL."""
         svc = self.services.get(request.match_info["service_id"])
-        if svc is None or svc.deleted or svc.timeline.current(time.monotonic()) not in ("RUNNING", "CONCERNING",
+        if svc is None or svc.deleted_at is not None or svc.timeline.current(time.monotonic()) not in ("RUNNING", "CONCERNING",
                                                                                           "UPGRADING"):
             return _reply(503, {"error_code": "ModelArts.4503", "error_msg": "Service is not running."})
         body = await request.read()
