@@ -4,6 +4,7 @@ real sockets on both backends (submit, RUNNING with an endpoint that answers, sc
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import CLUSTER, PROJECT, SimThread, eventually, start_loop_sim
 from tests.gwkit import ALPHA, GW, spec
-from tests.oracles import load_huawei, load_runapy
+from tests.oracles import load_huawei, load_runapy, validate_runai
 from tests.test_simulators import _ma_client, runapy_client, wait_for
 
 
@@ -41,6 +42,32 @@ def test_runapy_inferences_api_drives_the_simulator(runai_sim_thread: SimThread)
     updated = api.update_inference_spec(wid, inference_update_request=patch)
     assert updated.status_code == 202 and updated.data["spec"]["autoscaling"]["minReplicas"] == 3
     assert wait_for(lambda: client.workloads.workloads.get_workload(wid).data["runningPods"], 3) == 3
+    # Issue 30: the inference metrics route (OpenAPI, seed 002, runapy) was not served. Requests to its URL are
+    # what THROUGHPUT and LATENCY measure.
+    import requests
+
+    url = record["urls"][0]
+    for _ in range(12):
+        assert requests.post(url + "v1/completions", json={"prompt": "hi"}, timeout=10).status_code == 200
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    got = api.get_inference_workload_metrics(wid, metric_type=[models.InferenceWorkloadMetricType.THROUGHPUT,
+                                                               models.InferenceWorkloadMetricType.LATENCY],
+                                             start=end - timedelta(seconds=30), end=end, number_of_samples=2)
+    assert got.status_code == 200
+    validate_runai("MetricsResponse", got.data)
+    load_runapy("MetricsResponse", got.data)
+    by_type = {m["type"]: m["values"] for m in got.data["measurements"]}
+    assert set(by_type) == {"THROUGHPUT", "LATENCY"}
+    assert float(by_type["THROUGHPUT"][-1]["value"]) == pytest.approx(12 / 30, rel=0.01)
+    assert 0 < float(by_type["LATENCY"][-1]["value"]) < 1
+    from runai.exceptions import ApiException
+
+    with pytest.raises(ApiException) as err:  # a training is no inference: 404 on this route
+        trainings = client.workloads.workloads.get_workloads(filter_by=["type==Training"]).data["workloads"]
+        api.get_inference_workload_metrics(trainings[0]["id"] if trainings else "0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                                           metric_type=[models.InferenceWorkloadMetricType.THROUGHPUT],
+                                           start=end - timedelta(seconds=30), end=end)
+    assert err.value.status == 404
     assert api.delete_inference(wid).status_code == 202
 
 

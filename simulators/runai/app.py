@@ -157,6 +157,7 @@ class Workload:
     deleted_at: float | None = None
     url: str = ""  # an inference's endpoint on this simulator (/_serve/{id}/)
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, reason, message) beyond phases
+    served: list[tuple[float, float]] = field(default_factory=list)  # an inference's requests: (wall time, seconds)
     claim: Claim | None = None  # its demand on the scheduler (none for bulk-made workloads)
     evicted: str | None = None  # while waiting again after a preemption: why it was preempted
 
@@ -663,9 +664,13 @@ class RunaiSimulator:
         now = time.monotonic()
         if w is None or w.type != "Inference" or self.phase(w, now) not in RUNNING:
             return _json(503, {"error": "no running inference serves this URL"})
+        started = time.perf_counter()
         body = await request.read()
-        return _json(200, {"model": w.name, "workload": w.id, "path": "/" + request.match_info["tail"],
-                           "method": request.method, "replicas": self.replicas(w), "received_bytes": len(body)})
+        answer = _json(200, {"model": w.name, "workload": w.id, "path": "/" + request.match_info["tail"],
+                             "method": request.method, "replicas": self.replicas(w), "received_bytes": len(body)})
+        w.served.append((time.time(), time.perf_counter() - started))
+        del w.served[:-10_000]  # (what the metrics read: the recent requests)
+        return answer
 
     def bulk_create(self, n: int, project: str, cluster: str, prefix: str = "bulk", outcome: str = "hang",
                     run_seconds: float = 5.0) -> list[str]:
@@ -1065,13 +1070,31 @@ class RunaiSimulator:
             return [one(None, whole[metric])]
         return [{"type": metric, "labels": None, "values": []}]  # NIM / NVLink: not produced by a training
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def inference_metrics(self, request: web.Request) -> web.Response:
+        """GET /api/v1/workloads/inferences/{id}/metrics: THROUGHPUT (requests a second) and LATENCY (seconds)
+        of the requests its URL served, at the sample times."""
+        return await self.metrics(request, "inferences")
+
+    def served_measure(self, w: Workload, metric: str, samples: list[float]) -> list[dict[str, Any]]:
+        """An inference's THROUGHPUT or LATENCY at each sample: over the requests since the sample before."""
+        values = []
+        for i, t in enumerate(samples):
+            since = samples[i - 1] if i else t - 60.0
+            got = [d for at, d in w.served if since < at <= t]
+            if metric == "THROUGHPUT":
+                value = round(len(got) / max(t - since, 1e-9), 4)
+            else:
+                value = round(sum(got) / len(got), 6) if got else 0.0
+            values.append({"value": str(value), "timestamp": _iso(t)})
+        return [{"type": metric, "labels": None, "values": values}]
+
+    async def metrics(self, request: web.Request, kind: str | None = None) -> web.Response:
         """GET /api/v1/workloads/{id}/metrics: samples between start and end while the workload ran."""
-        w = await self._target(request, None)
+        w = await self._target(request, kind)
         if isinstance(w, web.Response):
             return w
         types = _csv(request, "metricType")
-        known = self.checker.enum("WorkloadMetricType")
+        known = self.checker.enum("InferenceWorkloadMetricType" if kind else "WorkloadMetricType")
         bad = [t for t in types if t not in known]
         try:
             if not types:
@@ -1089,6 +1112,8 @@ class RunaiSimulator:
             return _json(400, error(400, f"Bad request - {err}"))
         samples = [end] if n == 1 else [start + (end - start) * i / (n - 1) for i in range(n)]
         now = time.monotonic()
+        if kind == "inferences":
+            return _json(200, {"measurements": [m for t in types for m in self.served_measure(w, t, samples)]})
         spans = [(wall(a), wall(b)) for a, b in running_spans(w.timeline.history(now), RUNNING.__contains__, now)]
         return _json(200, {"measurements": [m for t in types for m in self.measure(w, t, samples, spans)]})
 
@@ -1186,6 +1211,7 @@ class RunaiSimulator:
         r.add_get("/api/v1/workloads/{id}/events", self.events)
         r.add_get("/api/v1/workloads/{id}/history", self.history)
         r.add_get("/api/v1/workloads/{id}/metrics", self.metrics)
+        r.add_get("/api/v1/workloads/inferences/{id}/metrics", self.inference_metrics)
 
 
 SIM_KEY = web.AppKey("runai_sim", RunaiSimulator)
