@@ -45,9 +45,11 @@ def parse_error(backend: str) -> Any:
             message += " [" + "; ".join(f"{i.get('field')}: {i.get('details')}" for i in issues[:5]) + "]"
         code = str(body["code"]) if body.get("code") is not None else None
         # A taken name comes back as 409 or, as the create operation's documented codes allow, as a 400
-        # whose compliance issue is the name's uniqueness: both mean an earlier create went through.
-        taken = status == 400 and any(i.get("field") == "name" and i.get("rule") == "unique" for i in issues
-                                      if isinstance(i, dict))
+        # whose compliance issue is the name's uniqueness: both mean an earlier create went through. The
+        # issue's `rule` names policy rules only (PolicyRuleEnum), so its words say it.
+        taken = status == 400 and any(i.get("field") == "name" and (i.get("rule") == "unique" or any(
+            w in str(i.get("details") or "").lower() for w in ("exist", "unique", "taken", "in use")))
+            for i in issues if isinstance(i, dict))
         return classify(status, backend, code, message, headers, conflict=taken)
     return parse
 
