@@ -156,12 +156,18 @@ def sim_middlewares(faults: FaultState, stats: Counter[str], error_body: ErrorBo
         except DropConnection:
             # The transport is gone; answer nothing. aiohttp discards the unsent response.
             return web.Response(status=599)
+        except web.HTTPRequestEntityTooLarge as exc:  # (aiohttp's own answer is plain text)
+            return web.json_response(error_body(413, f"request body too large: {exc.text or ''}".strip(": ")),
+                                     status=413)
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
             # The router's own answers are text/plain; a vendor answers unknown routes in its error shape.
             if request.match_info.route.resource is not None:
                 raise
             what = "no such resource" if exc.status == 404 else f"method {request.method} not allowed"
-            return web.json_response(error_body(exc.status, f"{what}: {request.path}"), status=exc.status)
+            allow = {"Allow": ", ".join(sorted(exc.allowed_methods))} \
+                if isinstance(exc, web.HTTPMethodNotAllowed) else {}  # (RFC 9110: a 405 says what is allowed)
+            return web.json_response(error_body(exc.status, f"{what}: {request.path}"), status=exc.status,
+                                     headers=allow)
 
     return [swallow_drop, inject]
 

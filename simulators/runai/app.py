@@ -89,6 +89,23 @@ def _json(status: int, body: Any) -> web.Response:
     return web.json_response(body, status=status)
 
 
+def _list_fields() -> tuple[frozenset[str], frozenset[str]]:
+    """The fields GET /api/v1/workloads may filter by (WorkloadsFilter's pattern) and sort by (WorkloadsSort)."""
+    params = json.loads(SPEC_PATH.read_text())["components"]["parameters"]
+    pattern = params["WorkloadsFilter"]["schema"]["items"]["pattern"]
+    fields = re.match(r"\^\(([^)]*)\)", pattern)
+    return (frozenset(fields.group(1).split("|")) if fields else frozenset(),
+            frozenset(params["WorkloadsSort"]["schema"]["enum"]))
+
+
+FILTER_FIELDS, SORT_FIELDS = _list_fields()
+
+
+def _bad_query(err: Exception | str) -> web.Response:
+    """A query parameter no request can get right: a 400 (a 500 would tell the client to try again)."""
+    return _json(400, error(400, f"Bad request - {err}"))
+
+
 def _unexpected(err: Exception | str) -> web.Response:
     """A bad parameter on an operation whose spec lists no 400: the documented "unexpected error"."""
     return _json(500, error(500, f"unexpected error - {err}"))
@@ -813,6 +830,9 @@ class RunaiSimulator:
             return getattr(w, _PLAIN_KEYS[key])
         if key == "createdAt":
             return _iso(w.created_at)
+        if key == "nodepool":  # (documented, and not a field of the record: the pool it runs in, or asks for)
+            rec = self.workload_record(w, now)
+            return (rec["currentNodePools"] or rec["requestedNodePools"] or [""])[0]
         return self.workload_record(w, now).get(key)
 
     def _filters(self, raw: list[str]) -> list[tuple[str, str, str]]:
@@ -822,6 +842,8 @@ class RunaiSimulator:
                 m = FILTER.match(part)
                 if not m:
                     raise ValueError(f"invalid filterBy expression {part!r}")
+                if m.group(1) not in FILTER_FIELDS:
+                    raise ValueError(f"filterBy cannot filter by {m.group(1)!r}")
                 out.append((m.group(1), m.group(2), m.group(3)))
         return out
 
@@ -863,6 +885,8 @@ class RunaiSimulator:
                 and not (k == "phaseUpdatedAt" and op in (">=", "<="))]
         floor = max(since) if since else None
         sort_by = q.get("sortBy")
+        if sort_by is not None and sort_by not in SORT_FIELDS:
+            raise ValueError(f"sortBy cannot sort by {sort_by!r}")
         desc = _sort_desc(request, "asc")
         if sort_by not in (None, "createdAt") or desc:
             need = None
@@ -920,7 +944,7 @@ class RunaiSimulator:
             limit = self._int(request, "limit", 50, 1, 500)
             rows = self._select(request, need=offset + limit + 1)  # one past the page tells whether there is a next
         except ValueError as err:
-            return _unexpected(err)
+            return _bad_query(err)
         page = rows[offset: offset + limit]
         body: dict[str, Any] = {"workloads": [self.workload_record(w, now) for w in page]}
         if offset + limit < len(rows):
@@ -946,7 +970,7 @@ class RunaiSimulator:
         try:
             rows = self._select(request)
         except ValueError as err:
-            return _unexpected(err)
+            return _bad_query(err)
         return _json(200, {"count": len(rows)})
 
     async def get_workload(self, request: web.Request) -> web.Response:
@@ -974,7 +998,7 @@ class RunaiSimulator:
             offset = self._int(request, "offset", 0, 0, 10**9)
             limit = self._int(request, "limit", 50, 1, 500)
         except ValueError as err:
-            return _unexpected(err)
+            return _bad_query(err)
         body: dict[str, Any] = {key: items[offset: offset + limit]}
         if offset + limit < len(items):
             body["next"] = offset + limit
@@ -990,7 +1014,7 @@ class RunaiSimulator:
         try:
             desc = _sort_desc(request, "desc")
         except ValueError as err:
-            return _unexpected(err)
+            return _bad_query(err)
         evs = self._event_records(w)
         if desc:
             evs.reverse()
@@ -1123,7 +1147,7 @@ class RunaiSimulator:
             "ClusterId": (w.cluster_id, w.cluster_id), "DepartmentId": ("1", "default"),
             "ProjectId": (w.project_id, f"project-{w.project_id}"), "Type": (w.type, w.type),
             "CurrentNodepools": ((spec.get("nodePools") or ["default"])[0],) * 2,
-            "Phase": (self.phase(w, now),) * 2, "Category": ("Train", "Train")}[key]
+            "Phase": (self.phase(w, now),) * 2, "Category": (("Deploy",) if w.type == "Inference" else ("Train",)) * 2}[key]
         return {"key": key, "value": value, "name": name}
 
     async def telemetry(self, request: web.Request) -> web.Response:
