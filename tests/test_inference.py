@@ -41,6 +41,9 @@ def test_runapy_inferences_api_drives_the_simulator(runai_sim_thread: SimThread)
     patch = models.InferenceUpdateRequest.from_dict({"spec": {"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}})
     updated = api.update_inference_spec(wid, inference_update_request=patch)
     assert updated.status_code == 202 and updated.data["spec"]["autoscaling"]["minReplicas"] == 3
+    # While it updates, the replica it had goes on serving and is counted (it said runningPods 0).
+    during = client.workloads.workloads.get_workload(wid).data
+    assert during["phase"] in ("Updating", "Running") and during["runningPods"] >= 1
     assert wait_for(lambda: client.workloads.workloads.get_workload(wid).data["runningPods"], 3) == 3
     # Issue 30: the inference metrics route (OpenAPI, seed 002, runapy) was not served. Requests to its URL are
     # what THROUGHPUT and LATENCY measure.
@@ -241,6 +244,24 @@ async def test_serve_scale_list_delete_end_to_end(gw: GW, backend: str) -> None:
     from tests.conftest import eventually
 
     assert await eventually(three_ready, within=15)
+    if backend == "runai":
+        # Issue 30: scaling to zero reported success and settled back at 1/1, still answering. Run:ai's
+        # minReplicas 0 reaches zero: nothing ready, the URL refuses; and back to one, it answers again.
+        status, zero = await gw.call("POST", f"/v1/jobs/{job['id']}/scale", json={"replicas": 0})
+        assert status == 202 and zero["status"]["desired_replicas"] == 0
+
+        async def ready(n: int) -> bool:
+            _, j = await gw.call("GET", f"/v1/jobs/{job['id']}")
+            return bool(j["status"]["ready_replicas"] == n and j["status"]["desired_replicas"] == n
+                        and j["status"]["phase"] == "RUNNING")
+
+        assert await eventually(lambda: ready(0), within=15)
+        async with aiohttp.ClientSession() as s, s.post(st["endpoint"] + "predict", json={}) as r:
+            assert r.status == 503
+        assert (await gw.call("POST", f"/v1/jobs/{job['id']}/scale", json={"replicas": 1}))[0] == 202
+        assert await eventually(lambda: ready(1), within=15)
+        async with aiohttp.ClientSession() as s, s.post(st["endpoint"] + "predict", json={}) as r:
+            assert r.status == 200
     _, listed = await gw.call("GET", "/v1/jobs?kind=inference")
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["jobs"][0]["kind"] == "inference"
     _, trainings = await gw.call("GET", "/v1/jobs?kind=training")

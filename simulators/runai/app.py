@@ -175,6 +175,7 @@ class Workload:
     url: str = ""  # an inference's endpoint on this simulator (/_serve/{id}/)
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, reason, message) beyond phases
     served: list[tuple[float, float]] = field(default_factory=list)  # an inference's requests: (wall time, seconds)
+    scaled_from: int = 0  # an inference's replicas before its last update (they serve while it updates)
     claim: Claim | None = None  # its demand on the scheduler (none for bulk-made workloads)
     evicted: str | None = None  # while waiting again after a preemption: why it was preempted
 
@@ -442,8 +443,10 @@ class RunaiSimulator:
         gpus = compute.get("gpuPortionRequest") if compute.get("gpuRequestType") == "portion" \
             else compute.get("gpuDevicesRequest")
         workers = int(spec.get("numWorkers") or 0)
+        running = (workers + 1) if shown == "Running" else 0
         if w.type == "Inference":
             workers = self.replicas(w) - 1
+            running = self.serving(w, shown)
         rec: dict[str, Any] = {
             "tenantId": 1001, "id": w.id, "name": w.name, "type": w.type,
             "source": "Control-plane", "priority": 50, "priorityClassName": spec.get("priorityClass") or "train",
@@ -452,7 +455,7 @@ class RunaiSimulator:
             "namespace": f"runai-project-{w.project_id}", "createdAt": _iso(w.created_at),
             "phase": shown, "phaseMessage": self._message(shown, w), "k8sPhase": shown,
             "conditions": self._conditions(w, shown, since),
-            "runningPods": (workers + 1) if shown == "Running" else 0,
+            "runningPods": running,
             "requestedPods": {"number": workers + 1},
             "phaseUpdatedAt": _iso(since), "k8sPhaseUpdatedAt": _iso(since), "updatedAt": _iso(since),
             "deletedAt": _iso(wall(w.deleted_at)) if w.deleted_at is not None else None,
@@ -473,11 +476,20 @@ class RunaiSimulator:
             rec["urls"] = [w.url] if shown in RUNNING else []
         return rec
 
+    def serving(self, w: Workload, shown: str) -> int:
+        """An inference's replicas up and answering: while it updates, those it had (at most the new count:
+        a scale-down stops the extra ones first)."""
+        if shown in ("Running", "Degraded"):
+            return self.replicas(w)
+        return min(w.scaled_from, self.replicas(w)) if shown == "Updating" else 0
+
     @staticmethod
     def replicas(w: Workload) -> int:
-        """An inference's desired replicas: its autoscaling minimum (at least one)."""
+        """An inference's replicas: its autoscaling minimum (1 when unset; 0 scales it to zero, as Run:ai's
+        minReplicas 0 does with no traffic)."""
         auto = (w.body.get("spec") or {}).get("autoscaling") or {}
-        return max(1, int(auto.get("minReplicas") or 1))
+        low = auto.get("minReplicas")
+        return 1 if low is None else max(0, int(low))
 
     def training_record(self, w: Workload, now: float) -> dict[str, Any]:
         """Training1 / DistributedWorkload shape."""
@@ -643,8 +655,9 @@ class RunaiSimulator:
         spec = dict(w.body.get("spec") or {})
         for key, value in (body.get("spec") or {}).items():
             spec[key] = {**(spec.get(key) or {}), **value} if isinstance(value, dict) else value
-        w.body = {**w.body, "spec": spec}
         now = time.monotonic()
+        w.scaled_from = self.replicas(w) if self.phase(w, now) in RUNNING else 0
+        w.body = {**w.body, "spec": spec}
         if self.phase(w, now) in RUNNING:
             w.timeline.cut(now, [(0, "Updating"), (self._s(0.3), "Running")])
         request[COMMITTED] = True
@@ -681,6 +694,8 @@ class RunaiSimulator:
         now = time.monotonic()
         if w is None or w.type != "Inference" or self.phase(w, now) not in RUNNING:
             return _json(503, {"error": "no running inference serves this URL"})
+        if not self.serving(w, self.phase(w, now)):
+            return _json(503, {"error": "the inference is scaled to zero replicas"})
         started = time.perf_counter()
         body = await request.read()
         answer = _json(200, {"model": w.name, "workload": w.id, "path": "/" + request.match_info["tail"],
