@@ -4,6 +4,7 @@ real sockets on both backends (submit, RUNNING with an endpoint that answers, sc
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,16 @@ def test_runapy_inferences_api_drives_the_simulator(runai_sim_thread: SimThread)
     created = api.create_inference1(inference_creation_request=req)
     assert created.status_code == 202
     load_runapy("Inference1", created.data)
+    # Issue 30: the inference create documents a plain Error for its 400; complianceIssues (which runapy's
+    # Error drops) are the trainings' shape. A taken name says so in the details.
+    from runai.exceptions import ApiException
+
+    with pytest.raises(ApiException) as dup:
+        api.create_inference1(inference_creation_request=req)
+    body = json.loads(dup.value.body)
+    assert dup.value.status == 400 and "complianceIssues" not in body and "already exists" in body["details"]
+    validate_runai("Error", body)
+    load_runapy("Error", body)
     wid = created.data["workloadId"]
     assert wait_for(lambda: api.get_inference(wid).data["actualPhase"], "Running") == "Running"
     record = client.workloads.workloads.get_workload(wid).data

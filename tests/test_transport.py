@@ -14,6 +14,7 @@ from adapters.runai.client import parse_error
 from gateway.core.config import BackendConfig
 from gateway.core.errors import (
     AmbiguousCreate,
+    BackendConflict,
     BackendNotFound,
     BackendRejected,
     BackendUnavailable,
@@ -107,6 +108,13 @@ async def test_client_errors_are_not_retried_and_keep_the_vendor_message(mock_ht
         m.get(PATH, status=404, payload={"code": 404, "message": "nope"})
         with pytest.raises(BackendNotFound):
             await t.request("GET", "/api/v1/workloads/x")
+        # A taken name: a conflict (the create went through earlier), in either 400 shape Run:ai documents.
+        for taken in ({"code": 400, "message": "Bad submission request",
+                       "complianceIssues": [{"field": "name", "details": "already exists"}]},
+                      {"code": 400, "message": "Bad request", "details": "name: workload 'x' already exists in project 1"}):
+            m.post(PATH, status=400, payload=taken)
+            with pytest.raises(BackendConflict):
+                await t.request("POST", "/api/v1/workloads/trainings", body={})
 
 
 async def test_retry_budget_limits_retry_storms(mock_http: Any) -> None:

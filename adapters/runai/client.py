@@ -47,11 +47,18 @@ def parse_error(backend: str) -> Any:
         # A taken name comes back as 409 or, as the create operation's documented codes allow, as a 400
         # whose compliance issue is the name's uniqueness: both mean an earlier create went through. The
         # issue's `rule` names policy rules only (PolicyRuleEnum), so its words say it.
-        taken = status == 400 and any(i.get("field") == "name" and (i.get("rule") == "unique" or any(
-            w in str(i.get("details") or "").lower() for w in ("exist", "unique", "taken", "in use")))
-            for i in issues if isinstance(i, dict))
+        taken = status == 400 and (any(i.get("field") == "name" and (i.get("rule") == "unique" or _says_taken(
+            str(i.get("details") or ""))) for i in issues if isinstance(i, dict))
+            # (an inference's 400 is a plain Error: its details say it)
+            or (not issues and str(body.get("details") or "").startswith("name:")
+                and _says_taken(str(body.get("details")))))
         return classify(status, backend, code, message, headers, conflict=taken)
     return parse
+
+
+def _says_taken(words: str) -> bool:
+    """Whether an error's words say a name is taken."""
+    return any(w in words.lower() for w in ("exist", "unique", "taken", "in use"))
 
 
 class _TokenTryAgain(Exception):

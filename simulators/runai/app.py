@@ -530,7 +530,12 @@ class RunaiSimulator:
             issues.append(("name", "must be a Kubernetes name: lowercase letters, digits and '-', up to 63"))
         if isinstance(body.get("clusterId"), str) and not UUID.match(body["clusterId"]):
             issues.append(("clusterId", "must be a UUID"))
+        # Trainings and distributed answer a 400 as SubmissionErrorV2 (with complianceIssues); the inference
+        # create documents plain Error (code, message, details): the issues go in its words.
+        plain = kind == "inferences"
         if issues:
+            if plain:
+                return _json(400, error(400, "Bad request", details="; ".join(f"{f}: {d}" for f, d in issues)))
             return _json(400, error(400, "Bad submission request", details=f"{issues[0][0]}: {issues[0][1]}",
                                     complianceIssues=[{"field": f, "details": d, "rule": "required" if
                                                        d == "is required" else "canEdit"} for f, d in issues]))
@@ -540,6 +545,9 @@ class RunaiSimulator:
             final = f"{final}-{secrets.token_hex(3)}"
         if (project, final) in self.names:
             # The create operation documents no 409: a taken name is a bad submission request.
+            if plain:
+                return _json(400, error(400, "Bad request", details=f"name: workload {final!r} already exists in "
+                                        f"project {project}"))
             return _json(400, error(400, "Bad submission request", details=f"workload {final!r} already exists "
                                     f"in project {project}", complianceIssues=[
                                         # (no rule: PolicyRuleEnum names policy rules, and a taken name is none)
