@@ -313,7 +313,9 @@ class BackendSync:
     async def step(self) -> float:
         """One guarded cycle; returns the seconds to wait before the next."""
         cfg = self.adapter.config
-        least = min(MIN_CYCLE_GAP, cfg.delta_interval / 2) if cfg.sync_mode == "delta" else MIN_CYCLE_GAP
+        # A wake (a submit, an action) brings the next cycle forward, never closer than this to the last: a
+        # burst of submits woke a delta every half second, and each re-read the burst's changes.
+        least = min(MIN_CYCLE_GAP, cfg.delta_interval) if cfg.sync_mode == "delta" else MIN_CYCLE_GAP
         gap = least - (time.monotonic() - self._last_start)
         if gap > 0:  # woken by a burst of submits: still at most a few cycles a second
             await asyncio.sleep(gap)
