@@ -220,3 +220,50 @@ def test_huawei_sdk_counts_jobs_by_phase_and_creation_window(modelarts_sim_threa
     assert (left, right) == (59, 59)  # the halves add up, each short by its ended job
     total, page = count("Completed", when[ids[100]], when[ids[100]])
     assert (total, page) == (1, [ids[100]])
+
+
+async def test_a_job_confirmed_after_a_delta_read_its_changes_gets_them_next_delta(tmp_path: Path) -> None:
+    """The race a delta sync brings: the vendor's changes to a job are read while its row is still pending (the
+    create's answer not yet stored), so the delta cannot place them and moves on; the confirmation then stores
+    the create's older status. Told when the record was asked for, the next delta reads them again."""
+    import time
+
+    from gateway.core.models import JobStatus, Phase
+    from gateway.service.rows import status_json
+
+    sim = await start_loop_sim("runai", speed=50.0)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/r.db")
+    await store.migrate()
+    try:
+        fake = sim.app[RUNAI_KEY]
+        async with aiohttp.ClientSession() as s:
+            sync = _sync(sim, store, "runai", s, clock_skew=0, delta_overlap=0)
+            await seed_store(store, "runai", fake.bulk_create(5, project="1", cluster=CLUSTER))  # (something live)
+            await sync._sync_once()  # the start-up whole-list read
+            asked = time.time()
+            [vid] = fake.bulk_create(1, project="1", cluster=CLUSTER, prefix="late")  # created; answer in flight
+            assert await eventually(lambda: _async(_sim_phase(fake, "runai", vid) == "Running"), within=30)
+            row = {"id": "f" * 32, "tenant": "alpha", "name": "late", "backend": "runai", "project": "1",
+                   "vendor_name": "late-0", "vendor_kind": "training", "backend_job_id": None, "spec": {},
+                   "report": [], "labels": {}, "phase": "QUEUED", "terminal": False,
+                   "status": JobStatus(phase=Phase.QUEUED).model_dump(mode="json"), "origin": "gateway",
+                   "submit_state": "pending", "submit_error": None, "cancel_requested": False,
+                   "created_at": asked, "updated_at": asked, "deleted_at": None, "migrated_from": None,
+                   "migrated_to": None}
+            await store.jobs.insert_rows([row])
+            assert (await sync._sync_once()).kind == "delta"  # reads the job's Running: no row to place it in
+            created = JobStatus(phase=Phase.QUEUED, vendor_phase="Creating")  # what the create answered
+            await store.jobs.confirm(row["id"], status_json(created), {"backend_job_id": vid,
+                                                                      "vendor_kind": "training",
+                                                                      "submit_state": "submitted"})
+            sync.nudge(asked)
+            await sync._sync_once()
+            got = await store.jobs.get(row["id"])
+            assert got is not None and got["phase"] == "RUNNING", got["phase"]
+    finally:
+        await store.close()
+        await sim.runner.cleanup()
+
+
+async def _async(value: bool) -> bool:
+    return value

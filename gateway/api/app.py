@@ -103,7 +103,7 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         syncs = {name: BackendSync(a, store, idle=IdleWatch(a, store, config.idle)) for name, a in adapters_.items()}
         app[SYNCS] = syncs
         await service.recover()
-        service.submissions.on_submitted = {n: s.wake for n, s in syncs.items()}
+        service.submissions.on_submitted = {n: s.nudge for n, s in syncs.items()}
         tasks = [asyncio.create_task(leased(store, f"sync:{n}", owner, ttl, s.step, s.wake), name=f"sync-{n}")
                  for n, s in syncs.items()]
         tasks.append(asyncio.create_task(leased(store, "rebalance", owner, ttl, rebalance_step(service, config)),

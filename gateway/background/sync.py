@@ -111,6 +111,7 @@ class BackendSync:
     _full_cost: int = 0  # the requests it made
     budget: Budget | None = None
     clock: Callable[[], float] = time.monotonic  # when reconciles are due (a test moves it on)
+    _owed_since: float | None = None  # changes from then on (this host's clock) are read again next delta
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -192,6 +193,14 @@ class BackendSync:
         self.adapter.reconciled(began)
         return stats
 
+    def nudge(self, since: float | None = None) -> None:
+        """Wake the loop: the gateway just changed something on this backend. With `since`: a job was just
+        confirmed from a vendor record read after `since`; a delta before its row was confirmed could not
+        place its changes, so they are read again."""
+        if since is not None:
+            self._owed_since = since if self._owed_since is None else min(self._owed_since, since)
+        self.wake.set()
+
     async def delta_cycle(self) -> CycleStats | None:
         """One delta: what the adapter says changed, plus a GET of each job the gateway is acting on (or the
         adapter could not place); None when the adapter cannot give a delta now (read the whole list)."""
@@ -204,6 +213,9 @@ class BackendSync:
             self.adapter.reconciled(time.time())  # nothing live: no change to miss
             self.last = stats
             return stats
+        if self._owed_since is not None:
+            self.adapter.rewind(self._owed_since)
+            self._owed_since = None
         delta = await self.adapter.delta([Known(vid, r["vendor_kind"]) for vid, r in rows.items()])
         if delta is None:
             return None
