@@ -225,7 +225,7 @@ def test_huawei_sdk_counts_jobs_by_phase_and_creation_window(modelarts_sim_threa
 async def test_a_job_confirmed_after_a_delta_read_its_changes_gets_them_next_delta(tmp_path: Path) -> None:
     """The race a delta sync brings: the vendor's changes to a job are read while its row is still pending (the
     create's answer not yet stored), so the delta cannot place them and moves on; the confirmation then stores
-    the create's older status. Told when the record was asked for, the next delta reads them again."""
+    the create's older status. Told the confirmed id, the sync reads that job next delta."""
     import time
 
     from gateway.core.models import JobStatus, Phase
@@ -256,7 +256,7 @@ async def test_a_job_confirmed_after_a_delta_read_its_changes_gets_them_next_del
             await store.jobs.confirm(row["id"], status_json(created), {"backend_job_id": vid,
                                                                       "vendor_kind": "training",
                                                                       "submit_state": "submitted"})
-            sync.nudge(asked)
+            sync.nudge(vid)
             await sync._sync_once()
             got = await store.jobs.get(row["id"])
             assert got is not None and got["phase"] == "RUNNING", got["phase"]

@@ -146,9 +146,6 @@ class RunaiAdapter(Adapter[RunaiConfig]):
     def reconciled(self, started: float) -> None:
         self.cursor.reconciled(started)
 
-    def rewind(self, since: float) -> None:
-        self.cursor.rewind(since)
-
     async def delta(self, known: list[Known]) -> Delta | None:
         """The workloads whose phase changed since the last look: one request, sorted by phaseUpdatedAt and
         filtered from the mark (gateway.core.delta), whatever the number of live jobs."""

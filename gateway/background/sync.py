@@ -40,6 +40,7 @@ MIN_CYCLE_GAP = 1.0
 BUSY = {Phase.QUEUED.value, Phase.STARTING.value, Phase.CANCELLING.value, Phase.SUSPENDING.value}
 ACTED_ON = {Phase.CANCELLING.value, Phase.SUSPENDING.value}  # a gateway action under way: read each delta
 RECONCILE_SHARE = 0.25  # of the request budget, at most, for whole-list reads in delta mode
+UNPLACED_MEMORY = 60.0  # seconds a record no row took, and a confirmed id, are remembered
 
 
 def _changed(row: dict[str, Any], new: JobStatus) -> bool:
@@ -111,7 +112,12 @@ class BackendSync:
     _full_cost: int = 0  # the requests it made
     budget: Budget | None = None
     clock: Callable[[], float] = time.monotonic  # when reconciles are due (a test moves it on)
-    _owed_since: float | None = None  # changes from then on (this host's clock) are read again next delta
+    # A delta may read a job's changes while its row is still pending (the create's answer not stored yet) and
+    # cannot place them; the confirmation then stores the create's older status. Records no row took are
+    # remembered a while, as are the jobs just confirmed: one met in both is read (a GET) next delta.
+    _unplaced: dict[str, float] = field(default_factory=dict)  # vendor id -> when a delta could not place it
+    _confirmed: dict[str, float] = field(default_factory=dict)  # vendor id -> when the gateway confirmed it
+    _owed: set[str] = field(default_factory=set)  # vendor ids to read next delta
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -193,13 +199,25 @@ class BackendSync:
         self.adapter.reconciled(began)
         return stats
 
-    def nudge(self, since: float | None = None) -> None:
-        """Wake the loop: the gateway just changed something on this backend. With `since`: a job was just
-        confirmed from a vendor record read after `since`; a delta before its row was confirmed could not
-        place its changes, so they are read again."""
-        if since is not None:
-            self._owed_since = since if self._owed_since is None else min(self._owed_since, since)
+    def nudge(self, confirmed: str | None = None) -> None:
+        """Wake the loop: the gateway just changed something on this backend (with `confirmed`: it stored the
+        vendor id of a job it created, whose changes a delta may have read before)."""
+        if confirmed is not None:
+            if confirmed in self._unplaced:
+                self._owed.add(confirmed)
+            self._confirmed[confirmed] = time.monotonic()
         self.wake.set()
+
+    def _remember_unplaced(self, vids: list[str]) -> None:
+        now = time.monotonic()
+        for vid in vids:
+            self._unplaced[vid] = now
+            if vid in self._confirmed:
+                self._owed.add(vid)
+        for memo in (self._unplaced, self._confirmed):
+            if len(memo) > 1000:  # (a minute is far longer than a create's answer takes to be stored)
+                for vid in [v for v, t in memo.items() if now - t > UNPLACED_MEMORY]:
+                    del memo[vid]
 
     async def delta_cycle(self) -> CycleStats | None:
         """One delta: what the adapter says changed, plus a GET of each job the gateway is acting on (or the
@@ -213,14 +231,12 @@ class BackendSync:
             self.adapter.reconciled(time.time())  # nothing live: no change to miss
             self.last = stats
             return stats
-        if self._owed_since is not None:
-            self.adapter.rewind(self._owed_since)
-            self._owed_since = None
         delta = await self.adapter.delta([Known(vid, r["vendor_kind"]) for vid, r in rows.items()])
         if delta is None:
             return None
+        owed, self._owed = self._owed, set()
         if not needs_known:
-            named = [vj.handle.backend_job_id for vj in delta.jobs] + delta.moved
+            named = [vj.handle.backend_job_id for vj in delta.jobs] + delta.moved + sorted(owed)
             rows = {r["backend_job_id"]: r for r in await self.store.jobs.live_of(self.backend, named)}
             rows.update({r["backend_job_id"]: r for r in await self.store.jobs.acting(self.backend,
                                                                                        sorted(ACTED_ON))})
@@ -228,6 +244,8 @@ class BackendSync:
         batch: list[Update] = []
         seen: set[str] = set()
         known: set[str] | None = None
+        self._remember_unplaced([vj.handle.backend_job_id for vj in delta.jobs
+                                 if vj.handle.backend_job_id not in rows])
         for vj in delta.jobs:
             vid = vj.handle.backend_job_id
             row = rows.get(vid)
@@ -247,7 +265,7 @@ class BackendSync:
         stats.updated += len(batch)
         # Read one by one: what the adapter could not place, and what the gateway is acting on (a cancelled
         # Run:ai workload leaves the list without a last phase change to show).
-        check = [vid for vid in delta.moved if vid in rows and vid not in seen]
+        check = [vid for vid in [*delta.moved, *sorted(owed)] if vid in rows and vid not in seen]
         check += [vid for vid, r in rows.items() if vid not in seen and vid not in delta.moved
                   and (r["cancel_requested"] or r["phase"] in ACTED_ON)]
         news: list[Update] = []

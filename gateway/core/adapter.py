@@ -269,10 +269,6 @@ class Adapter(abc.ABC, Generic[C]):
         whole list. The whole list is read on a slower period anyway (deletions, non-phase changes)."""
         return None
 
-    def rewind(self, since: float) -> None:
-        """Changes from `since` (epoch seconds, this host's clock) must be read again by the next delta (a job
-        the gateway confirmed after a delta had read its changes)."""
-
     def reconciled(self, started: float) -> None:
         """Told that a whole-list read which began at `started` (epoch seconds, this host's clock) has
         completed: a delta adapter's starting point."""

@@ -42,11 +42,6 @@ class ChangeCursor(Generic[T]):
         floor = started - self.skew
         self.mark = floor if self.mark is None else max(self.mark, floor)
 
-    def rewind(self, since: float) -> None:
-        """Changes from `since` (this host's clock) are to be read again."""
-        if self.mark is not None:
-            self.mark = min(self.mark, since - self.skew)
-
     def forget(self) -> None:
         """Nothing read can be trusted any more (e.g. a delta failed half-way): the next sync reads all."""
         self.mark = None

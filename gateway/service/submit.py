@@ -70,8 +70,8 @@ class Submissions:
     config: Config
     store: Store
     adapters: dict[str, Adapter[Any]]
-    # backend -> its sync's wake-up, told since when (this host's clock) a just-confirmed job's changes are owed
-    on_submitted: dict[str, Callable[[float | None], None]] = field(default_factory=dict)
+    # backend -> its sync's wake-up, told the vendor id of a job just confirmed
+    on_submitted: dict[str, Callable[[str | None], None]] = field(default_factory=dict)
     _inflight: set[str] = field(default_factory=set)  # jobs with a create or a settle under way here
     # job -> (no lookup before this monotonic time, the last wait): one job whose lookups keep failing is
     # asked about less and less often, by every path that settles it (a 5xx storm from one job's lookups
@@ -214,7 +214,6 @@ class Submissions:
             return None
         self._inflight.add(job_id)
         try:
-            asked = time.time()  # (before the vendor could change the job: see _confirm)
             try:
                 vj = await self.adapters[backend].submit(tr, deadline)
             except AmbiguousCreate as err:
@@ -228,21 +227,20 @@ class Submissions:
                     raise
                 return None
             crash_point("create-sent")  # (tests: the vendor has it, the store does not know yet)
-            return await self._confirm(job_id, backend, vj.handle, vj.status, asked)
+            return await self._confirm(job_id, backend, vj.handle, vj.status)
         finally:
             self._inflight.discard(job_id)
 
-    async def _confirm(self, job_id: str, backend: str, handle: Handle, status: JobStatus,
-                       asked: float) -> dict[str, Any] | None:
-        """Store the vendor's id and the status read at `asked` (this host's clock, before the read)."""
+    async def _confirm(self, job_id: str, backend: str, handle: Handle,
+                       status: JobStatus) -> dict[str, Any] | None:
+        """Store the vendor's id and the status the create (or the lookup) answered."""
         cols = {"backend_job_id": handle.backend_job_id, "vendor_kind": handle.vendor_kind,
                 "submit_state": "submitted"}
         cancel_requested, written = await self.store.jobs.confirm(job_id, status_json(status), cols)
         # A new live job: poll soon rather than at the quiet interval. Woken once the job is stored
         # (woken before, the cycle's first slice ran ahead of this write and the response). A delta that read
-        # the job's changes before this row was confirmed could not place them, and moved on: they are owed
-        # from `asked` on.
-        self.nudge(backend, asked)
+        # the job's changes before this row was confirmed could not place them: told its id, the sync reads it.
+        self.nudge(backend, handle.backend_job_id)
         if cancel_requested and not status.terminal:  # the cancel came before the vendor had it
             confirmed = await self.store.jobs.get(job_id)
             if confirmed is not None:
@@ -275,7 +273,6 @@ class Submissions:
             return False
         self._inflight.add(job_id)
         try:
-            asked = time.time()
             try:
                 found = await adapter.find_by_name(row["vendor_name"], row["project"], row["vendor_kind"])
             except (BackendError, ValidationError) as err:
@@ -287,7 +284,7 @@ class Submissions:
             self._backoff.pop(job_id, None)
             if found is not None:
                 log.info("pending_adopted", job_id=job_id, vendor_id=found.handle.backend_job_id)
-                await self._confirm(job_id, row["backend"], found.handle, found.status, asked)
+                await self._confirm(job_id, row["backend"], found.handle, found.status)
                 return True
             if row["cancel_requested"]:
                 await self.store.jobs.apply_status(job_id, status_json(JobStatus(
@@ -327,12 +324,12 @@ class Submissions:
         """Settle a pending job in the background (after a cancel arrived for it)."""
         self._later(self.settle(job_id))
 
-    def nudge(self, backend: str, since: float | None = None) -> None:
-        """Wake the backend's sync: the gateway just changed something there, so news is likely soon (and,
-        with `since`, owed from then on)."""
+    def nudge(self, backend: str, confirmed: str | None = None) -> None:
+        """Wake the backend's sync: the gateway just changed something there, so news is likely soon (with
+        `confirmed`, the vendor id of a job just confirmed)."""
         wake = self.on_submitted.get(backend)
         if wake is not None:
-            wake(since)
+            wake(confirmed)
 
     async def cancel_on_vendor(self, row: dict[str, Any]) -> None:
         """Ask the vendor to stop a confirmed job, and show CANCELLING until the sync sees it end."""
