@@ -144,12 +144,15 @@ def backend_parameters(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     params: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in given.items():
-        name = key.lower()
-        if name in BACKEND_PARAMETERS:
-            params.setdefault(name, value)
+        if _supported(key):
+            params.setdefault(key.lower(), value)
         else:
             unknown.append(key)
     return params, sorted(unknown)
+
+
+def _supported(key: str) -> bool:
+    return key.lower() in BACKEND_PARAMETERS
 
 
 def stored_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +169,7 @@ def stored_task(task: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = bare({k: v for k, v in task.items() if k in TASK_FIELDS})
     res = doc.get("resources")
     if isinstance(res, dict) and isinstance(res.get("backend_parameters"), dict):
-        res["backend_parameters"] = {k: v for k, v in res["backend_parameters"].items()
-                                     if k.lower() in BACKEND_PARAMETERS}
+        res["backend_parameters"] = {k: v for k, v in res["backend_parameters"].items() if _supported(k)}
     return doc
 
 

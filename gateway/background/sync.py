@@ -169,31 +169,11 @@ class BackendSync:
                     stats.imported += await self.import_external(vj)
                     known.add(vid)
                 await slices.turn()  # comparing a page takes ~1 ms: requests go on meanwhile
-            for start in range(0, len(batch), WRITE_BATCH):
-                await self.store.jobs.apply_statuses(batch[start:start + WRITE_BATCH], "sync")
-                await slices.turn()  # the SQLite store writes inline: requests go on between batches
-            stats.updated += len(batch)
+            stats.updated += await self._write(batch, slices)
             if not read:
                 break
-        # Live jobs no page showed (e.g. ended since the last look, so not in the active list): one GET
-        # each, their news written WRITE_BATCH at a time (a transaction per job cost more than its GET).
-        # What was learnt is written even when a later GET fails: with a thousand ended jobs and a flaky
-        # vendor, a cycle that kept nothing until its last GET never made progress.
-        news: list[Update] = []
-        try:
-            for row in unseen.values():
-                got = await self.adapter.get(handle_of(row))
-                stats.get_requests += 1
-                status = self.vanished(row) if got is None else got.status
-                if got is None or _changed(row, status):
-                    news.append((row["id"], status_json(status), row["version"]))
-                if len(news) >= WRITE_BATCH:
-                    stats.updated += await self._write_news(news)
-                    news = []
-        except GatewayError:
-            await self._write_news(news)
-            raise
-        stats.updated += await self._write_news(news)
+        # Live jobs no page showed (e.g. ended since the last look, so not in the active list): one GET each.
+        await self._read_each(list(unseen.values()), stats)
         stats.seconds = time.monotonic() - started
         self.last = stats
         self.adapter.reconciled(began)
@@ -260,25 +240,13 @@ class BackendSync:
             seen.add(vid)
             if _changed(row, vj.status):
                 batch.append((row["id"], status_json(vj.status), row["version"]))
-        for start in range(0, len(batch), WRITE_BATCH):
-            await self.store.jobs.apply_statuses(batch[start:start + WRITE_BATCH], "sync")
-        stats.updated += len(batch)
+        stats.updated += await self._write(batch, Slices())
         # Read one by one: what the adapter could not place, and what the gateway is acting on (a cancelled
         # Run:ai workload leaves the list without a last phase change to show).
         check = [vid for vid in [*delta.moved, *sorted(owed)] if vid in rows and vid not in seen]
         check += [vid for vid, r in rows.items() if vid not in seen and vid not in delta.moved
                   and (r["cancel_requested"] or r["phase"] in ACTED_ON)]
-        news: list[Update] = []
-        try:
-            for vid in check:
-                row = rows[vid]
-                got = await self.adapter.get(handle_of(row))
-                stats.get_requests += 1
-                status = self.vanished(row) if got is None else got.status
-                if got is None or _changed(row, status):
-                    news.append((row["id"], status_json(status), row["version"]))
-        finally:
-            stats.updated += await self._write_news(news)
+        await self._read_each([rows[vid] for vid in check], stats)
         stats.seconds = time.monotonic() - started
         self.last = stats
         return stats
@@ -306,11 +274,32 @@ class BackendSync:
         self._full_at, self._full_cost = at, stats.requests
         return stats
 
-    async def _write_news(self, news: list[Update]) -> int:
-        """Store statuses learnt one GET at a time (versions compared, as for a page); returns how many."""
-        if news:
-            await self.store.jobs.apply_statuses(news, "sync")
-        return len(news)
+    async def _write(self, batch: list[Update], slices: Slices) -> int:
+        """Store statuses WRITE_BATCH a transaction (each only if its row is still at the version read);
+        returns how many."""
+        for start in range(0, len(batch), WRITE_BATCH):
+            await self.store.jobs.apply_statuses(batch[start:start + WRITE_BATCH], "sync")
+            await slices.turn()  # the SQLite store writes inline: requests go on between batches
+        return len(batch)
+
+    async def _read_each(self, rows: list[dict[str, Any]], stats: CycleStats) -> None:
+        """One GET per row, the news written WRITE_BATCH at a time (a transaction per job cost more than its
+        GET). What was learnt is written even when a later GET fails: with a thousand ended jobs and a flaky
+        vendor, a cycle that kept nothing until its last GET never made progress."""
+        news: list[Update] = []
+        slices = Slices()
+        try:
+            for row in rows:
+                got = await self.adapter.get(handle_of(row))
+                stats.get_requests += 1
+                status = self.vanished(row) if got is None else got.status
+                if got is None or _changed(row, status):
+                    news.append((row["id"], status_json(status), row["version"]))
+                if len(news) >= WRITE_BATCH:
+                    stats.updated += await self._write(news, slices)
+                    news = []
+        finally:
+            stats.updated += await self._write(news, slices)
 
     @staticmethod
     def vanished(row: dict[str, Any]) -> JobStatus:

@@ -520,8 +520,13 @@ class JobRows:
     def _live_base(backend: str) -> Any:
         return select(jobs.c.id, jobs.c.backend_job_id, jobs.c.vendor_name, jobs.c.vendor_kind, jobs.c.phase,
                       jobs.c.vendor_digest, jobs.c.cancel_requested, jobs.c.created_at, jobs.c.version).where(
-            jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
-            jobs.c.deleted_at.is_(None))
+            *JobRows._live(backend))
+
+    @staticmethod
+    def _live(backend: str) -> list[Any]:
+        """What makes a job live on a backend: submitted, not terminal, not deleted."""
+        return [jobs.c.backend == backend, jobs.c.terminal.is_(False), jobs.c.submit_state == "submitted",
+                jobs.c.deleted_at.is_(None)]
 
     async def live_of(self, backend: str, vendor_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The live rows (as `live` reads them) of these vendor job ids: a delta's news, looked up by index
@@ -540,8 +545,7 @@ class JobRows:
 
     async def has_live(self, backend: str) -> bool:
         """Whether a backend has any live job (one small indexed query)."""
-        q = select(jobs.c.id).where(jobs.c.backend == backend, jobs.c.terminal.is_(False),
-                                    jobs.c.submit_state == "submitted", jobs.c.deleted_at.is_(None)).limit(1)
+        q = select(jobs.c.id).where(*self._live(backend)).limit(1)
         return await self.db.run(lambda conn: conn.execute(q).first() is not None, write=False)
 
     async def _scan(self, query: Any) -> list[dict[str, Any]]:
