@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
+import math
 import os
 import pickle
 import random
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -209,18 +212,29 @@ class Timeline:
     """A job's scheduled phases on the monotonic clock; the current phase is read, never ticked,
     so twenty thousand jobs cost nothing while idle."""
 
-    __slots__ = ("at", "phases")
+    __slots__ = ("at", "phases", "watch")
 
     def __init__(self, start: float, steps: list[tuple[float, Any]]) -> None:
         self.at: list[float] = []
         self.phases: list[Any] = []
+        self.watch: Callable[[float], None] | None = None  # told of every phase change scheduled (ChangeIndex)
         self.extend(start, steps)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"at": self.at, "phases": self.phases}  # (the watch is the process's, not the job's)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple):  # saved before the watch: (None, slots)
+            state = state[1]
+        self.at, self.phases, self.watch = state["at"], state["phases"], None
 
     def extend(self, start: float, steps: list[tuple[float, Any]]) -> None:
         """Append phases at start + offset (offsets already scaled by the clock speed)."""
         for offset, phase in steps:
             self.at.append(start + offset)
             self.phases.append(phase)
+            if self.watch is not None:
+                self.watch(start + offset)
 
     def current(self, now: float) -> Any:
         """The phase in force at `now`."""
@@ -247,6 +261,48 @@ class Timeline:
         """Phases reached so far with their monotonic times."""
         i = bisect_right(self.at, now)
         return list(zip(self.at[:i], self.phases[:i], strict=True))
+
+
+class ChangeIndex:
+    """When the jobs' scheduled phase changes fall (monotonic clock), so that "what changed since T" reads
+    the jobs that changed instead of every job (a delta sync asks it every second; a vendor's database has
+    an index for it). A superset: a change a later cut removed stays listed, so callers check each job."""
+
+    def __init__(self) -> None:
+        self._future: list[tuple[float, int, Any]] = []  # heap of changes still to come
+        self._past: list[tuple[float, int, Any]] = []  # changes reached, in time order
+        self._seq = itertools.count()  # ties never compare the jobs
+
+    def add(self, job: Any, at: float) -> None:
+        """A change of `job` scheduled at `at`."""
+        heapq.heappush(self._future, (at, next(self._seq), job))
+
+    def watch(self, job: Any, timeline: Timeline) -> None:
+        """List the timeline's changes, and every one scheduled on it from now on."""
+        for at in timeline.at:
+            self.add(job, at)
+        timeline.watch = lambda at: self.add(job, at)
+
+    def _reach(self, now: float) -> None:
+        while self._future and self._future[0][0] <= now:
+            item = heapq.heappop(self._future)
+            if self._past and item < self._past[-1]:
+                insort(self._past, item)  # (a change scheduled in the past: rare)
+            else:
+                self._past.append(item)
+
+    def since(self, at: float, now: float) -> list[Any]:
+        """The jobs with a change in [at, now], each once, in no particular order."""
+        self._reach(now)
+        seen: dict[int, Any] = {}
+        for _, _, job in self._past[bisect_left(self._past, (at, -1)):]:
+            seen.setdefault(id(job), job)
+        return list(seen.values())
+
+    def next_due(self, now: float) -> float:
+        """When the next change after `now` is scheduled (maybe earlier: a cut one), or inf."""
+        self._reach(now)
+        return self._future[0][0] if self._future else math.inf
 
 
 def wall(mono: float) -> float:

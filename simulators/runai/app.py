@@ -16,7 +16,6 @@ import re
 import secrets
 import time
 import uuid
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from aiohttp import web
 
 from simulators.kit import (
     COMMITTED,
+    ChangeIndex,
     FaultState,
     Timeline,
     Usage,
@@ -193,6 +193,8 @@ class RunaiSimulator:
         self.issuer = f"runai-sim-{uuid.uuid4().hex[:8]}"
         self.jobs: dict[str, Workload] = {}
         self.order: list[Workload] = []
+        self.rank: dict[str, int] = {}  # workload id -> its place in self.order (creation order)
+        self.changes = ChangeIndex()  # what changed since T, without reading every workload
         self.names: dict[tuple[str, str], str] = {}
         self.tokens_issued = 0
         self.checker = SchemaChecker(json.loads(SPEC_PATH.read_text()))
@@ -203,6 +205,12 @@ class RunaiSimulator:
         self.pool_ids = {name: str(i + 1) for i, name in enumerate(self.sched.capacity or {"default": 0})}
         self.started = time.time()
         self.cluster_id = DEMO_CLUSTER
+
+    def _track(self, w: Workload) -> None:
+        """Add a workload to the creation order and to the change index."""
+        self.rank[w.id] = len(self.order)
+        self.order.append(w)
+        self.changes.watch(w, w.timeline)
 
     def export_state(self) -> dict[str, Any]:
         """The workloads and the scheduler's queue, for simkit.StateFile."""
@@ -215,7 +223,7 @@ class RunaiSimulator:
             if w.deleted_at is not None:
                 w.deleted_at += shift
             self.jobs[w.id] = w
-            self.order.append(w)
+            self._track(w)
             if w.deleted_at is None:
                 self.names[(w.project_id, w.name)] = w.id
         if state.get("sched"):
@@ -565,7 +573,7 @@ class RunaiSimulator:
                      timeline=Timeline(now, self._steps(WAIT)), outcome=outcome, run_seconds=run,
                      created_by=self.caller(request), url=f"{request.url.origin()}/_serve/{wid}/")
         self.jobs[w.id] = w
-        self.order.append(w)
+        self._track(w)
         self.names[(project, final)] = w.id
         w.claim = self._claim(w)
         self.sched.submit(w.claim, now)
@@ -726,7 +734,7 @@ class RunaiSimulator:
                          outcome=outcome, run_seconds=run_seconds, created_by="bulk")
             w.timeline.extend(now, self._run_steps(w, self._s(START[-1][0])))
             self.jobs[w.id] = w
-            self.order.append(w)
+            self._track(w)
             self.names[(project, name)] = w.id
             ids.append(w.id)
         self.revision += 1  # not a request the middleware sees commit
@@ -907,6 +915,12 @@ class RunaiSimulator:
         rest = [(k, op, v) for k, op, v in filters if not (k == "createdAt" and op == ">=")
                 and not (k == "phaseUpdatedAt" and op in (">=", "<="))]
         floor = max(since) if since else None
+        pool = self.order
+        lows = [v for op, v in changed if op == ">="]
+        if lows:  # only the workloads whose phase changed since then (each is checked below all the same)
+            self.sched.advance(now)
+            lo = max(lows) - (time.time() - time.monotonic()) - 0.05  # on the monotonic clock, a margin early
+            pool = sorted(self.changes.since(lo, now), key=lambda w: self.rank[w.id])
         sort_by = q.get("sortBy")
         if sort_by is not None and sort_by not in SORT_FIELDS:
             raise ValueError(f"sortBy cannot sort by {sort_by!r}")
@@ -914,7 +928,7 @@ class RunaiSimulator:
         if sort_by not in (None, "createdAt") or desc:
             need = None
         out: list[Workload] = []
-        for w in self.order:
+        for w in pool:
             if need is not None and len(out) >= need:
                 break
             if floor is not None and w.created_at < floor:
@@ -981,11 +995,7 @@ class RunaiSimulator:
     def _settled_until(self, now: float) -> float:
         """When the next scheduled phase change of any workload is due."""
         due = min((c.hold_until for c in self.sched.waiting.values() if c.hold_until > now), default=math.inf)
-        for w in self.order:
-            at = w.timeline.at
-            if at and at[-1] > now:
-                due = min(due, at[bisect_right(at, now)])
-        return due
+        return min(due, self.changes.next_due(now))
 
     async def count(self, request: web.Request) -> web.Response:
         if (denied := await self._authed(request)) is not None:
