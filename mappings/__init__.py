@@ -4,6 +4,7 @@ fails at load with the file and the place named, never as a KeyError at first us
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -265,10 +266,14 @@ def storage_rules() -> tuple[StorageRule, ...]:
     return _rule_file("storage.yaml")
 
 
-def rewrite_uri(uri: str, target: str) -> tuple[str, StorageRule] | None:
-    """Apply the first storage rule for `target` matching `uri`; None when no rule matches."""
+def rewrite_uri(uri: str, target: str, extra: Sequence[tuple[str, str]] = ()
+                ) -> tuple[str, StorageRule] | None:
+    """Apply the first storage rule for `target` matching `uri` (the backend's own `extra` (from, to) rules
+    first, then mappings/storage.yaml); None when no rule matches."""
     probe = uri if uri.endswith("/") else uri + "/"
-    for rule in storage_rules():
+    own = tuple(StorageRule(target, a if a.endswith("/") else a + "/", b if b.endswith("/") else b + "/")
+                for a, b in extra)
+    for rule in own + storage_rules():
         if rule.target == target and probe.startswith(rule.source):
             rest = probe[len(rule.source):]
             new = rule.dest + rest

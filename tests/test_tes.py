@@ -213,6 +213,200 @@ def test_two_executors_complete_and_a_failing_one_is_an_executor_error(live: App
     assert c.get_task(failing, "FULL").logs[0].logs[0].exit_code == 3
 
 
+# -- executors and files: the entry script under a real shell, then through both backends ----------------------
+STAGED = {"name": "staged", "executors": [
+    {"image": "alpine:3", "command": ["sh", "-c", "cat $W/in.txt > $W/out.txt; mkdir -p $W/d/e; echo a > $W/d/e/f"]},
+    {"image": "alpine:3", "command": ["sh", "-c", "exit 3"], "ignore_error": True},
+    {"image": "alpine:3", "command": ["sh", "-c", "echo 1 > $W/r1.csv; echo 22 > $W/r2.csv; echo said"]}],
+    "outputs": [{"url": "s3://b/res/renamed.txt", "path": "$W/out.txt"},
+                {"url": "s3://b/tree", "path": "$W/d", "type": "DIRECTORY"},
+                {"url": "s3://b/csv", "path": "$W/r*.csv", "path_prefix": "$W"}]}
+
+
+def staged_task(work: Path) -> dict[str, Any]:
+    """STAGED with its work folder at `work`, an inline input and a file and a directory from storage."""
+    doc = json.loads(json.dumps(STAGED).replace("$W", str(work)))
+    for ex in doc["executors"]:
+        ex["env"] = {"W": str(work)}
+    doc["inputs"] = [{"path": f"{work}/inline.txt", "content": "inline"},
+                     {"url": "s3://b/data/in.txt", "path": f"{work}/in.txt"},
+                     {"url": "s3://b/dir", "path": f"{work}/indir", "type": "DIRECTORY"}]
+    return doc
+
+
+def run_script(tmp: Path, doc: dict[str, Any], whole_bucket: bool) -> subprocess.CompletedProcess[str]:
+    """The task's entry script run by /bin/sh, its storage mounts being folders under `tmp`: each holds its
+    URL's data at the top (a folder mount) or below the URL's path (a bucket mounted whole, as on Run:ai)."""
+    import gateway.api.tes as tes_api
+
+    stage = tmp / "stage"
+    old, tes_api.STAGE = tes_api.STAGE, str(stage)
+    try:
+        spec, _ = task_to_spec(doc, "runai")
+    finally:
+        tes_api.STAGE = old
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TJG_SUBPATH_")}
+    for m in spec.get("inputs", []) + spec.get("outputs", []):
+        sub = m["uri"].split("://", 1)[1].partition("/")[2]
+        if whole_bucket and sub:
+            env[f"TJG_SUBPATH_{m['name'].upper()}"] = sub
+
+    def lay(m: dict[str, Any]) -> Path:
+        return Path(m["path"]) / (m["uri"].split("://", 1)[1].partition("/")[2] if whole_bucket else "")
+
+    by_name = {m["name"]: m for m in spec.get("inputs", [])}
+    if "in1" in by_name:
+        (lay(by_name["in1"])).mkdir(parents=True)
+        (lay(by_name["in1"]) / "in.txt").write_text("from storage\n")
+        (lay(by_name["in2"]) / "x").mkdir(parents=True)
+        (lay(by_name["in2"]) / "x" / "y").write_text("deep\n")
+    return subprocess.run(["/bin/sh", "-c", spec["command"][2]], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("whole_bucket", [False, True])
+def test_the_entry_script_stages_files_and_marks_each_executor_under_a_real_shell(tmp_path: Path,
+                                                                                  whole_bucket: bool) -> None:
+    from gateway.api.tes import Results, _output_logs, results_of
+
+    work = tmp_path / "work"
+    doc = staged_task(work)
+    p = run_script(tmp_path, doc, whole_bucket)
+    assert p.returncode == 0, p.stderr
+    got = results_of(p.stdout)
+    assert got is not None and not got.stage_failed
+    assert {i: rc for i, (rc, _, _) in got.executors.items()} == {0: 0, 1: 3, 2: 0}  # ignore_error kept its 3
+    assert all(t1 >= t0 > 0 for _, t0, t1 in got.executors.values())
+    assert (work / "out.txt").read_text() == "from storage\n" and (work / "indir" / "x" / "y").read_text() == "deep\n"
+    assert (work / "inline.txt").read_text() == "inline"
+    out = tmp_path / "stage"
+
+    def sub(name: str, rest: str) -> Path:
+        return out / name / (rest if whole_bucket else "")
+
+    assert (sub("out0", "res") / "renamed.txt").read_text() == "from storage\n"  # the URL's file name
+    assert (sub("out1", "tree") / "e" / "f").read_text() == "a\n"
+    assert sorted(f.name for f in sub("out2", "csv").iterdir()) == ["r1.csv", "r2.csv"]
+    logs = _output_logs(doc, got)
+    assert sorted((o["url"], o["path"], o["size_bytes"]) for o in logs) == sorted([
+        ("s3://b/res/renamed.txt", f"{work}/out.txt", "13"), ("s3://b/tree/e/f", f"{work}/d/e/f", "2"),
+        ("s3://b/csv/r1.csv", f"{work}/r1.csv", "2"), ("s3://b/csv/r2.csv", f"{work}/r2.csv", "3")])
+    assert isinstance(got, Results) and "said" in p.stdout
+
+
+def test_a_failing_executor_stops_the_task_and_a_missing_output_is_a_staging_failure(tmp_path: Path) -> None:
+    from gateway.api.tes import results_of
+
+    doc = staged_task(tmp_path / "w1")
+    doc["executors"][2]["command"] = ["sh", "-c", "exit 5"]
+    p = run_script(tmp_path / "a", doc, False)
+    got = results_of(p.stdout)
+    assert p.returncode == 5 and got is not None and sorted(got.executors) == [0, 1, 2] and not got.outputs
+    assert got.executors[2][0] == 5
+    doc = staged_task(tmp_path / "w2")
+    doc["executors"][0]["command"] = ["true"]  # out.txt is never written
+    p = run_script(tmp_path / "b", doc, False)
+    got = results_of(p.stdout)
+    assert p.returncode == 1 and got is not None and got.stage_failed and "outputs[0]" in p.stderr
+
+
+def test_an_output_name_with_quotes_and_spaces_stays_one_word(tmp_path: Path) -> None:
+    from gateway.api.tes import results_of
+
+    work = tmp_path / "it's here"
+    doc = {"executors": [{"image": "a", "command": ["sh", "-c", f"mkdir -p \"{work}\" && echo x > \"{work}/a b\""]}],
+           "outputs": [{"url": "s3://b/o/it's a b", "path": f"{work}/a b"}]}
+    p = run_script(tmp_path, doc, False)
+    got = results_of(p.stdout)
+    assert p.returncode == 0 and got is not None, p.stderr
+    assert (tmp_path / "stage" / "out0" / "it's a b").read_text() == "x\n"
+
+
+def test_executor_logs_come_from_the_log_on_modelarts_and_from_the_exit_code_on_runai(live: AppThread,
+                                                                                    tmp_path: Path) -> None:
+    c = client(live)
+    # What the script prints when it really runs (a real shell), as the simulated program's output on ModelArts.
+    doc = staged_task(tmp_path / "w")
+    printed = run_script(tmp_path, doc, False).stdout
+    body = {"name": "marked", "executors": [{**ex, "env": {**ex["env"], "SIM_STDOUT": printed,
+                                                             "SIM_RUN_SECONDS": "1"}} for ex in doc["executors"]],
+            "inputs": [doc["inputs"][0], {**doc["inputs"][1], "url": "obs://b/data/in.txt"},
+                       {**doc["inputs"][2], "url": "obs://b/dir"}],
+            "outputs": [{**o, "url": o["url"].replace("s3://", "obs://")} for o in doc["outputs"]],
+            "resources": {"backend_parameters": {"backend": "modelarts"}}}
+    r = requests.post(live.url + "/ga4gh/tes/v1/tasks", json=body, headers=ALPHA, timeout=30)
+    assert r.status_code == 200, r.text
+    tid = r.json()["id"]
+    assert wait_state(c, tid, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"}).state == "COMPLETE"
+    for view in ("BASIC", "FULL"):
+        log = c.get_task(tid, view).logs[0]
+        assert [e.exit_code for e in log.logs] == [0, 3, 0], view  # one per executor, ignore_error's 3 too
+        assert sorted(o.url for o in log.outputs) == ["obs://b/csv/r1.csv", "obs://b/csv/r2.csv",
+                                                      "obs://b/res/renamed.txt", "obs://b/tree/e/f"]
+        assert int({o.url: o.size_bytes for o in log.outputs}["obs://b/res/renamed.txt"]) == 13
+    stdout = c.get_task(tid, "FULL").logs[0].logs[-1].stdout
+    assert "said" in stdout and "tjg:v1" not in stdout  # the program's output, without the script's lines
+
+    # Run:ai gives no log: what the exit code tells, the rest said.
+    two = c.create_task(task("runai", "two-on-runai",
+                             {"image": "a", "command": ["true"], "env": {"SIM_RUN_SECONDS": "1"}},
+                             {"image": "a", "command": ["true"], "env": {"SIM_RUN_SECONDS": "1"}},
+                             {"image": "a", "command": ["false"], "ignore_error": True,
+                              "env": {"SIM_RUN_SECONDS": "1"}}))
+    assert wait_state(c, two, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"}).state == "COMPLETE"
+    log = c.get_task(two, "FULL").logs[0]
+    assert [e.exit_code for e in log.logs] == [0, 0]
+    assert any("executor 2 has ignore_error" in s for s in log.system_logs), log.system_logs
+
+
+def test_storage_a_backend_cannot_stage_is_refused_naming_the_field(live: AppThread) -> None:
+    info = requests.get(live.url + "/ga4gh/tes/v1/service-info", headers=ALPHA, timeout=30).json()
+    assert info["storage"] == ["s3://", "obs://", "pvc://", "nfs://"]  # Run:ai takes all four, ModelArts obs, nfs
+    body = {"executors": [{"image": "a", "command": ["true"]}],
+            "inputs": [{"path": "/w/inline", "content": "x"}, {"url": "s3://b/k/in.txt", "path": "/w/in.txt"}],
+            "resources": {"backend_parameters": {"backend": "modelarts"}}}
+    r = requests.post(live.url + "/ga4gh/tes/v1/tasks", json=body, headers=ALPHA, timeout=30)
+    assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["body", "inputs", 1], r.text
+    assert "OBS and NFS" in r.json()["detail"]
+    body["outputs"], body["inputs"] = [{"url": "s3://b/o/x", "path": "/w/x"}], []
+    r = requests.post(live.url + "/ga4gh/tes/v1/tasks", json=body, headers=ALPHA, timeout=30)
+    assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["body", "outputs", 0], r.text
+    body["resources"] = {"backend_parameters": {"backend": "runai"}}
+    r = requests.post(live.url + "/ga4gh/tes/v1/tasks", json=body, headers=ALPHA, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_a_backends_storage_rules_say_where_a_uri_is_for_it(tmp_path: Path) -> None:
+    mirror = {"storage_rules": [{"from": "s3://data", "to": "obs://data-mirror/copy"}]}
+    cfg = gateway_config(f"sqlite+aiosqlite:///{tmp_path}/tjg.db", per_backend={"modelarts": mirror})
+    with AppThread(lambda: create_app(cfg)) as gw:
+        body = {"executors": [{"image": "a", "command": ["true"]}],
+                "inputs": [{"url": "s3://data/k/in.txt", "path": "/w/in.txt"}],
+                "resources": {"backend_parameters": {"backend": "modelarts"}}}
+        r = requests.post(gw.url + "/ga4gh/tes/v1/tasks", json=body, headers=ALPHA, timeout=30)
+        assert r.status_code == 200, r.text
+        job = requests.get(f"{gw.url}/v1/jobs/{r.json()['id']}", headers=ALPHA, timeout=30).json()
+        entry = next(e for e in job["report"] if e["field"] == "inputs[0]")
+        assert "/data-mirror/copy/k/" in entry["detail"] and "rewritten s3://data/k -> obs://data-mirror/copy/k" \
+            in entry["detail"], entry
+    from gateway.core.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="storage_rules.0.from"):
+        gateway_config(f"sqlite+aiosqlite:///{tmp_path}/x.db",
+                       per_backend={"modelarts": {"storage_rules": [{"from": "http://x/", "to": "obs://y/"}]}})
+
+
+def test_runai_tells_the_program_where_a_whole_mounted_uri_lies(live: AppThread) -> None:
+    from tests.oracles import validate_runai
+
+    spec = {"name": "m", "backend": "runai", "image": "a", "command": ["true"],
+            "inputs": [{"name": "in0", "uri": "s3://b/some/dir", "path": "/tjg/stage/in0"}]}
+    r = requests.post(live.url + "/v1/jobs?dry_run=true", json=spec, headers=ALPHA, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()["request"]["body"]
+    validate_runai("TrainingCreationRequest", body)  # Run:ai's own OpenAPI
+    assert {e["name"]: e["value"] for e in body["spec"]["environmentVariables"]} == {"TJG_SUBPATH_IN0": "some/dir"}
+
+
 def test_platform_failures_and_preemptions(live: AppThread) -> None:
     c = client(live)
     abnormal = c.create_task(task("modelarts", "abnormal", {"image": "a", "command": ["x"],
@@ -292,10 +486,16 @@ def test_mapping_report_and_refusals() -> None:
     assert spec["name"] == "align-reads" and spec["backend"] == "modelarts" and spec["image"] == "bwa:1"
     script = spec["command"][2]
     assert spec["command"][:2] == ["/bin/sh", "-c"] and "cd /data && env T=4 bwa mem ref.fa r.fq > /data/o.sam" in script
-    assert "|| true" in script and "mkdir -p /data" in script and "printf" in script
+    assert "# executor 1: ignore_error" in script and "mkdir -p /data" in script and "printf" in script
+    assert "[ $tjg_rc -eq 0 ] || exit $tjg_rc  # executor 0" in script
     assert spec["env"] == {"T": "4"} and spec["resources"] == {"cpu": 4, "memory": "16G", "gpus": "1"}
-    assert spec["inputs"] == [{"name": "in0", "uri": "s3://bucket/ref", "path": "/data", "read_only": True}]
-    assert spec["outputs"][0]["uri"] == "obs://out/run1" and spec["labels"] == {"run": "1"}
+    # Each file's folder is mounted apart (an input and an output in one folder are two mount points), and the
+    # entry script copies the file between it and the path; an output keeps its URL's file name.
+    assert spec["inputs"] == [{"name": "in0", "uri": "s3://bucket/ref", "path": "/tjg/stage/in0", "read_only": True}]
+    assert spec["outputs"] == [{"name": "out0", "uri": "obs://out/run1", "path": "/tjg/stage/out0",
+                                "read_only": False}] and spec["labels"] == {"run": "1"}
+    assert 'cp "/tjg/stage/in0/${TJG_SUBPATH_IN0:+$TJG_SUBPATH_IN0/}"ref.fa /data/ref.fa' in script
+    assert 'cp /data/o.sam.gz "/tjg/stage/out0/${TJG_SUBPATH_OUT0:+$TJG_SUBPATH_OUT0/}"o.sam.gz' in script
     outcomes = {n["field"]: n["outcome"] for n in notes}
     assert outcomes["tes.resources.disk_gb"] == "dropped" and outcomes["tes.resources.zones"] == "dropped"
     assert outcomes["tes.resources.backend_parameters.colour"] == "dropped" and outcomes["tes.tags.Bad Key!"] == "dropped"

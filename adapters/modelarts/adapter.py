@@ -58,6 +58,7 @@ class ModelArtsAdapter(Adapter[ModelArtsConfig]):
     kind = tr.KIND
     config_model = ModelArtsConfig
     simulator = "simulators.modelarts.app:create_simulator"
+    storage = ("obs", "nfs")
     unsupported = {
         Capability.SUSPEND: "ModelArts training jobs cannot be paused; cancel and resubmit instead",
         Capability.RESUME: "ModelArts training jobs cannot be paused, so there is nothing to resume",

@@ -279,7 +279,7 @@ def translate(spec: JobSpec, backend: ModelArtsConfig, job_id: str) -> Translati
     for m in mounts(spec):
         field = f"{m.kind}[{m.index}]"
         uri, note = m.uri, ""
-        rewritten = rewrite_uri(uri, "modelarts")
+        rewritten = rewrite_uri(uri, "modelarts", backend.uri_rules())
         if rewritten:
             uri = rewritten[0]
             note = f"; rewritten {m.uri} -> {uri} by mappings/storage.yaml"

@@ -50,6 +50,7 @@ class RunaiAdapter(Adapter[RunaiConfig]):
     kind = tr.KIND
     config_model = RunaiConfig
     simulator = "simulators.runai.app:create_simulator"
+    storage = ("s3", "obs", "pvc", "nfs")  # (obs through its S3-compatible endpoint)
     unsupported = {
         Capability.LOGS: "Run:ai's control-plane API has no log endpoint for trainings; use kubectl or the UI",
     }

@@ -19,6 +19,7 @@ from gateway.core.translation import (
     deep_merge,
     mounts,
     shell_join,
+    subpath_env,
     vendor_extension,
     vendor_name,
 )
@@ -163,10 +164,11 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
         rep.add("resources.gpu_type", "exact", f"nodePools {pools} from mappings/gpus.yaml")
 
     storage: dict[str, list[dict[str, Any]]] = {}
+    subpaths: dict[str, str] = {}
     for m in mounts(spec):
         field = f"{m.kind}[{m.index}]"
         uri, note = m.uri, ""
-        rewritten = rewrite_uri(uri, "runai")
+        rewritten = rewrite_uri(uri, "runai", backend.uri_rules())
         if rewritten:
             uri = rewritten[0]
             note = f"; rewritten {m.uri} -> {uri} by mappings/storage.yaml"
@@ -178,9 +180,10 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
                 "name": m.name, "claimName": parts.netloc, "path": m.path, "readOnly": m.read_only,
                 "existingPvc": True})
             if sub:
+                subpaths[subpath_env(m.name)] = sub
                 rep.add(field, "approximated",
                         f"storage.pvc claim {parts.netloc} mounted whole at {m.path}: Run:ai has no sub-path, "
-                        f"data is under {m.path}/{sub}{note}{extra}")
+                        f"data is under {m.path}/{sub} (${subpath_env(m.name)}){note}{extra}")
             else:
                 rep.add(field, "approximated" if note else "exact", f"storage.pvc {parts.netloc}{note}{extra}")
         elif parts.scheme == "nfs":
@@ -197,12 +200,15 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
                 detail += f" through OBS's S3-compatible endpoint {backend.obs_endpoint}"
                 lossy = True
             if sub:
-                detail += f"; Run:ai mounts whole buckets, data is under {m.path}/{sub}"
+                subpaths[subpath_env(m.name)] = sub
+                detail += f"; Run:ai mounts whole buckets, data is under {m.path}/{sub} (${subpath_env(m.name)})"
                 lossy = True
             storage.setdefault("s3", []).append(item)
             rep.add(field, "approximated" if lossy else "exact", detail + note + extra)
     if storage:
         s["storage"] = storage
+    if subpaths:  # where each whole-mounted URI's data lies, for the program (a TES entry script stages by it)
+        s.setdefault("environmentVariables", []).extend({"name": k, "value": v} for k, v in subpaths.items())
 
     if spec.labels is not None:
         s["labels"] = [{"name": k, "value": v} for k, v in spec.labels.items()]
@@ -342,7 +348,8 @@ def spec_from_vendor(record: dict[str, Any], backend: str) -> dict[str, Any]:
     if spec_block.get("args"):
         out["args"] = _argv(spec_block["args"])
     if spec_block.get("environmentVariables"):
-        out["env"] = {e["name"]: e.get("value") or "" for e in spec_block["environmentVariables"] if e.get("name")}
+        out["env"] = {e["name"]: e.get("value") or "" for e in spec_block["environmentVariables"]
+                      if e.get("name") and not str(e["name"]).startswith("TJG_SUBPATH_")}  # (ours, from mounts)
     labels = {lb["name"]: lb.get("value") or "" for lb in spec_block.get("labels") or [] if lb.get("name")}
     if labels:
         out["labels"] = labels

@@ -17,6 +17,7 @@ import posixpath
 import re
 import shlex
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ from gateway.api.tes_models import TesTask, first_error
 from gateway.core.errors import BadRequest, Conflict, GatewayError
 from gateway.core.models import ENV_NAME_RE, LABEL_KEY_RE, Phase, ReportEntry
 from gateway.core.slices import Slices
+from gateway.core.translation import subpath_env
 from gateway.service.attempts import attempt_windows
 from gateway.service.jobs import JobService
 from gateway.service.principal import Principal
@@ -99,14 +101,57 @@ def _data_url(url: str, loc: list[str | int]) -> str:
     return url
 
 
-def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volumes: list[str]) -> str:
-    """The entry script that runs the executors in order in one container."""
-    lines = ["set -u"]
+STAGE = "/tjg/stage"  # where a task's storage is mounted; its entry script copies between it and the task's paths
+MARK = "tjg:v1"  # the entry script's lines for the gateway (executor exit codes, outputs written): see _results
+
+
+@dataclass
+class Staged:
+    """One TES input or output with a URL: its storage is mounted at `mount` (STAGE/in<i> or out<i>) and the
+    entry script copies between `rel` under it (beneath the backend's sub-path, see subpath_env) and `path`."""
+
+    kind: str  # in | out
+    index: int
+    type: str  # FILE | DIRECTORY
+    mount: str
+    rel: str  # the file's name in the mounted folder ("" for a directory: the folder itself)
+    path: str
+    prefix: str | None = None  # an output's path_prefix: `path` is a pattern, each match goes to url + its rest
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.index}"
+
+    def source(self) -> str:
+        """The mounted location as a shell word (the backend's sub-path, when it mounts more, expanded)."""
+        var = subpath_env(self.name)
+        return f'"{self.mount}/${{{var}:+${var}/}}"{shlex.quote(self.rel) if self.rel else ""}'
+
+
+def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volumes: list[str],
+            staged: list[Staged] | None = None) -> str:
+    """The entry script that runs the executors in order in one container: volumes and inline contents made,
+    inputs copied from their mounts to their paths before the first executor, outputs copied to their mounts
+    after the last, and one MARK line per executor that ran (its exit code, start and end) and per file
+    written out, for the task's logs."""
+    staged = staged or []
+    lines = ["set -u",
+             f"tjg_mark() {{ printf '{MARK} %s\\n' \"$*\"; }}",
+             "tjg_now() { date +%s 2>/dev/null || echo 0; }",
+             "tjg_fail() { echo \"tjg: $*\" >&2; tjg_mark stage-failed; exit 1; }"]
     for path in volumes:
         lines.append(f"mkdir -p {shlex.quote(path)}")
     for path, content in inline:
         lines.append(f"mkdir -p {shlex.quote(posixpath.dirname(path) or '/')} && "
                      f"printf '%s' {shlex.quote(content)} > {shlex.quote(path)}")
+    for st in (x for x in staged if x.kind == "in"):
+        dest = shlex.quote(st.path)
+        if st.type == "DIRECTORY":
+            lines.append(f"mkdir -p {dest} && cp -R {st.source()}. {dest}/ "
+                         f"|| tjg_fail {shlex.quote(f'inputs[{st.index}]: cannot copy the directory to {st.path}')}")
+        else:
+            lines.append(f"mkdir -p {shlex.quote(posixpath.dirname(st.path) or '/')} && cp {st.source()} {dest} "
+                         f"|| tjg_fail {shlex.quote(f'inputs[{st.index}]: cannot copy the file to {st.path}')}")
     for i, ex in enumerate(executors):
         cmd = " ".join(shlex.quote(a) for a in ex["command"])
         env = " ".join(shlex.quote(f"{k}={v}") for k, v in (ex.get("env") or {}).items())  # one argv each
@@ -116,11 +161,57 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
         for stream, op in (("stdin", "<"), ("stdout", ">"), ("stderr", "2>")):
             if ex.get(stream):
                 step += f" {op} {shlex.quote(ex[stream])}"
+        lines.append(f"tjg_s=$(tjg_now); ( {step} ); tjg_rc=$?; tjg_mark executor {i} $tjg_rc $tjg_s $(tjg_now)")
         if ex.get("ignore_error"):
-            lines.append(f"( {step} ) || true  # executor {i}: ignore_error")
+            lines.append(f"# executor {i}: ignore_error")
         else:
-            lines.append(f"( {step} ) || exit $?  # executor {i}")
+            lines.append(f"[ $tjg_rc -eq 0 ] || exit $tjg_rc  # executor {i}")
+    for st in (x for x in staged if x.kind == "out"):
+        lines.extend(_stage_out(st))
     return "\n".join(lines) + "\n"
+
+
+def _stage_out(st: Staged) -> list[str]:
+    """The lines that copy one output to its mount, a MARK line per file (its size and where it went)."""
+    into = f'"{st.mount}/${{{subpath_env(st.name)}:+${subpath_env(st.name)}/}}"'
+    if st.type == "FILE" and st.prefix is None:
+        src = shlex.quote(st.path)
+        return [f"[ -f {src} ] || tjg_fail {shlex.quote(f'outputs[{st.index}]: {st.path} was not written')}",
+                f"mkdir -p {into} && cp {src} {into}{shlex.quote(st.rel)} "
+                f"|| tjg_fail {shlex.quote(f'outputs[{st.index}]: cannot copy {st.path}')}",
+                f"tjg_mark output {st.index} $(wc -c < {src}) {shlex.quote(st.rel)}"]
+    if st.prefix is None:  # a directory: every file under it, by its path below it
+        root = shlex.quote(st.path.rstrip("/") or "/")
+        find = f"[ -d {root} ] || tjg_fail {shlex.quote(f'outputs[{st.index}]: {st.path} was not written')}\n" \
+               f"find {root} -type f | while IFS= read -r f; do r=${{f#{root}/}}"
+    else:  # path_prefix: the files the pattern matches, by their path after the prefix
+        pre = shlex.quote(st.prefix.rstrip("/"))
+        find = f"for f in {_glob(st.path)}; do [ -f \"$f\" ] || continue; r=${{f#{pre}/}}"
+    return [find + f'; mkdir -p "$(dirname {into}"$r")" && cp "$f" {into}"$r" '
+            f"|| tjg_fail \"outputs[{st.index}]: cannot copy $f\"; "
+            f'tjg_mark output {st.index} $(wc -c < "$f") "$r"; done || exit 1']
+
+
+def _glob(pattern: str) -> str:
+    """A path pattern as a shell word: its wildcards expand, the rest is quoted."""
+    return "".join(c if c in "*?[]" else shlex.quote(c) if not c.isalnum() and c not in "/._-" else c
+                   for c in pattern)
+
+
+def _staged(kind: str, i: int, item: dict[str, Any], url: str) -> tuple[Staged, str]:
+    """A TES input or output with a URL as a mount of its own (a file's folder, or the directory) and what the
+    entry script copies; an output file keeps the name its URL gives it."""
+    parts = urlsplit(url)
+    is_file = item.get("type", "FILE") == "FILE" and not item.get("path_prefix")
+    where = parts.path.rstrip("/")
+    folder, rel = (posixpath.dirname(where), posixpath.basename(where)) if is_file else (where, "")
+    if is_file and not rel:
+        raise _bad([f"{kind}puts", i, "url"], "a FILE needs a file name in its URL")
+    if parts.scheme == "nfs" and not folder:
+        folder = "/"
+    uri = f"{parts.scheme}://{parts.netloc}{folder}"
+    return Staged(kind, i, "FILE" if is_file else "DIRECTORY", f"{STAGE}/{kind}{i}", rel, item["path"],
+                  item.get("path_prefix") if kind == "out" else None), uri
 
 
 def _check_shape(task: dict[str, Any]) -> None:
@@ -200,6 +291,7 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
         _note(report, "name", "approximated", f"job name {spec['name']} (the TES name is kept in the task)")
     single = len(executors) == 1 and not any(executors[0].get(k) for k in ("stdin", "stdout", "stderr"))
     inline: list[tuple[str, str]] = []
+    staged: list[Staged] = []
     inputs, outputs = [], []
     for i, item in enumerate(task.get("inputs") or []):
         if item.get("content") is not None:
@@ -208,24 +300,17 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
             inline.append((item["path"], item["content"]))
             _note(report, f"inputs[{i}].content", "exact", "written to the path by the task's entry script")
             continue
-        url = _data_url(str(item.get("url") or ""), ["inputs", i, "url"])
-        path = item["path"]
-        if item.get("type", "FILE") == "FILE":
-            if posixpath.basename(urlsplit(url).path) == posixpath.basename(path):
-                url, path = url.rsplit("/", 1)[0], posixpath.dirname(path)
-                _note(report, f"inputs[{i}]", "exact", "its folder is mounted at the file's folder")
-            else:
-                _note(report, f"inputs[{i}]", "approximated", "a file whose name differs in the container: its "
-                      "location is mounted at the path")
-        inputs.append({"name": f"in{i}", "uri": url, "path": path, "read_only": True})
+        st, uri = _staged("in", i, item, _data_url(str(item.get("url") or ""), ["inputs", i, "url"]))
+        staged.append(st)
+        inputs.append({"name": st.name, "uri": uri, "path": st.mount, "read_only": True})
+        _note(report, f"inputs[{i}]", "exact", f"{uri} is mounted at {st.mount} and the entry script copies "
+              f"{'the directory' if st.type == 'DIRECTORY' else st.rel} to {item['path']} before the first executor")
     for i, item in enumerate(task.get("outputs") or []):
-        url = _data_url(str(item.get("url") or ""), ["outputs", i, "url"])
-        path = item.get("path_prefix") or item["path"]
-        if item.get("type", "FILE") == "FILE" and not item.get("path_prefix"):
-            url, path = url.rsplit("/", 1)[0], posixpath.dirname(item["path"])
-        if item.get("path_prefix"):
-            _note(report, f"outputs[{i}].path_prefix", "approximated", "the whole folder is written back")
-        outputs.append({"name": f"out{i}", "uri": url, "path": path or "/", "read_only": False})
+        st, uri = _staged("out", i, item, _data_url(str(item.get("url") or ""), ["outputs", i, "url"]))
+        staged.append(st)
+        outputs.append({"name": st.name, "uri": uri, "path": st.mount, "read_only": False})
+        _note(report, f"outputs[{i}]", "exact", f"{uri} is mounted at {st.mount} and the entry script copies "
+              f"{item.get('path')} there after the last executor")
     if inputs:
         spec["inputs"] = inputs
     if outputs:
@@ -234,7 +319,7 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
     if volumes:
         _note(report, "volumes", "exact", "directories in the task's one container, shared by its executors")
 
-    if single and not inline and not volumes:
+    if single and not inline and not volumes and not staged:
         ex = executors[0]
         spec["command"] = list(ex["command"])
         if ex.get("workdir"):
@@ -243,7 +328,7 @@ def task_to_spec(task: Any, backend: str | None) -> tuple[dict[str, Any], list[d
             spec["env"] = dict(ex["env"])
         _note(report, "executors", "exact", "one executor: the job's command, working_dir and env")
     else:
-        spec["command"] = ["/bin/sh", "-c", _script(executors, inline, volumes)]
+        spec["command"] = ["/bin/sh", "-c", _script(executors, inline, volumes, staged)]
         common = dict(executors[0].get("env") or {})
         for ex in executors[1:]:
             common = {k: v for k, v in common.items() if (ex.get("env") or {}).get(k) == v}
@@ -352,7 +437,8 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
                 phases: list[tuple[float, str]] | None = None,
                 ended_attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A job as a tesTask in the given view; `phases` are its phase changes when the caller read them already
-    (a list reads a whole page's in one query)."""
+    (a list reads a whole page's in one query). With `stdout` (one task's GET) an ended task's log is read
+    from the backend once: its entry script's MARK lines give each executor's exit code and the outputs."""
     state = tes_state(row)
     doc = _document(row)
     if view == "MINIMAL":
@@ -368,32 +454,152 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
     if ended_attempts is None:
         ended_attempts = (await svc.store.attempts.of([row["id"]])).get(row["id"], []) \
             if int(row.get("attempt") or 1) > 1 else []
+    read, said = None, None
+    if stdout and row["terminal"] and row["backend_job_id"]:
+        read, said = await _read_log(svc, who, row)
+    results = results_of(read) if read is not None else None
+    if results is not None and results.stage_failed and state == "EXECUTOR_ERROR":
+        task["state"] = "SYSTEM_ERROR"  # an input or output could not be copied: not the executors' doing
     # One TesTaskLog per attempt (as TES means `logs`: "each attempt of the task"), oldest first.
     windows = attempt_windows(row, ended_attempts, time.time())
     last = len(windows) - 1
-    logs = [_attempt_log(row, a, [p for p in phases if (i == 0 or lo <= p[0]) and (i == last or p[0] <= hi)],
-                         view, last=i == last) for i, (a, lo, hi) in enumerate(windows)]
+    logs = [_attempt_log(row, doc, a, [p for p in phases if (i == 0 or lo <= p[0]) and (i == last or p[0] <= hi)],
+                         view, last=i == last, results=results if i == last else None)
+            for i, (a, lo, hi) in enumerate(windows)]
     log = logs[-1]
-    if view == "FULL" and stdout and log["logs"] and row["backend_job_id"]:  # (an executor log exists once
-        try:                                                                  # its exit code does)
-            preview = await svc.logs(who, row["id"], None, 200)
-            log["logs"][-1]["stdout"] = preview["content"]
-        except GatewayError as err:  # Run:ai has no log endpoint; say why instead
-            log["system_logs"].append(f"stdout: {err.detail}")
+    if view == "FULL" and said is not None:
+        log["system_logs"].append(f"stdout: {said}")
+    if view == "FULL" and read is not None and log["logs"]:
+        program = [line for line in read.splitlines() if not MARK_LINE.match(line)]
+        log["logs"][-1]["stdout"] = "".join(line + "\n" for line in program[-200:])
     task["logs"] = logs
     return task
 
 
-def _attempt_log(row: dict[str, Any], attempt: dict[str, Any], phases: list[tuple[float, str]], view: str,
-                 last: bool) -> dict[str, Any]:
-    """The TesTaskLog of one attempt: its times, its exit code once it ended, its vendor job."""
+async def _read_log(svc: JobService, who: Principal, row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """An ended job's log as the backend keeps it (read once per job and kept), or why there is none."""
+    key = (row["id"], int(row.get("attempt") or 1))
+    if key in _LOGS:
+        return _LOGS[key], None
+    try:
+        content = str((await svc.logs(who, row["id"], None, None))["content"])
+    except GatewayError as err:  # Run:ai has no log endpoint; say why instead
+        return None, err.detail
+    if len(_LOGS) >= 256:
+        _LOGS.pop(next(iter(_LOGS)))
+    _LOGS[key] = content
+    return content, None
+
+
+_LOGS: dict[tuple[str, int], str] = {}  # ended tasks' logs: a GET of one reads the vendor once, not every time
+MARK_LINE = re.compile(r"^(?:\[[^\]]*\]\s*)*tjg:v1 (?:executor (\d+) (-?\d+) (\d+) (\d+)|output (\d+) (\d+) (.+)|"
+                       r"(stage-failed))\s*$")
+
+
+@dataclass
+class Results:
+    """What an entry script's MARK lines said: each executor that ran (exit code, start, end: epoch seconds,
+    0 when the image has no `date`) and each file copied out (output index, size, path below the output)."""
+
+    executors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    outputs: list[tuple[int, int, str]] = field(default_factory=list)
+    stage_failed: bool = False
+
+
+def results_of(text: str) -> Results | None:
+    """The MARK lines of a log, or None when it has none (a task before them, or a log cut short)."""
+    res, found = Results(), False
+    for line in text.splitlines():
+        m = MARK_LINE.match(line)
+        if m is None:
+            continue
+        found = True
+        if m.group(1) is not None:
+            res.executors[int(m.group(1))] = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        elif m.group(5) is not None:
+            res.outputs.append((int(m.group(5)), int(m.group(6)), m.group(7)))
+        else:
+            res.stage_failed = True
+    return res if found else None
+
+
+def _scripted(row: dict[str, Any]) -> bool:
+    """Whether the job runs an entry script that writes MARK lines."""
+    cmd = (row["spec"] or {}).get("command") or []
+    return len(cmd) == 3 and cmd[:2] == ["/bin/sh", "-c"] and f"tjg_mark() {{ printf '{MARK}" in str(cmd[2])
+
+
+def _executor_logs(row: dict[str, Any], doc: dict[str, Any], code: int | None, started: float | None,
+                   ended: float | None, results: Results | None, notes: list[str]) -> list[dict[str, Any]]:
+    """One TesExecutorLog per executor that ran, in order: from the MARK lines when the log was read; else
+    what the task's exit code tells (every executor before an unknown one), the rest said in `notes`."""
+    if results is not None:
+        out = []
+        for i in sorted(results.executors):
+            rc, t0, t1 = results.executors[i]
+            entry: dict[str, Any] = {"exit_code": rc}
+            if t0 and t1:
+                entry["start_time"], entry["end_time"] = _iso(float(t0)), _iso(float(t1))
+            out.append(entry)
+        return out
+    if code is None:
+        return []
+    executors = doc.get("executors") or []
+    if len(executors) <= 1 or not _scripted(row):  # the job's exit code is the executor's
+        entry = {"exit_code": int(code)}
+        if started is not None:
+            entry["start_time"] = _iso(started)
+        if ended is not None:
+            entry["end_time"] = _iso(ended)
+        return [entry]
+    known: list[dict[str, Any]] = []
+    if code == 0:  # every executor ran; those without ignore_error exited 0
+        for i, ex in enumerate(executors):
+            if ex.get("ignore_error"):
+                notes.append(f"executors[{i}:] ran; executor {i} has ignore_error, so its exit code (and the "
+                             "next ones') is known only from the task's log, which this backend does not give")
+                break
+            known.append({"exit_code": 0})
+        return known
+    notes.append(f"the task's entry script exited {code}: an executor without ignore_error failed, or an input "
+                 "or output could not be copied; which one is known only from the task's log, which this backend "
+                 "does not give")
+    return known
+
+
+def _output_logs(doc: dict[str, Any], results: Results | None) -> list[dict[str, Any]]:
+    """One TesOutputFileLog per file the entry script copied out (from its MARK lines)."""
+    if results is None:
+        return []
+    outs = doc.get("outputs") or []
+    got = []
+    for i, size, rel in results.outputs:
+        if i >= len(outs):
+            continue
+        o = outs[i]
+        if o.get("type", "FILE") == "FILE" and not o.get("path_prefix"):
+            url, path = o["url"], o["path"]
+        else:
+            url = f"{str(o['url']).rstrip('/')}/{rel}"
+            path = f"{str(o.get('path_prefix') or o['path']).rstrip('/')}/{rel}"
+        got.append({"url": url, "path": path, "size_bytes": str(size)})
+    return got
+
+
+def _attempt_log(row: dict[str, Any], doc: dict[str, Any], attempt: dict[str, Any], phases: list[tuple[float, str]],
+                 view: str, last: bool, results: Results | None = None) -> dict[str, Any]:
+    """The TesTaskLog of one attempt: its times, its executors' exit codes once it ended, the files it wrote
+    out, its vendor job."""
     started = next((at for at, to in phases if to in ("STARTING", "RUNNING")), None)
     ended = next((at for at, to in reversed(phases) if to in ("SUCCEEDED", "FAILED", "CANCELLED")), None)
     status = attempt["status"] or {}
     done = bool(row["terminal"]) or not last
     if not last:  # an earlier attempt ended when the next began, whatever phase the job then showed
         ended = ended if ended is not None else float(attempt["ended_at"])
-    log: dict[str, Any] = {"logs": [], "outputs": [],
+    notes: list[str] = []
+    code = status.get("exit_code")
+    log: dict[str, Any] = {"logs": _executor_logs(row, doc, code, started, ended, results, notes) if done else [],
+                           "outputs": _output_logs(doc, results) if done else [],
                            "metadata": {"backend": attempt["backend"], "gateway_job_id": row["id"],
                                         **({"attempt": str(attempt["n"])} if row.get("retry") or not last
                                            or int(attempt["n"]) > 1 else {}),
@@ -401,27 +607,22 @@ def _attempt_log(row: dict[str, Any], attempt: dict[str, Any], phases: list[tupl
                                            else {}),
                                         **({"vendor_phase": status["vendor_phase"]} if status.get("vendor_phase")
                                            else {})}}
+    if done and results is None and doc.get("outputs") and row["phase"] == "SUCCEEDED" and last:
+        notes.append("outputs: copied to their URLs; which files and their sizes are known only from the task's "
+                     "log, which this backend does not give")
     if started is not None:
         log["start_time"] = _iso(started)
     if ended is not None:
         log["end_time"] = _iso(ended)
-    code = status.get("exit_code")
-    if done and code is not None:
-        ex_log: dict[str, Any] = {"exit_code": int(code)}
-        if started is not None:
-            ex_log["start_time"] = _iso(started)
-        if ended is not None:
-            ex_log["end_time"] = _iso(ended)
-        log["logs"].append(ex_log)
     if view == "FULL":
-        notes = [f"{e['outcome']}: {e['field']}: {e['detail']}" for e in row["report"] or []
-                 if e.get("outcome") in ("dropped", "approximated")] if last else []
+        more = [f"{e['outcome']}: {e['field']}: {e['detail']}" for e in row["report"] or []
+                if e.get("outcome") in ("dropped", "approximated")] if last else []
         if status.get("message"):
-            notes.append(f"{status.get('vendor_phase') or status.get('phase') or row['phase']}: {status['message']}")
+            more.append(f"{status.get('vendor_phase') or status.get('phase') or row['phase']}: {status['message']}")
         if status.get("reason"):
-            notes.append(f"reason: {status['reason']}" + (f": {status['reason_message']}"
-                                                          if status.get("reason_message") else ""))
-        log["system_logs"] = notes
+            more.append(f"reason: {status['reason']}" + (f": {status['reason_message']}"
+                                                         if status.get("reason_message") else ""))
+        log["system_logs"] = more + notes
     return log
 
 
@@ -433,6 +634,13 @@ def _view(request: web.Request) -> str:
     return view
 
 
+def _storage(request: web.Request) -> list[str]:
+    """The URL schemes some configured backend can stage (each task is refused where its backend cannot)."""
+    svc = request.app[SERVICE]
+    have = {s for b in request.app[CONFIG].backends for s in svc.adapter(b.name).storage}
+    return [f"{s}://" for s in SCHEMES if s in have]
+
+
 async def service_info(request: web.Request) -> web.Response:
     """GET /service-info."""
     return reply({
@@ -441,7 +649,7 @@ async def service_info(request: web.Request) -> web.Response:
         "description": "Runs TES tasks on NVIDIA Run:ai and Huawei ModelArts; pick one with "
                        "resources.backend_parameters.backend.",
         "organization": {"name": "trainjob-gateway", "url": "https://github.com/trainjob-gateway"},
-        "version": __version__, "storage": [f"{s}://" for s in SCHEMES],
+        "version": __version__, "storage": _storage(request),
         "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
         "documentationUrl": f"{request.url.origin()}/openapi.json",
         "environment": "backends: " + ", ".join(b.name for b in request.app[CONFIG].backends),
@@ -455,9 +663,24 @@ async def create_task(request: web.Request) -> web.Response:
     task = await read_json(request)
     spec, notes = task_to_spec(task, request.app[CONFIG].default_backend(who.tenant))
     doc = stored_task(task)  # what a client sent, in the spec's terms
-    res = await svc.submit(who, spec, False, request.headers.get("Idempotency-Key"), tes_task=doc,
-                           extra_report=_entries(notes), fingerprint={"tes": task})
+    try:
+        res = await svc.submit(who, spec, False, request.headers.get("Idempotency-Key"), tes_task=doc,
+                               extra_report=_entries(notes), fingerprint={"tes": task},
+                               keep=("inputs", "outputs"))
+    except BadRequest as err:
+        raise _as_tes_field(err, spec) from None
     return reply({"id": res.job.id})
+
+
+def _as_tes_field(err: BadRequest, spec: dict[str, Any]) -> BadRequest:
+    """A refusal naming a mount of the job (inputs[k]) as one naming the TES field it came from (the mount
+    in<i> / out<i> is the task's inputs[i] / outputs[i])."""
+    loc = (err.errors or [{}])[0].get("loc") or []
+    if len(loc) >= 3 and loc[1] in ("inputs", "outputs") and str(loc[2]).isdigit():
+        name = str(spec[loc[1]][int(loc[2])]["name"])
+        detail = str(err.detail)
+        return _bad([str(loc[1]), int(name.lstrip("inout"))], detail.split(": ", 1)[1] if ": " in detail else detail)
+    return err
 
 
 def _entries(notes: list[dict[str, str]]) -> list[ReportEntry]:

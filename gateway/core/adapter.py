@@ -136,6 +136,8 @@ class Adapter(abc.ABC, Generic[C]):
     unsupported: ClassVar[dict[Capability, str]] = {}
     # What this backend cannot do for an inference workload (kind: inference), when it differs.
     unsupported_inference: ClassVar[dict[Capability, str]] = {}
+    # The storage URI schemes it mounts (beside what mappings/storage.yaml rewrites for it).
+    storage: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: C, session: aiohttp.ClientSession) -> None:
         self.config: C = config

@@ -111,6 +111,23 @@ class PlacementConfig(_Cfg):
                                    "before it moves; null: it stays.")
 
 
+class StorageRewrite(_Cfg):
+    """Data under one URI prefix is, for this backend, under another (a bucket mirrored into OBS, a claim
+    that holds an NFS export): checked before mappings/storage.yaml."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str = Field(..., alias="from", min_length=6, description="e.g. s3://data/")
+    to: str = Field(..., min_length=6, description="e.g. obs://data-mirror/")
+
+    @field_validator("source", "to")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not re.match(r"^(pvc|nfs|s3|obs)://[^/]+", v):
+            raise ValueError("a pvc://, nfs://, s3:// or obs:// prefix with its claim, server or bucket")
+        return v
+
+
 class BackendConfig(_Cfg):
     """What every backend has. A vendor's own fields (project, credentials, ...) are declared by its config
     model, a subclass kept in the vendor's folder and registered with its adapter (see BACKEND_MODELS)."""
@@ -152,6 +169,12 @@ class BackendConfig(_Cfg):
                                      "(node pools, quotas, flavors), done in its sync loop.")
     submit_deadline: float = Field(120.0, gt=0, description="How long a submit may try before it is "
                                    "left to reconciliation.")
+    storage_rules: list[StorageRewrite] = Field(default_factory=list, description="URI rewrites for this "
+                                                "backend, before mappings/storage.yaml's.")
+
+    def uri_rules(self) -> list[tuple[str, str]]:
+        """storage_rules as (from, to) pairs."""
+        return [(r.source, r.to) for r in self.storage_rules]
 
     @field_validator("url")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,12 @@ class MountInfo:
     path: str
     read_only: bool
     defaults: list[str] = field(default_factory=list)
+
+
+def subpath_env(mount: str) -> str:
+    """The environment variable a backend that mounts a whole bucket or claim sets to the sub-path where the
+    mount's URI lies under its mount path (so a program, or a TES entry script, finds the data there)."""
+    return "TJG_SUBPATH_" + re.sub(r"[^A-Za-z0-9]", "_", mount).upper()
 
 
 def mounts(spec: JobSpec) -> list[MountInfo]:

@@ -89,10 +89,11 @@ class Submissions:
         self.config.backend(backend)
         return self.adapters[backend]
 
-    async def translate(self, raw: Any, strict: bool, job_id: str
+    async def translate(self, raw: Any, strict: bool, job_id: str, keep: tuple[str, ...] = ()
                         ) -> tuple[JobSpec, Translation, str, Placement | None]:
         """Validate a submission, place it when it names no single backend, and translate it for its backend:
-        (spec, translation, backend, placement decision or None)."""
+        (spec, translation, backend, placement decision or None). A field under `keep` the backend would drop
+        is a 400 naming it, strict or not (a TES task's files: a task that ran without them would lie)."""
         spec = parse_spec(raw)
         placement = None
         attempts = spec.retry is not None or spec.checkpoint is not None  # the first attempt's own name and env
@@ -110,6 +111,11 @@ class Submissions:
                                                                    exclude_unset=True), 1, job_id)
         if strict or placement is not None:
             enforce_strict(tr.report)
+        lost = [e for e in tr.report if e.outcome == "dropped" and e.field.split("[")[0].split(".")[0] in keep]
+        if lost:
+            raise BadRequest(f"{lost[0].field}: backend {backend} cannot honour it: {lost[0].detail}",
+                             errors=[{"loc": ["body", *lost[0].field.replace("]", "").replace("[", ".").split(".")],
+                                      "msg": e.detail} for e in lost])
         return spec, tr, backend, placement
 
     def attempt_translation(self, backend: str, spec: dict[str, Any], n: int, job_id: str) -> Translation:
@@ -137,7 +143,8 @@ class Submissions:
                      migrated_from: str | None = None, job_id: str | None = None, source_action: str | None = None,
                      placement: Placement | None = None,
                      extra_report: list[ReportEntry] | None = None,
-                     tes_task: dict[str, Any] | None = None, fingerprint: Any = None) -> Accepted:
+                     tes_task: dict[str, Any] | None = None, fingerprint: Any = None,
+                     keep: tuple[str, ...] = ()) -> Accepted:
         """Store the job first (QUEUED, no vendor id), then send it; returns once it is confirmed,
         rejected (raised) or left for settling. An Idempotency-Key is bound to the request as sent:
         `fingerprint` when given (a TES task, whose spec loses fields such as its description), else `raw`."""
@@ -154,7 +161,7 @@ class Submissions:
                 return self._replay(found, digest)
             idem = (who.tenant, idempotency_key, digest)
         job_id = job_id or new_job_id()
-        spec, tr, backend, placed = await self.translate(raw, strict, job_id)
+        spec, tr, backend, placed = await self.translate(raw, strict, job_id, keep)
         placement = placement or placed  # (a move while waiting brings the decision that moved it)
         now = time.time()
         row = {

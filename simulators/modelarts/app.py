@@ -562,6 +562,9 @@ class ModelArtsSimulator:
             if phase == "Running":
                 steps = int(min(now - t, self._s(j.run_seconds)) * self.speed) + 1
                 lines.extend(f"[{stamp}] {task}: step {i} loss {2.5 / (i + 1):.4f}" for i in range(min(steps, 50)))
+            if phase in TERMINAL and task == "worker-0":  # what the program printed, when a test says (SIM_STDOUT)
+                lines.extend(environments((j.body.get("algorithm") or {}).get("environments") or {})
+                             .get("SIM_STDOUT", "").splitlines())
         content = "\n".join(lines) + "\n"
         return _reply(200, {"content": content, "current_size": len(content), "full_size": len(content)})
 

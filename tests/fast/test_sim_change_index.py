@@ -27,9 +27,9 @@ def test_the_change_index_lists_exactly_the_jobs_a_full_scan_finds(made: list[tu
         line = Timeline(start, sched)
         index.watch(len(lines), line)
         lines.append(line)
-    events = sorted([(at, "cut", c) for c in cut for at in [c[1]]] +
-                    [(now, "ask", (now, lo)) for now, lo in asked], key=lambda e: e[0])
-    for at, kind, what in events:
+    events = sorted([(c[1], "cut", c) for c in cut] + [(now, "ask", (now, lo)) for now, lo in asked],
+                    key=lambda e: e[0])
+    for _, kind, what in events:
         if kind == "cut":
             i, when, sched = what  # type: ignore[misc]
             if i < len(lines):
