@@ -291,6 +291,12 @@ def test_the_entry_script_stages_files_and_marks_each_executor_under_a_real_shel
         ("s3://b/res/renamed.txt", f"{work}/out.txt", "13"), ("s3://b/tree/e/f", f"{work}/d/e/f", "2"),
         ("s3://b/csv/r1.csv", f"{work}/r1.csv", "2"), ("s3://b/csv/r2.csv", f"{work}/r2.csv", "3")])
     assert isinstance(got, Results) and "said" in p.stdout
+    # A log read from its end (a preview cut short) still has every executor, from the script's last line.
+    tail = results_of(p.stdout.splitlines()[-1])
+    assert tail is not None and tail.executors == got.executors
+    assert p.stdout.splitlines()[-1].startswith("tjg:v1 codes 0:0:")
+    cut = [line for line in p.stdout.splitlines() if "executor 0" not in line and "codes" not in line]
+    assert results_of("\n".join(cut)).executors == {}  # type: ignore[union-attr]  # (by position, or not at all)
 
 
 def test_a_failing_executor_stops_the_task_and_a_missing_output_is_a_staging_failure(tmp_path: Path) -> None:
@@ -390,7 +396,7 @@ def test_a_backends_storage_rules_say_where_a_uri_is_for_it(tmp_path: Path) -> N
             in entry["detail"], entry
     from gateway.core.errors import ValidationError
 
-    with pytest.raises(ValidationError, match="storage_rules.0.from"):
+    with pytest.raises(ValidationError, match=r"storage_rules\.0\.from"):
         gateway_config(f"sqlite+aiosqlite:///{tmp_path}/x.db",
                        per_backend={"modelarts": {"storage_rules": [{"from": "http://x/", "to": "obs://y/"}]}})
 

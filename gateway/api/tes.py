@@ -138,7 +138,10 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
     lines = ["set -u",
              f"tjg_mark() {{ printf '{MARK} %s\\n' \"$*\"; }}",
              "tjg_now() { date +%s 2>/dev/null || echo 0; }",
-             "tjg_fail() { echo \"tjg: $*\" >&2; tjg_mark stage-failed; exit 1; }"]
+             "tjg_fail() { echo \"tjg: $*\" >&2; tjg_mark stage-failed; exit 1; }",
+             # Every executor's result again on one last line, however the script ends: a log read from its
+             # end (a preview) has them all even when earlier lines were cut.
+             "tjg_codes=''", "trap 'tjg_mark codes $tjg_codes' EXIT"]
     for path in volumes:
         lines.append(f"mkdir -p {shlex.quote(path)}")
     for path, content in inline:
@@ -161,7 +164,8 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
         for stream, op in (("stdin", "<"), ("stdout", ">"), ("stderr", "2>")):
             if ex.get(stream):
                 step += f" {op} {shlex.quote(ex[stream])}"
-        lines.append(f"tjg_s=$(tjg_now); ( {step} ); tjg_rc=$?; tjg_mark executor {i} $tjg_rc $tjg_s $(tjg_now)")
+        lines.append(f"tjg_s=$(tjg_now); ( {step} ); tjg_rc=$?; tjg_e=$(tjg_now); "
+                     f"tjg_mark executor {i} $tjg_rc $tjg_s $tjg_e; tjg_codes=\"$tjg_codes {i}:$tjg_rc:$tjg_s:$tjg_e\"")
         if ex.get("ignore_error"):
             lines.append(f"# executor {i}: ignore_error")
         else:
@@ -493,7 +497,7 @@ async def _read_log(svc: JobService, who: Principal, row: dict[str, Any]) -> tup
 
 _LOGS: dict[tuple[str, int], str] = {}  # ended tasks' logs: a GET of one reads the vendor once, not every time
 MARK_LINE = re.compile(r"^(?:\[[^\]]*\]\s*)*tjg:v1 (?:executor (\d+) (-?\d+) (\d+) (\d+)|output (\d+) (\d+) (.+)|"
-                       r"(stage-failed))\s*$")
+                       r"(stage-failed)|codes((?: \d+:-?\d+:\d+:\d+)*))\s*$")
 
 
 @dataclass
@@ -518,8 +522,14 @@ def results_of(text: str) -> Results | None:
             res.executors[int(m.group(1))] = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
         elif m.group(5) is not None:
             res.outputs.append((int(m.group(5)), int(m.group(6)), m.group(7)))
-        else:
+        elif m.group(8) is not None:
             res.stage_failed = True
+        else:  # the last line: every executor that ran
+            for item in m.group(9).split():
+                i, rc, t0, t1 = (int(x) for x in item.split(":"))
+                res.executors[i] = (rc, t0, t1)
+    if found and sorted(res.executors) != list(range(len(res.executors))):
+        res.executors = {}  # a log cut short: the first executors' lines are gone, and logs are by position
     return res if found else None
 
 
@@ -533,7 +543,7 @@ def _executor_logs(row: dict[str, Any], doc: dict[str, Any], code: int | None, s
                    ended: float | None, results: Results | None, notes: list[str]) -> list[dict[str, Any]]:
     """One TesExecutorLog per executor that ran, in order: from the MARK lines when the log was read; else
     what the task's exit code tells (every executor before an unknown one), the rest said in `notes`."""
-    if results is not None:
+    if results is not None and results.executors:
         out = []
         for i in sorted(results.executors):
             rc, t0, t1 = results.executors[i]
@@ -679,7 +689,8 @@ def _as_tes_field(err: BadRequest, spec: dict[str, Any]) -> BadRequest:
     if len(loc) >= 3 and loc[1] in ("inputs", "outputs") and str(loc[2]).isdigit():
         name = str(spec[loc[1]][int(loc[2])]["name"])
         detail = str(err.detail)
-        return _bad([str(loc[1]), int(name.lstrip("inout"))], detail.split(": ", 1)[1] if ": " in detail else detail)
+        index = int(re.sub(r"\D", "", name))  # the mount in<i> / out<i>
+        return _bad([str(loc[1]), index], detail.split(": ", 1)[1] if ": " in detail else detail)
     return err
 
 
