@@ -79,6 +79,7 @@ def test_the_ga4gh_conformance_runner_passes_all_but_what_needs_a_real_run(runne
                           capture_output=True, text=True, timeout=600)
     assert (tmp_path / "report.json").exists(), done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
+    print(f"conformance on {backend}: {report['summary']}")  # (shown with -s)
     cases = _cases(report)
     failed = [(p, t, m) for p, t, s, m in cases if s != "PASS" and (p, t) not in NEEDS_A_REAL_RUN]
     assert not failed, failed
