@@ -296,7 +296,8 @@ def translate(spec: JobSpec, backend: ModelArtsConfig, job_id: str) -> Translati
             rep.add(field, "approximated" if note else "exact", f"spec.volumes nfs{note}{extra}")
         else:
             rep.add(field, "dropped",
-                    f"ModelArts mounts OBS and NFS only; no rule in mappings/storage.yaml maps {m.uri}")
+                    f"ModelArts mounts OBS and NFS only; no rule (the backend's storage_rules, "
+                    f"mappings/storage.yaml) maps {m.uri}")
     if inputs:
         algorithm["inputs"] = inputs
     if outputs:

@@ -495,6 +495,7 @@ async def _read_log(svc: JobService, who: Principal, row: dict[str, Any]) -> tup
     return content, None
 
 
+UNREAD = "none were read (the backend gives no log, as Run:ai, or its log has none of them)"
 _LOGS: dict[tuple[str, int], str] = {}  # ended tasks' logs: a GET of one reads the vendor once, not every time
 MARK_LINE = re.compile(r"^(?:\[[^\]]*\]\s*)*tjg:v1 (?:executor (\d+) (-?\d+) (\d+) (\d+)|output (\d+) (\d+) (.+)|"
                        r"(stage-failed)|codes((?: \d+:-?\d+:\d+:\d+)*))\s*$")
@@ -567,13 +568,13 @@ def _executor_logs(row: dict[str, Any], doc: dict[str, Any], code: int | None, s
         for i, ex in enumerate(executors):
             if ex.get("ignore_error"):
                 notes.append(f"executors[{i}:] ran; executor {i} has ignore_error, so its exit code (and the "
-                             "next ones') is known only from the task's log, which this backend does not give")
+                             f"next ones') is known only from the entry script's lines in the task's log: {UNREAD}")
                 break
             known.append({"exit_code": 0})
         return known
     notes.append(f"the task's entry script exited {code}: an executor without ignore_error failed, or an input "
-                 "or output could not be copied; which one is known only from the task's log, which this backend "
-                 "does not give")
+                 f"or output could not be copied; which one is known only from the entry script's lines in the "
+                 f"task's log: {UNREAD}")
     return known
 
 
@@ -618,8 +619,8 @@ def _attempt_log(row: dict[str, Any], doc: dict[str, Any], attempt: dict[str, An
                                         **({"vendor_phase": status["vendor_phase"]} if status.get("vendor_phase")
                                            else {})}}
     if done and results is None and doc.get("outputs") and row["phase"] == "SUCCEEDED" and last:
-        notes.append("outputs: copied to their URLs; which files and their sizes are known only from the task's "
-                     "log, which this backend does not give")
+        notes.append("outputs: copied to their URLs; which files and their sizes are known only from the entry "
+                     f"script's lines in the task's log: {UNREAD}")
     if started is not None:
         log["start_time"] = _iso(started)
     if ended is not None:
