@@ -34,6 +34,7 @@ class Database:
         self.is_sqlite = u.get_backend_name() == "sqlite"
         self.engine: AsyncEngine | None = None
         self.sync_engine: Engine | None = None
+        self._writer: Connection | None = None  # SQLite: the loop's one write connection, kept open
         if self.is_sqlite:
             if u.database and u.database != ":memory:":
                 Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,13 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
         """Run `fn(connection, *args)` in one transaction (write) or on a plain connection (read)."""
         if self.sync_engine is not None:
-            with (self.sync_engine.begin() if write else self.sync_engine.connect()) as conn:
+            if write:  # one connection for every write: they run inline, one at a time (no pool round trip)
+                writer = self._writer
+                if writer is None or writer.closed or writer.invalidated:
+                    writer = self._writer = self.sync_engine.connect()
+                with writer.begin():
+                    return fn(writer, *args)
+            with self.sync_engine.connect() as conn:
                 return fn(conn, *args)
         assert self.engine is not None
         async with (self.engine.begin() if write else self.engine.connect()) as aconn:
@@ -133,6 +140,9 @@ class Database:
         if self.engine is not None:
             await self.engine.dispose()
         if self.sync_engine is not None:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self.sync_engine.dispose()
 
 
