@@ -102,7 +102,8 @@ def _data_url(url: str, loc: list[str | int]) -> str:
 
 
 STAGE = "/tjg/stage"  # where a task's storage is mounted; its entry script copies between it and the task's paths
-MARK = "tjg:v1"  # the entry script's lines for the gateway (executor exit codes, outputs written): see _results
+MARK = "tjg:v1"  # the entry script's lines for the gateway (executor exit codes, outputs written): see results_of
+MARK_FN = f"tjg_mark() {{ printf '{MARK} %s\\n' \"$*\"; }}"  # (the script's first function: _scripted finds it)
 
 
 @dataclass
@@ -122,10 +123,15 @@ class Staged:
     def name(self) -> str:
         return f"{self.kind}{self.index}"
 
-    def source(self) -> str:
-        """The mounted location as a shell word (the backend's sub-path, when it mounts more, expanded)."""
+    def root(self) -> str:
+        """Where the URI's data is, as a shell word ending in '/': the mount, below the backend's sub-path when
+        it mounts more."""
         var = subpath_env(self.name)
-        return f'"{self.mount}/${{{var}:+${var}/}}"{shlex.quote(self.rel) if self.rel else ""}'
+        return f'"{self.mount}/${{{var}:+${var}/}}"'
+
+    def source(self) -> str:
+        """The mounted file (or directory) as a shell word."""
+        return self.root() + (shlex.quote(self.rel) if self.rel else "")
 
 
 def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volumes: list[str],
@@ -135,8 +141,7 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
     after the last, and one MARK line per executor that ran (its exit code, start and end) and per file
     written out, for the task's logs."""
     staged = staged or []
-    lines = ["set -u",
-             f"tjg_mark() {{ printf '{MARK} %s\\n' \"$*\"; }}",
+    lines = ["set -u", MARK_FN,
              "tjg_now() { date +%s 2>/dev/null || echo 0; }",
              "tjg_fail() { echo \"tjg: $*\" >&2; tjg_mark stage-failed; exit 1; }",
              # Every executor's result again on one last line, however the script ends: a log read from its
@@ -177,7 +182,7 @@ def _script(executors: list[dict[str, Any]], inline: list[tuple[str, str]], volu
 
 def _stage_out(st: Staged) -> list[str]:
     """The lines that copy one output to its mount, a MARK line per file (its size and where it went)."""
-    into = f'"{st.mount}/${{{subpath_env(st.name)}:+${subpath_env(st.name)}/}}"'
+    into = st.root()
     if st.type == "FILE" and st.prefix is None:
         src = shlex.quote(st.path)
         return [f"[ -f {src} ] || tjg_fail {shlex.quote(f'outputs[{st.index}]: {st.path} was not written')}",
@@ -206,7 +211,7 @@ def _staged(kind: str, i: int, item: dict[str, Any], url: str) -> tuple[Staged, 
     """A TES input or output with a URL as a mount of its own (a file's folder, or the directory) and what the
     entry script copies; an output file keeps the name its URL gives it."""
     parts = urlsplit(url)
-    is_file = item.get("type", "FILE") == "FILE" and not item.get("path_prefix")
+    is_file = _is_file(item)
     where = parts.path.rstrip("/")
     folder, rel = (posixpath.dirname(where), posixpath.basename(where)) if is_file else (where, "")
     if is_file and not rel:
@@ -216,6 +221,11 @@ def _staged(kind: str, i: int, item: dict[str, Any], url: str) -> tuple[Staged, 
     uri = f"{parts.scheme}://{parts.netloc}{folder}"
     return Staged(kind, i, "FILE" if is_file else "DIRECTORY", f"{STAGE}/{kind}{i}", rel, item["path"],
                   item.get("path_prefix") if kind == "out" else None), uri
+
+
+def _is_file(item: dict[str, Any]) -> bool:
+    """Whether a TES input or output is one file (not a directory, not an output's path_prefix pattern)."""
+    return item.get("type", "FILE") == "FILE" and not item.get("path_prefix")
 
 
 def _check_shape(task: dict[str, Any]) -> None:
@@ -459,8 +469,8 @@ async def _task(svc: JobService, who: Principal, row: dict[str, Any], view: str,
         ended_attempts = (await svc.store.attempts.of([row["id"]])).get(row["id"], []) \
             if int(row.get("attempt") or 1) > 1 else []
     read, said = None, None
-    if stdout and row["terminal"] and row["backend_job_id"]:
-        read, said = await _read_log(svc, who, row)
+    if stdout and row["terminal"] and row["backend_job_id"] and (view == "FULL" or _scripted(row)):
+        read, said = await _read_log(svc, who, row)  # (BASIC needs it only for the script's lines)
     results = results_of(read) if read is not None else None
     if results is not None and results.stage_failed and state == "EXECUTOR_ERROR":
         task["state"] = "SYSTEM_ERROR"  # an input or output could not be copied: not the executors' doing
@@ -537,7 +547,7 @@ def results_of(text: str) -> Results | None:
 def _scripted(row: dict[str, Any]) -> bool:
     """Whether the job runs an entry script that writes MARK lines."""
     cmd = (row["spec"] or {}).get("command") or []
-    return len(cmd) == 3 and cmd[:2] == ["/bin/sh", "-c"] and f"tjg_mark() {{ printf '{MARK}" in str(cmd[2])
+    return len(cmd) == 3 and cmd[:2] == ["/bin/sh", "-c"] and MARK_FN in str(cmd[2])
 
 
 def _executor_logs(row: dict[str, Any], doc: dict[str, Any], code: int | None, started: float | None,
@@ -588,7 +598,7 @@ def _output_logs(doc: dict[str, Any], results: Results | None) -> list[dict[str,
         if i >= len(outs):
             continue
         o = outs[i]
-        if o.get("type", "FILE") == "FILE" and not o.get("path_prefix"):
+        if _is_file(o):
             url, path = o["url"], o["path"]
         else:
             url = f"{str(o['url']).rstrip('/')}/{rel}"
