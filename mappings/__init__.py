@@ -241,6 +241,7 @@ class StorageRule:
     target: str
     source: str
     dest: str
+    origin: str = "mappings/storage.yaml"  # where the rule is written (a report names it)
 
 
 class _Rule(_Table):
@@ -271,8 +272,10 @@ def rewrite_uri(uri: str, target: str, extra: Sequence[tuple[str, str]] = ()
     """Apply the first storage rule for `target` matching `uri` (the backend's own `extra` (from, to) rules
     first, then mappings/storage.yaml); None when no rule matches."""
     probe = uri if uri.endswith("/") else uri + "/"
-    own = tuple(StorageRule(target, a if a.endswith("/") else a + "/", b if b.endswith("/") else b + "/")
-                for a, b in extra)
+    def folder(p: str) -> str:
+        return p if p.endswith("/") else p + "/"
+
+    own = tuple(StorageRule(target, folder(a), folder(b), "the backend's storage_rules") for a, b in extra)
     for rule in own + storage_rules():
         if rule.target == target and probe.startswith(rule.source):
             rest = probe[len(rule.source):]

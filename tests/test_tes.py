@@ -392,8 +392,8 @@ def test_a_backends_storage_rules_say_where_a_uri_is_for_it(tmp_path: Path) -> N
         assert r.status_code == 200, r.text
         job = requests.get(f"{gw.url}/v1/jobs/{r.json()['id']}", headers=ALPHA, timeout=30).json()
         entry = next(e for e in job["report"] if e["field"] == "inputs[0]")
-        assert "/data-mirror/copy/k/" in entry["detail"] and "rewritten s3://data/k -> obs://data-mirror/copy/k" \
-            in entry["detail"], entry
+        assert "/data-mirror/copy/k/" in entry["detail"] and "rewritten s3://data/k -> obs://data-mirror/copy/k " \
+            "by the backend's storage_rules" in entry["detail"], entry
     from gateway.core.errors import ValidationError
 
     with pytest.raises(ValidationError, match=r"storage_rules\.0\.from"):

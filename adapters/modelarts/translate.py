@@ -282,7 +282,7 @@ def translate(spec: JobSpec, backend: ModelArtsConfig, job_id: str) -> Translati
         rewritten = rewrite_uri(uri, "modelarts", backend.uri_rules())
         if rewritten:
             uri = rewritten[0]
-            note = f"; rewritten {m.uri} -> {uri} by mappings/storage.yaml"
+            note = f"; rewritten {m.uri} -> {uri} by {rewritten[1].origin}"
         parts = urlsplit(uri)
         extra = ("; " + ", ".join(m.defaults)) if m.defaults else ""
         if parts.scheme == "obs":

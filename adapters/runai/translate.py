@@ -171,7 +171,7 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
         rewritten = rewrite_uri(uri, "runai", backend.uri_rules())
         if rewritten:
             uri = rewritten[0]
-            note = f"; rewritten {m.uri} -> {uri} by mappings/storage.yaml"
+            note = f"; rewritten {m.uri} -> {uri} by {rewritten[1].origin}"
         parts = urlsplit(uri)
         sub = parts.path.strip("/")
         extra = ("; " + ", ".join(m.defaults)) if m.defaults else ""
@@ -180,10 +180,11 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
                 "name": m.name, "claimName": parts.netloc, "path": m.path, "readOnly": m.read_only,
                 "existingPvc": True})
             if sub:
-                subpaths[subpath_env(m.name)] = sub
+                var = subpath_env(m.name)
+                subpaths[var] = sub
                 rep.add(field, "approximated",
                         f"storage.pvc claim {parts.netloc} mounted whole at {m.path}: Run:ai has no sub-path, "
-                        f"data is under {m.path}/{sub} (${subpath_env(m.name)}){note}{extra}")
+                        f"data is under {m.path}/{sub} (${var}){note}{extra}")
             else:
                 rep.add(field, "approximated" if note else "exact", f"storage.pvc {parts.netloc}{note}{extra}")
         elif parts.scheme == "nfs":
@@ -200,8 +201,9 @@ def translate(spec: JobSpec, backend: RunaiConfig, job_id: str) -> Translation:
                 detail += f" through OBS's S3-compatible endpoint {backend.obs_endpoint}"
                 lossy = True
             if sub:
-                subpaths[subpath_env(m.name)] = sub
-                detail += f"; Run:ai mounts whole buckets, data is under {m.path}/{sub} (${subpath_env(m.name)})"
+                var = subpath_env(m.name)
+                subpaths[var] = sub
+                detail += f"; Run:ai mounts whole buckets, data is under {m.path}/{sub} (${var})"
                 lossy = True
             storage.setdefault("s3", []).append(item)
             rep.add(field, "approximated" if lossy else "exact", detail + note + extra)

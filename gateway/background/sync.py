@@ -214,9 +214,9 @@ class BackendSync:
         delta = await self.adapter.delta([Known(vid, r["vendor_kind"]) for vid, r in rows.items()])
         if delta is None:
             return None
-        owed, self._owed = self._owed, set()
+        owed, self._owed = sorted(self._owed), set()
         if not needs_known:
-            named = [vj.handle.backend_job_id for vj in delta.jobs] + delta.moved + sorted(owed)
+            named = [vj.handle.backend_job_id for vj in delta.jobs] + delta.moved + owed
             rows = {r["backend_job_id"]: r for r in await self.store.jobs.live_of(self.backend, named)}
             rows.update({r["backend_job_id"]: r for r in await self.store.jobs.acting(self.backend,
                                                                                        sorted(ACTED_ON))})
@@ -243,7 +243,7 @@ class BackendSync:
         stats.updated += await self._write(batch, Slices())
         # Read one by one: what the adapter could not place, and what the gateway is acting on (a cancelled
         # Run:ai workload leaves the list without a last phase change to show).
-        check = [vid for vid in [*delta.moved, *sorted(owed)] if vid in rows and vid not in seen]
+        check = [vid for vid in [*delta.moved, *owed] if vid in rows and vid not in seen]
         check += [vid for vid, r in rows.items() if vid not in seen and vid not in delta.moved
                   and (r["cancel_requested"] or r["phase"] in ACTED_ON)]
         await self._read_each([rows[vid] for vid in check], stats)

@@ -101,13 +101,18 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def field_loc(field: str) -> list[str]:
+    """A report's field path as an error's loc: inputs[0].uri -> ["inputs", "0", "uri"]."""
+    return field.replace("]", "").replace("[", ".").split(".")
+
+
 def enforce_strict(report: list[ReportEntry]) -> None:
     """Under strict mode any dropped field is a 422 naming it."""
     dropped = [e for e in report if e.outcome == "dropped"]
     if dropped:
         raise ValidationError(
             "strict mode: the target cannot express " + ", ".join(e.field for e in dropped),
-            errors=[{"loc": e.field.replace("]", "").replace("[", ".").split("."), "msg": e.detail}
+            errors=[{"loc": field_loc(e.field), "msg": e.detail}
                     for e in dropped],
             extra={"report": [e.model_dump() for e in report]},
         )

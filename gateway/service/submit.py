@@ -36,7 +36,7 @@ from gateway.core.errors import (
 from gateway.core.ids import new_job_id
 from gateway.core.models import DryRun, JobSpec, JobStatus, Phase, Reason, ReportEntry, parse_spec
 from gateway.core.placement import Placement
-from gateway.core.translation import Translation, enforce_strict
+from gateway.core.translation import Translation, enforce_strict, field_loc
 from gateway.service.attempts import translate_attempt
 from gateway.service.placement import Placer, max_wait_of
 from gateway.service.principal import Principal
@@ -111,11 +111,10 @@ class Submissions:
                                                                    exclude_unset=True), 1, job_id)
         if strict or placement is not None:
             enforce_strict(tr.report)
-        lost = [e for e in tr.report if e.outcome == "dropped" and e.field.split("[")[0].split(".")[0] in keep]
+        lost = [e for e in tr.report if e.outcome == "dropped" and field_loc(e.field)[0] in keep]
         if lost:
             raise BadRequest(f"{lost[0].field}: backend {backend} cannot honour it: {lost[0].detail}",
-                             errors=[{"loc": ["body", *lost[0].field.replace("]", "").replace("[", ".").split(".")],
-                                      "msg": e.detail} for e in lost])
+                             errors=[{"loc": ["body", *field_loc(e.field)], "msg": e.detail} for e in lost])
         return spec, tr, backend, placement
 
     def attempt_translation(self, backend: str, spec: dict[str, Any], n: int, job_id: str) -> Translation:
