@@ -30,7 +30,7 @@ from gateway.core.errors import (
     BackendUnavailable,
 )
 from gateway.core.metrics import BREAKER_OPEN, VENDOR_CALLS, VENDOR_LATENCY
-from gateway.core.retrying import full_jitter
+from gateway.core.retrying import full_jitter, run
 
 log = structlog.get_logger(__name__)
 
@@ -240,7 +240,7 @@ class Transport:
         r = self.config.retry
         retrying = AsyncRetrying(retry=retry_if_exception(retryable), stop=spent,
                                  wait=full_jitter(r.base_delay, r.max_delay), retry_error_callback=give_up)
-        resp: Response = await retrying(self._send_authed, method, path, query, raw, idempotent)
+        resp: Response = await run(retrying, self._send_authed, method, path, query, raw, idempotent)
         return resp
 
     async def _send_authed(self, method: str, path: str, query: Query, raw: bytes, idempotent: bool) -> Response:

@@ -17,7 +17,7 @@ from adapters.http import Query, Response, Transport, classify, seg
 from adapters.runai.config import RunaiConfig
 from adapters.runai.records import Workload, WorkloadPage
 from gateway.core.errors import BackendAuthError, BackendError, BackendUnavailable, ValidationError
-from gateway.core.retrying import full_jitter, last_error
+from gateway.core.retrying import full_jitter, last_error, run
 
 log = structlog.get_logger(__name__)
 
@@ -127,8 +127,8 @@ class TokenAuth:
             raise BackendUnavailable(f"{self.config.name}: token endpoint unavailable ({last_error(state)})",
                                      backend=self.config.name)
 
-        await AsyncRetrying(retry=retry_if_exception_type(_TokenTryAgain), wait=full_jitter(0.05, 2.0),
-                            stop=stop_after_attempt(self.config.retry.attempts), retry_error_callback=give_up)(once)
+        await run(AsyncRetrying(retry=retry_if_exception_type(_TokenTryAgain), wait=full_jitter(0.05, 2.0),
+                                stop=stop_after_attempt(self.config.retry.attempts), retry_error_callback=give_up), once)
 
     async def headers(self, method: str, path: str, query: Query, body: bytes,
                       base: dict[str, str]) -> dict[str, str]:

@@ -21,7 +21,7 @@ from gateway.core.errors import (
     UnsupportedByBackend,
 )
 from gateway.core.models import JobSpec, JobStatus
-from gateway.core.retrying import full_jitter
+from gateway.core.retrying import full_jitter, run
 from gateway.core.telemetry import JobMetrics
 from gateway.core.translation import Translation
 
@@ -230,7 +230,7 @@ class Adapter(abc.ABC, Generic[C]):
 
         retrying = AsyncRetrying(retry=retry_if_exception_type(_CreateAgain), wait=full_jitter(0.05, 2.0),
                                  stop=stop_before_delay(limit), retry_error_callback=give_up)
-        result: VendorJob = await retrying(once)
+        result: VendorJob = await run(retrying, once)
         return result
 
     async def _lookup(self, translation: Translation, deadline: float) -> VendorJob | None:
@@ -242,8 +242,8 @@ class Adapter(abc.ABC, Generic[C]):
         retrying = AsyncRetrying(retry=retry_if_exception_type(BackendUnavailable), wait=full_jitter(0.05, 2.0),
                                  stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
                                  retry_error_callback=give_up)
-        found: VendorJob | None = await retrying(self.find_by_name, translation.vendor_name, translation.project,
-                                                 translation.kind)
+        found: VendorJob | None = await run(retrying, self.find_by_name, translation.vendor_name,
+                                            translation.project, translation.kind)
         return found
 
     @abc.abstractmethod
