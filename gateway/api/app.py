@@ -116,6 +116,8 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         tasks.append(asyncio.create_task(notifier.run(), name="watch-notifier"))
         if store.is_sqlite:
             tasks.append(asyncio.create_task(store.db.checkpoint_loop(), name="sqlite-checkpoint"))
+        for t in tasks:
+            t.add_done_callback(_say_if_died)
         yield
         for t in tasks:
             t.cancel()
@@ -124,6 +126,15 @@ def _core(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         await session.close()
         await store.close()
     return ctx
+
+
+def _say_if_died(task: asyncio.Task[Any]) -> None:
+    """A background task that ends before shutdown is work that silently stopped: say so."""
+    if task.cancelled():
+        return
+    err = task.exception()
+    log.error("background_task_ended", task=task.get_name(), error=repr(err) if err else None,
+              exc_info=err)
 
 
 # Every answer of the gateway carries these (a page of the dashboard sets a CSP of its own, kept): a

@@ -23,39 +23,56 @@ def replica_id() -> str:
 async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable[[], Awaitable[float]],
                  wake: asyncio.Event | None = None) -> None:
     """Run `step` repeatedly while holding lease `name`; it returns how long to wait before the next
-    (cut short when `wake` is set). Another replica takes over within `ttl` after this one dies."""
+    (cut short when `wake` is set). Another replica takes over within `ttl` after this one dies. Nothing
+    but cancellation ends it: an error is logged (once in a row) and the work goes on `ttl / 3` later."""
     holding = False
+    failed = False
     try:
         while True:
             try:
-                got = await store.leases.acquire(name, owner, ttl)
-            except Exception as err:
-                log.warning("lease_unavailable", lease=name, error=str(err))
-                got = False
-            if got != holding:
-                log.info("lease_acquired" if got else "lease_lost", lease=name, owner=owner)
-                holding = got
-            if not got:
+                holding = await _run_held(store, name, owner, ttl, step, wake, holding)
+                failed = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # e.g. the store refusing a write: a dead task would stop it for good
+                if not failed:
+                    log.exception("background_step_failed", lease=name, error=str(err))
+                    failed = True
                 await asyncio.sleep(ttl / 3)
-                continue
-            wait = await step()
-            while wait > 0:  # sleep in slices, renewing the lease in between
-                chunk = min(wait, ttl / 3)
-                if wake is None:
-                    await asyncio.sleep(chunk)
-                else:
-                    try:
-                        await asyncio.wait_for(wake.wait(), chunk)
-                        wake.clear()
-                        break
-                    except TimeoutError:
-                        pass
-                wait -= chunk
-                if wait > 0 and not await store.leases.acquire(name, owner, ttl):
-                    break
     finally:
         if holding:
             try:
                 await asyncio.shield(store.leases.release(name, owner))
             except Exception:
                 pass
+
+
+async def _run_held(store: Store, name: str, owner: str, ttl: float, step: Callable[[], Awaitable[float]],
+                    wake: asyncio.Event | None, holding: bool) -> bool:
+    """Take (or keep) the lease, run one step and wait for the next; returns whether the lease is held."""
+    try:
+        got = await store.leases.acquire(name, owner, ttl)
+    except Exception as err:
+        log.warning("lease_unavailable", lease=name, error=str(err))
+        got = False
+    if got != holding:
+        log.info("lease_acquired" if got else "lease_lost", lease=name, owner=owner)
+    if not got:
+        await asyncio.sleep(ttl / 3)
+        return False
+    wait = await step()
+    while wait > 0:  # sleep in slices, renewing the lease in between
+        chunk = min(wait, ttl / 3)
+        if wake is None:
+            await asyncio.sleep(chunk)
+        else:
+            try:
+                await asyncio.wait_for(wake.wait(), chunk)
+                wake.clear()
+                break
+            except TimeoutError:
+                pass
+        wait -= chunk
+        if wait > 0 and not await store.leases.acquire(name, owner, ttl):
+            break
+    return True
