@@ -25,12 +25,12 @@ async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable
     """Run `step` repeatedly while holding lease `name`; it returns how long to wait before the next
     (cut short when `wake` is set). Another replica takes over within `ttl` after this one dies. Nothing
     but cancellation ends it: an error is logged (once in a row) and the work goes on `ttl / 3` later."""
-    holding = False
+    held = [False]  # (set as soon as the lease is taken: a step that fails after still releases it at shutdown)
     failed = False
     try:
         while True:
             try:
-                holding = await _run_held(store, name, owner, ttl, step, wake, holding)
+                await _run_held(store, name, owner, ttl, step, wake, held)
                 failed = False
             except asyncio.CancelledError:
                 raise
@@ -40,7 +40,7 @@ async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable
                     failed = True
                 await asyncio.sleep(ttl / 3)
     finally:
-        if holding:
+        if held[0]:
             try:
                 await asyncio.shield(store.leases.release(name, owner))
             except Exception:
@@ -48,18 +48,19 @@ async def leased(store: Store, name: str, owner: str, ttl: float, step: Callable
 
 
 async def _run_held(store: Store, name: str, owner: str, ttl: float, step: Callable[[], Awaitable[float]],
-                    wake: asyncio.Event | None, holding: bool) -> bool:
-    """Take (or keep) the lease, run one step and wait for the next; returns whether the lease is held."""
+                    wake: asyncio.Event | None, held: list[bool]) -> None:
+    """Take (or keep) the lease, run one step and wait for the next; `held[0]` says whether the lease is held."""
     try:
         got = await store.leases.acquire(name, owner, ttl)
     except Exception as err:
         log.warning("lease_unavailable", lease=name, error=str(err))
         got = False
-    if got != holding:
+    if got != held[0]:
         log.info("lease_acquired" if got else "lease_lost", lease=name, owner=owner)
+        held[0] = got
     if not got:
         await asyncio.sleep(ttl / 3)
-        return False
+        return
     wait = await step()
     while wait > 0:  # sleep in slices, renewing the lease in between
         chunk = min(wait, ttl / 3)
@@ -75,4 +76,3 @@ async def _run_held(store: Store, name: str, owner: str, ttl: float, step: Calla
         wait -= chunk
         if wait > 0 and not await store.leases.acquire(name, owner, ttl):
             break
-    return True
