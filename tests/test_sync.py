@@ -121,7 +121,9 @@ async def test_outage_marks_stale_changes_nothing_and_recovers(tmp_path: Path) -
         events = [e["event"] for e in logs if e.get("backend") == "runai"]
         assert events.count("sync_failed") == 1 and events.count("sync_recovered") == 1
         _, evs = await gw.call("GET", f"/v1/jobs/{job['id']}/events?vendor=false")
-        assert [e["to_phase"] for e in evs["events"]] == ["QUEUED", "RUNNING"]
+        # Phase transitions only: a sync that saw the vendor's Pending between Creating and Running adds a
+        # change event (same phase, new vendor phase), which depends on when its cycles fell.
+        assert [e["to_phase"] for e in evs["events"] if e["kind"] == "transition"] == ["QUEUED", "RUNNING"]
     finally:
         await gw.c.close()
 
